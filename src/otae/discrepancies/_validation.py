@@ -1,0 +1,119 @@
+"""Input checks shared by every public discrepancy.
+
+Every public function of :mod:`otae.discrepancies` validates its tensors here so
+that bad input fails at our boundary with a message naming the argument, not as a
+shape error deep inside torch. The finiteness check costs one pass over the data
+(and a host sync on CUDA); hot loops that have already validated their inputs can
+switch all checks off with :func:`input_checks` (``with input_checks(False): ...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator
+
+import torch
+
+_state = threading.local()
+
+
+def _enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def input_checks(enabled: bool) -> Iterator[None]:
+    """Context manager turning the input checks of this package on or off (thread-local)."""
+    previous = _enabled()
+    _state.enabled = bool(enabled)
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+def check_tensor(
+    t: object,
+    name: str,
+    ndims: tuple[int, ...],
+    min_rows: int = 1,
+    finite: bool = True,
+) -> torch.Tensor:
+    """Return ``t`` after checking it is a floating tensor with ``t.ndim in ndims``.
+
+    ``min_rows`` bounds ``t.shape[0]`` from below (empty input is always rejected).
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not _enabled():
+        return t
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.ndim not in ndims:
+        expected = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    if t.shape[0] < min_rows:
+        raise ValueError(
+            f"{name} needs at least {min_rows} samples along dim 0, got {t.shape[0]}"
+        )
+    if finite and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return t
+
+
+def check_same(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], shape: bool = True,
+               dims: tuple[int, ...] | None = None) -> None:
+    """Check that ``a`` and ``b`` share dtype and device, and shape (or the listed dims)."""
+    if not _enabled():
+        return
+    na, nb = names
+    if a.dtype != b.dtype:
+        raise TypeError(f"{na} and {nb} must have the same dtype, got {a.dtype} and {b.dtype}")
+    if a.device != b.device:
+        raise ValueError(f"{na} and {nb} must be on the same device, got {a.device} and {b.device}")
+    if shape and a.shape != b.shape:
+        raise ValueError(
+            f"{na} and {nb} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if dims is not None:
+        for dim in dims:
+            if a.shape[dim] != b.shape[dim]:
+                raise ValueError(
+                    f"{na} and {nb} must agree along dim {dim}, "
+                    f"got {tuple(a.shape)} and {tuple(b.shape)}"
+                )
+
+
+def check_unit_interval(value: float, name: str) -> float:
+    """Check a trade-off such as ``beta`` lies in [0, 1]."""
+    value = float(value)
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def check_positive(value: float, name: str, allow_zero: bool = False) -> float:
+    value = float(value)
+    ok = value >= 0.0 if allow_zero else value > 0.0
+    if not ok or not math.isfinite(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value}")
+    return value
+
+
+def check_count(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
