@@ -21,8 +21,11 @@ to a translation of x or of y). With :math:`a = \sum \bar x_i^2`,
     \sum_{i,j} \big((x_i-x_j)^2 - (y_{\sigma(i)}-y_{\sigma(j)})^2\big)^2
     = 2N \sum_i (\bar x_i^2 - \bar y_{\sigma(i)}^2)^2 + 6 (a-b)^2 + 8 (ab - p^2),
 
-a sum of three non-negative terms (the last by Cauchy-Schwarz), so no large
-quantities cancel; float32 stays accurate for large offsets and spreads.
+a sum of three non-negative terms. The last is evaluated as
+:math:`a \sum_i (\bar y_{\sigma(i)} - (p/a) \bar x_i)^2` (Lagrange's identity as a
+regression residual) and :math:`a - b` as :math:`\sum_i (\bar x_i^2 - \bar y_{\sigma(i)}^2)`,
+so no large quantities cancel: float32 stays accurate for large offsets and spreads
+and for nearly identical samples.
 
 Shapes: the row functions work on ``(..., N)`` tensors (samples on the last dim,
 where sorting is contiguous); the public :func:`fgw_1d` takes the POT-style
@@ -38,32 +41,76 @@ from ._validation import check_same, check_tensor, check_unit_interval
 __all__ = ["fgw_1d", "fgw_1d_dense", "fgw_1d_rows", "wasserstein_1d_rows"]
 
 
-def _fgw_terms_sorted(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Mean-normalised W and GW parts for the identity and anti-identity matchings.
+class _SortedFGW(torch.autograd.Function):
+    """Row-wise 1-D FGW with a hand-written O(N) backward.
 
-    ``xs``, ``ys``: sorted along the last dim, shape (..., N). Returns
-    ``(w_id, w_anti, gw_id, gw_anti)``, each of shape (...):
-    ``w = mean_i (x_i - y_sigma(i))^2`` and ``gw = mean_ij (...)^2``.
+    Autograd through the expanded formula keeps about a dozen (L, N) temporaries
+    alive and replays each; here the forward saves only the sorted values and the
+    sort indices, and the backward evaluates the closed-form gradient of the chosen
+    matching. This is what keeps a slice within a small factor of its sort
+    (benchmarks/discrepancies.py). First-order only (no double backward).
     """
-    n = xs.shape[-1]
-    ys_rev = ys.flip(-1)
-    w_id = (xs - ys).square().mean(-1)
-    w_anti = (xs - ys_rev).square().mean(-1)
 
-    xc = xs - xs.mean(-1, keepdim=True)
-    yc = ys - ys.mean(-1, keepdim=True)
-    yc_rev = yc.flip(-1)
-    x2, y2 = xc.square(), yc.square()
-    a, b = x2.sum(-1), y2.sum(-1)
-    shared = 6.0 * (a - b).square() + 8.0 * a * b
-    p_id = (xc * yc).sum(-1)
-    p_anti = (xc * yc_rev).sum(-1)
-    q_id = (x2 - y2).square().sum(-1)
-    q_anti = (x2 - y2.flip(-1)).square().sum(-1)
-    gw_id = (2.0 * n * q_id + shared - 8.0 * p_id.square()) / (n * n)
-    gw_anti = (2.0 * n * q_anti + shared - 8.0 * p_anti.square()) / (n * n)
-    # ab - p^2 >= 0 exactly; clamp the rounding of near-proportional samples.
-    return w_id, w_anti, gw_id.clamp_min(0.0), gw_anti.clamp_min(0.0)
+    @staticmethod
+    def forward(ctx, x, y, w_weight: float, gw_weight: float):  # noqa: D102
+        xs, ix = torch.sort(x, dim=-1)
+        ys, iy = torch.sort(y, dim=-1)
+        n = xs.shape[-1]
+        mean_x, mean_y = xs.mean(-1, keepdim=True), ys.mean(-1, keepdim=True)
+        xc, yc = xs - mean_x, ys - mean_y
+        shift = (mean_x - mean_y).squeeze(-1).square()
+        x2 = xc.square()
+        a = x2.sum(-1)
+        candidates = []
+        for matched in (yc, yc.flip(-1)):
+            # sum (x_i - y_s(i))^2 = sum (xc_i - yc_s(i))^2 + N (mean x - mean y)^2.
+            w = (xc - matched).square_().sum(-1) / n + shift
+            diff = x2 - matched.square()
+            # ab - p^2 = a |y - (p/a) x|^2: the residual of regressing y on x, a sum of
+            # squares, so it stays accurate when y is nearly proportional to x.
+            p = (xc * matched).sum(-1, keepdim=True)
+            residual = matched.sub_(p / a.clamp_min(torch.finfo(x.dtype).tiny).unsqueeze(-1) * xc)
+            relational = (
+                2.0 * n * diff.square().sum(-1) + 6.0 * diff.sum(-1).square()
+                + 8.0 * a * residual.square().sum(-1)
+            ) / (n * n)
+            candidates.append(w_weight * w + gw_weight * relational)
+        anti = candidates[1] < candidates[0]
+        ctx.save_for_backward(xs, ys, ix, iy, anti)
+        ctx.weights = (w_weight, gw_weight)
+        return torch.where(anti, candidates[1], candidates[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # noqa: D102
+        xs, ys, ix, iy, anti = ctx.saved_tensors
+        w_weight, gw_weight = ctx.weights
+        n = xs.shape[-1]
+        anti = anti.unsqueeze(-1)
+        ys = torch.where(anti, ys.flip(-1), ys)  # y in matched order
+        mean_x, mean_y = xs.mean(-1, keepdim=True), ys.mean(-1, keepdim=True)
+        xc, yc = xs - mean_x, ys - mean_y
+        e = xc - yc
+        diff = xc.square() - yc.square()
+        s = diff.sum(-1, keepdim=True)
+        a, b = xc.square().sum(-1, keepdim=True), yc.square().sum(-1, keepdim=True)
+        a_minus_p, b_minus_p = (xc * e).sum(-1, keepdim=True), -(yc * e).sum(-1, keepdim=True)
+        # dR/dxc with R the relational double sum (module docstring); b xc - p yc is
+        # written b e + (b - p) yc to avoid cancellation for nearly equal samples.
+        grad_rx = 8.0 * n * diff * xc + 24.0 * s * xc + 16.0 * (b * e + b_minus_p * yc)
+        grad_ry = -8.0 * n * diff * yc - 24.0 * s * yc + 16.0 * (a_minus_p * xc - a * e)
+        # Centring is a projection: subtract the mean of each gradient row.
+        grad_rx -= grad_rx.mean(-1, keepdim=True)
+        grad_ry -= grad_ry.mean(-1, keepdim=True)
+        grad_w = (2.0 * w_weight / n) * (e + (mean_x - mean_y))
+        scale = grad_out.unsqueeze(-1)
+        rel = gw_weight / (n * n)
+        grad_xs = (grad_w + rel * grad_rx) * scale
+        grad_ys = (rel * grad_ry - grad_w) * scale
+        grad_ys = torch.where(anti, grad_ys.flip(-1), grad_ys)  # back to sorted order
+        grad_x = torch.empty_like(grad_xs).scatter_(-1, ix, grad_xs)
+        grad_y = torch.empty_like(grad_ys).scatter_(-1, iy, grad_ys)
+        return grad_x, grad_y, None, None
 
 
 def fgw_1d_rows(
@@ -72,13 +119,10 @@ def fgw_1d_rows(
     """min over {identity, anti-identity} of ``w_weight * W + gw_weight * GW`` per row.
 
     ``x``, ``y``: (..., N), unsorted, no validation (internal building block of the
-    sliced discrepancies). ``W`` and ``GW`` are the mean-normalised parts of
-    :func:`_fgw_terms_sorted`. Returns shape (...).
+    sliced discrepancies). ``W = mean_i (x_i - y_s(i))^2`` and
+    ``GW = mean_ij ((x_i - x_j)^2 - (y_s(i) - y_s(j))^2)^2``. Returns shape (...).
     """
-    xs = torch.sort(x, dim=-1).values
-    ys = torch.sort(y, dim=-1).values
-    w_id, w_anti, gw_id, gw_anti = _fgw_terms_sorted(xs, ys)
-    return torch.minimum(w_weight * w_id + gw_weight * gw_id, w_weight * w_anti + gw_weight * gw_anti)
+    return _SortedFGW.apply(x, y, float(w_weight), float(gw_weight))
 
 
 def wasserstein_1d_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""IDX files (the MNIST format), plain or gzip-compressed, read without pickling."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+# IDX type codes -> numpy dtypes (big-endian on disk).
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+MNIST_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def default_mnist_dir() -> Path:
+    """``$OTAE_MNIST_DIR`` if set, else ``data/mnist`` of the source checkout."""
+    env = os.environ.get("OTAE_MNIST_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "data" / "mnist"
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (``.gz`` or raw) into a numpy array of its stored dtype and shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}")
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: IDX header announces shape {shape} ({expected} bytes) "
+            f"but the file holds {len(data) - header} bytes of data"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def load_mnist(split: str = "test", root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST ``split`` ('train' or 'test') as (images uint8 (n, 28, 28), labels uint8 (n,)).
+
+    Looks for the four canonical IDX files (optionally ``.gz``) in ``root``
+    (default: :func:`default_mnist_dir`). Never downloads.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root) if root is not None else default_mnist_dir()
+    arrays = []
+    for kind in ("images", "labels"):
+        name = MNIST_FILES[(split, kind)]
+        candidates = [root / f"{name}.gz", root / name]
+        found = next((p for p in candidates if p.exists()), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"MNIST {split} {kind} not found: put {name}.gz (or {name}) in {root} "
+                f"or point OTAE_MNIST_DIR at the folder holding the four MNIST IDX files"
+            )
+        arrays.append(read_idx(found))
+    images, labels = arrays
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images, labels
