@@ -187,31 +187,30 @@ def _divergence_pot(x, y, eps, p, floor=0.0):
     return xy - 0.5 * xx - 0.5 * yy
 
 
-@pytest.mark.parametrize("p, eps", [(2, 0.5), (2, 2.0), (1, 0.5)])
-def test_divergence_vs_pot(p, eps):
-    # GeomLoss anneals epsilon instead of iterating at the target: its error shrinks
-    # like (1 - scaling)^2 for p = 2. At scaling 0.999 it is below 1e-5 (relative)
-    # here; at its default 0.5 it is a few per cent. For p = 1 GeomLoss floors
-    # distances at 1e-4 (so OT(x, x) != 0 exactly); the reference does the same.
+@pytest.mark.parametrize("p, eps, rel", [(2, 0.5, 3e-4), (2, 2.0, 1e-5), (1, 0.5, 1e-6)])
+def test_divergence_vs_pot(p, eps, rel):
+    # GeomLoss anneals epsilon instead of iterating at the target, so it is only as
+    # accurate as its schedule: the value error shrinks like (1 - scaling)^2 (measured
+    # here: 6e-5, 3e-7 and 3e-8 relative at scaling 0.995, 2e-3 at 0.9 for the first
+    # case); at its default 0.5 it is a few per cent. For p = 1 GeomLoss floors
+    # distances at 1e-4 (so its OT(x, x) cost has a 1e-4 diagonal); the reference
+    # reproduces that floor, which otherwise dominates the error (1e-4 absolute).
     x, y = _clouds(n=5, m=6, d=2)
     floor = 1e-8 if p == 1 else 0.0
     want = _divergence_pot(x, y, eps, p, floor)
-    got = float(sinkhorn_divergence(x, y, epsilon=eps, p=p, scaling=0.999))
-    assert got == pytest.approx(want, rel=2e-5)
+    got = float(sinkhorn_divergence(x, y, epsilon=eps, p=p, scaling=0.995))
+    assert got == pytest.approx(want, rel=rel)
     coarse = float(sinkhorn_divergence(x, y, epsilon=eps, p=p))
     assert coarse == pytest.approx(want, rel=5e-2)
+    if p == 2:
+        # The naive conversion blur = eps^(1/p) (without the factor p) solves a
+        # different problem: off by far more than the coarse tolerance.
+        from geomloss import SamplesLoss
 
-
-def test_divergence_conversion_is_not_the_naive_one():
-    # blur = eps^(1/p) without the factor p would solve a different problem for p = 2.
-    from geomloss import SamplesLoss
-
-    x, y = _clouds(n=5, m=6, d=2)
-    want = _divergence_pot(x, y, 0.5, 2)
-    naive = float(SamplesLoss("sinkhorn", p=2, blur=0.5**0.5, scaling=0.999,
-                              backend="tensorized")(x, y))
-    assert abs(naive - want) > 0.1 * want
-    assert abs(2.0 * naive - want) > 1e-3 * want
+        naive = float(SamplesLoss("sinkhorn", p=2, blur=eps**0.5, scaling=0.9,
+                                  backend="tensorized")(x, y))
+        assert abs(naive - want) > 0.3 * want
+        assert abs(2.0 * naive - want) > 0.06 * want
 
 
 def _divergence_grad_pot(x, y, eps):
@@ -234,16 +233,18 @@ def test_divergence_properties_and_gradient():
     x, y = _clouds(n=6, m=6, d=2)
     assert abs(float(sinkhorn_divergence(x, x.clone(), epsilon=0.5))) < 1e-12
     assert float(sinkhorn_divergence(x, y, epsilon=0.5)) > 0.0
-    ref = _divergence_grad_pot(x, y, 0.5)
+    eps = 2.0
+    ref = _divergence_grad_pot(x, y, eps)
     # The closed-form reference is the derivative of the converged POT value.
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
     h = 1e-5
-    fd = (_divergence_pot(x + h * v, y, 0.5, 2) - _divergence_pot(x - h * v, y, 0.5, 2)) / (2 * h)
+    fd = (_divergence_pot(x + h * v, y, eps, 2) - _divergence_pot(x - h * v, y, eps, 2)) / (2 * h)
     assert float((torch.from_numpy(ref) * v).sum()) == pytest.approx(fd, rel=1e-6)
-    # GeomLoss differentiates its final potentials (envelope theorem), not its loop, so
-    # its gradient is as accurate as its value: ~1e-3 at scaling 0.999.
+    # GeomLoss differentiates its final potentials (envelope theorem), not its loop: the
+    # gradient error is first order in the potentials' error (the value's is second
+    # order), measured 5e-4 relative here at scaling 0.995, 1e-2 at 0.9.
     x.requires_grad_(True)
-    (grad,) = torch.autograd.grad(sinkhorn_divergence(x, y, epsilon=0.5, scaling=0.999), x)
+    (grad,) = torch.autograd.grad(sinkhorn_divergence(x, y, epsilon=eps, scaling=0.995), x)
     err = np.abs(grad.numpy() - ref).max() / np.abs(ref).max()
     assert err < 2e-3
 

@@ -71,17 +71,17 @@ def test_invariant_to_common_rotation_of_inputs_and_projections():
     assert after.item() == pytest.approx(before.item(), rel=1e-12)
 
 
-def test_sliced_gw_is_invariant_to_rotation_of_one_input_in_expectation():
-    """GW compares within-set distances: rotating y alone leaves the true SGW unchanged.
-
-    The estimate with L uniform directions is unbiased, so two large-L estimates agree
-    to Monte-Carlo accuracy (fixed generators).
-    """
+def test_sliced_gw_ignores_translation_and_reflection_of_one_input():
+    """Per slice, GW sees only within-set distances: shifting y, or mapping y -> -y
+    (handled by the anti-identity matching), leaves sliced GW unchanged exactly."""
     x, y = clouds(n=60, d=3)
-    rot = random_rotation(3, seed=5)
-    a = sliced_gw(x, y, n_projections=4000, generator=torch.Generator().manual_seed(0))
-    b = sliced_gw(x, y @ rot.T, n_projections=4000, generator=torch.Generator().manual_seed(1))
-    assert b.item() == pytest.approx(a.item(), rel=0.05)
+    theta = uniform_directions(9, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64).T
+    base = sliced_gw(x, y, projections=theta)
+    assert sliced_gw(x, y + torch.tensor([5.0, -2.0, 1.0], dtype=torch.float64),
+                     projections=theta).item() == pytest.approx(base.item(), rel=1e-10)
+    assert sliced_gw(x, -y, projections=theta).item() == pytest.approx(base.item(), rel=1e-10)
+    # ...whereas the W part does see the shift.
+    assert sliced_fgw(x, y + 5.0, beta=0.5, projections=theta) > sliced_fgw(x, y, beta=0.5, projections=theta)
 
 
 def test_determinism_with_explicit_generator():
