@@ -231,12 +231,17 @@ def householder_from_e1(samples: torch.Tensor, loc: torch.Tensor) -> torch.Tenso
 
 def _sample_around(
     locs: torch.Tensor,
+    lead: tuple[int, ...],
     kappa: float,
     distribution: str,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """One sample around each row of ``locs`` (..., d) (already broadcast): shape (..., d)."""
-    *lead, d = locs.shape
+    """Samples of shape (*lead, d) around ``locs``, which broadcasts to that shape.
+
+    Broadcasting (rather than expanding ``locs`` per sample) keeps the reflection
+    vectors at one per location.
+    """
+    d = locs.shape[-1]
     count = math.prod(lead)
     where = _sampling_device(generator, locs.device)
     w, omw = _RADIAL[distribution](kappa, d, count, generator, locs.device)
@@ -265,8 +270,7 @@ def _validate(loc: torch.Tensor, kappa: float, n: int, ndims: tuple[int, ...]) -
 
 def _sample_at(loc: torch.Tensor, kappa, n: int, distribution: str, generator) -> torch.Tensor:
     kappa = _validate(loc, kappa, n, ndims=(1, 2))
-    locs = loc.unsqueeze(-2).expand(*loc.shape[:-1], n, loc.shape[-1])
-    return _sample_around(locs, kappa, distribution, generator)
+    return _sample_around(loc.unsqueeze(-2), (*loc.shape[:-1], n), kappa, distribution, generator)
 
 
 def sample_von_mises_fisher(
@@ -340,12 +344,16 @@ def sample_spherical_mixture(
     kappa = _validate(locs, kappa, n, ndims=(2,))
     checks.check_choice(distribution, "distribution", DISTRIBUTIONS)
     k = locs.shape[0]
-    counts = torch.full((k,), n // k, dtype=torch.long)
-    if n % k:
-        extra = torch.randperm(k, generator=generator, device=_sampling_device(generator, None))
-        counts[extra[: n % k].cpu()] += 1
-    index = torch.repeat_interleave(torch.arange(k), counts).to(locs.device)
-    return _sample_around(locs[index], kappa, distribution, generator)
+    if k > 1:
+        counts = torch.full((k,), n // k, dtype=torch.long)
+        if n % k:
+            where = _sampling_device(generator, None)
+            extra = torch.randperm(k, generator=generator, device=where)
+            counts[extra[: n % k].cpu()] += 1
+        index = torch.repeat_interleave(torch.arange(k), counts).to(locs.device)
+    # One component: broadcast its location instead of gathering it n times.
+    per_sample = locs if k == 1 else locs[index]
+    return _sample_around(per_sample, (n,), kappa, distribution, generator)
 
 
 # ------------------------------------------------------------ mean lengths

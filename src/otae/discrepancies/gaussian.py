@@ -56,7 +56,7 @@ def pairwise_sqeuclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def gaussian_w2_squared(
     mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor
 ) -> torch.Tensor:
-    r"""Squared 2-Wasserstein :math:`\lVert \mu_1-\mu_2 \rVert^2 + \lVert \sigma_1-\sigma_2 \rVert^2`.
+    r"""Squared 2-Wasserstein distance between diagonal Gaussians, elementwise over batches.
 
     Args:
         mu1, sigma1: means and standard deviations (>= 0) of shape (..., d).

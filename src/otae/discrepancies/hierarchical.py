@@ -40,7 +40,7 @@ from ._validation import (
     check_tensor,
     check_unit_interval,
 )
-from .gaussian import check_gaussians, pairwise_gaussian_w2_squared
+from .gaussian import check_gaussians, pairwise_sqeuclidean
 
 __all__ = ["fgw_objective", "fgw_proximal_point", "hierarchical_fgw"]
 
@@ -88,16 +88,31 @@ def fgw_objective(cost_st: torch.Tensor, cost_s: torch.Tensor, cost_t: torch.Ten
     _validate_costs(cost_st, cost_s, cost_t)
     check_tensor(plan, "plan", ndims=(2,))
     check_same(cost_st, plan, ("cost_st", "plan"))
-    beta = check_unit_interval(beta, "beta")
+    return _objective(cost_st, cost_s, cost_t, plan, check_unit_interval(beta, "beta"))
+
+
+def _objective(cost_st: torch.Tensor, cost_s: torch.Tensor, cost_t: torch.Tensor,
+               plan: torch.Tensor, beta: float) -> torch.Tensor:
     relational = _relational_cost(cost_s, cost_t, plan, plan.sum(1), plan.sum(0))
     return (((1.0 - beta) * cost_st + beta * relational) * plan).sum()
 
 
+def _check_solver(n_outer: int, n_inner: int, tau: object) -> float | str:
+    check_count(n_outer, "n_outer", minimum=0)
+    check_count(n_inner, "n_inner")
+    if tau == "auto":
+        return tau
+    if isinstance(tau, str):
+        raise ValueError(f"tau must be 'auto' or a positive float, got {tau!r}")
+    return check_positive(tau, "tau")
+
+
 def _round_to_marginals(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Altschuler et al. (2017) rounding: the nearest-in-l1 feasible plan, cheaply.
+    """Altschuler et al. (2017) rounding of a near-feasible plan onto Pi(a, b).
 
     Scale rows, then columns, down to their targets; the remaining mass deficits
     ``err_a >= 0`` and ``err_b >= 0`` (same total) are added back as a rank-one plan.
+    Moves the plan by at most 2 (|T 1 - a|_1 + |T^T 1 - b|_1) in l1.
     """
     plan = plan * (a / plan.sum(1)).clamp_max(1.0).unsqueeze(1)
     plan = plan * (b / plan.sum(0)).clamp_max(1.0).unsqueeze(0)
@@ -138,26 +153,31 @@ def fgw_proximal_point(
     POT's ``entropic_fused_gromov_wasserstein(..., solver='PPA')`` uses the same gradient.
 
     The iteration runs in the log domain: :math:`\log K = \log T^n - G^n/\tau`, then
-    ``n_inner`` log-sum-exp Sinkhorn sweeps (row then column scaling). :math:`T^n` is
-    already feasible, so the duals start at 0. Finally the plan is rounded
-    (Altschuler et al. 2017) so that its marginals are exactly 1/N and 1/K up to rounding
-    errors. If anything became non-finite, the uniform plan is returned.
+    ``n_inner`` log-sum-exp Sinkhorn sweeps (row then column scaling) with the duals
+    warm-started from the previous step. Finally the plan is rounded (Altschuler et al.
+    2017) so that its marginals are 1/N and 1/K up to floating-point error. If anything
+    became non-finite (e.g. float32 overflow of squared costs), the uniform plan is
+    returned instead.
 
     ``tau='auto'`` sets :math:`\tau = \max_{ij} |G^n_{ij}|` at each step, as the RAE
-    authors' code does: every step multiplies :math:`T` by factors in :math:`[e^{-1}, e]`,
-    so after ``n_outer`` steps the plan is about as sharp as an entropic plan with
-    regularisation :math:`\max|G| / n_{outer}`. This is robust to the scale of the
-    costs but blurry: with the paper's 20 steps the objective can be several percent
-    above the optimum (more for larger N and small ``beta``). A float ``tau`` (in cost
-    units) or more outer steps give sharper plans; e.g. ``n_outer=200`` with the default
-    ``tau`` gets within 1% of POT's solvers on the small cases of our tests.
+    authors' code does: each step multiplies :math:`T` by factors in :math:`[e^{-1}, e]`,
+    so after ``n_outer`` steps the plan is roughly an entropic plan with regularisation
+    :math:`\max|G| / n_{outer}`. This is invariant to the scale of the costs but slow,
+    since :math:`\max|G|` includes row and column constants that do not move the plan.
+    Measured on 30 random small problems (N = 8..20, K = 3..6, beta in {0.1, 0.5, 0.9}),
+    every plan scored by :func:`fgw_objective`: the paper's 20 steps end at a median 18%
+    above the best of POT's conditional-gradient (CG) and PPA solutions (up to 44%,
+    leaving out two cases where every solver is stuck in a poor local minimum). 500 steps
+    are within 1% of CG (or below it) in 30/30 cases and within 1% of the best of CG and
+    PPA in 26/30 (the other 4 are local minima that CG falls into too); a fixed
+    ``tau = 0.03 * max|G^0|`` with 300 steps and 20 sweeps does as well.
 
     Args:
         cost_st: (N, K); cost_s: (N, N); cost_t: (K, K). Used detached.
         beta: weight of the Gromov-Wasserstein part in [0, 1] (POT's ``alpha``).
-        n_outer: proximal steps (paper: 20; RAE authors' code: 10).
+        n_outer: proximal steps (paper: 20; RAE authors' code: 10); 0 gives the uniform plan.
         n_inner: Sinkhorn sweeps per step (each sweep scales rows then columns).
-        tau: proximal weight, ``'auto'`` or a positive float.
+        tau: ``'auto'`` or a positive float in the units of the costs (POT's ``epsilon``).
 
     Returns:
         Plan of shape (N, K) with marginals 1/N and 1/K, detached, dtype and device of
@@ -165,25 +185,26 @@ def fgw_proximal_point(
     """
     _validate_costs(cost_st, cost_s, cost_t)
     beta = check_unit_interval(beta, "beta")
-    check_count(n_outer, "n_outer", minimum=0)
-    check_count(n_inner, "n_inner")
-    if tau != "auto":
-        if isinstance(tau, str):
-            raise ValueError(f"tau must be 'auto' or a positive float, got {tau!r}")
-        tau = check_positive(tau, "tau")
+    tau = _check_solver(n_outer, n_inner, tau)
+    symmetric = torch.equal(cost_s, cost_s.T) and torch.equal(cost_t, cost_t.T)
+    return _proximal_point(cost_st, cost_s, cost_t, beta, n_outer, n_inner, tau, symmetric)
 
+
+def _proximal_point(cost_st: torch.Tensor, cost_s: torch.Tensor, cost_t: torch.Tensor,
+                    beta: float, n_outer: int, n_inner: int, tau: float | str,
+                    symmetric: bool) -> torch.Tensor:
+    """:func:`fgw_proximal_point` on validated input; ``symmetric`` selects the 2 L form."""
     with torch.no_grad():
         c_st, c_s, c_t = cost_st.detach(), cost_s.detach(), cost_t.detach()
         n, k = c_st.shape
         a = torch.full((n,), 1.0 / n, dtype=c_st.dtype, device=c_st.device)
         b = torch.full((k,), 1.0 / k, dtype=c_st.dtype, device=c_st.device)
         log_a, log_b = a.log(), b.log()
-        symmetric = torch.equal(c_s, c_s.T) and torch.equal(c_t, c_t.T)
         log_plan = (log_a.unsqueeze(1) + log_b.unsqueeze(0)).contiguous()
         tiny = torch.finfo(c_st.dtype).tiny
-        # Duals carried over from the previous step: near a fixed point the step needs
-        # f_i + g_j = G_ij / tau on the support, the same every time, so starting from
-        # the last duals (not from 0) makes a few sweeps enough even for small tau.
+        # Duals carried over from the previous step: near a fixed point every step needs
+        # the same duals (f_i + g_j = G_ij / tau on the support), so starting from the
+        # last ones rather than 0 lets a few sweeps per step suffice once the plan settles.
         f = torch.zeros_like(a)
         g = torch.zeros_like(b)
         for _ in range(n_outer):
@@ -202,8 +223,8 @@ def fgw_proximal_point(
                 g = log_b - torch.logsumexp(log_kernel + f.unsqueeze(1), dim=0)
             log_plan = log_kernel + f.unsqueeze(1) + g.unsqueeze(0)
         plan = _round_to_marginals(log_plan.exp(), a, b)
-        if not bool(torch.isfinite(plan).all()):
-            plan = torch.outer(a, b)
+        # torch.where rather than an if: no host sync on GPU.
+        plan = torch.where(torch.isfinite(plan).all(), plan, torch.outer(a, b))
     return plan
 
 
@@ -227,6 +248,11 @@ def hierarchical_fgw(
     means with squared Euclidean costs (Prop. 3.2); a common ``sigma`` shared by all
     components of both mixtures also cancels out of every cost.
 
+    The default solver settings give a blurred plan, so the value is biased upwards:
+    e.g. the value between a mixture and itself is not 0 but ~2% of the value between
+    two different mixtures (12 components, ``beta = 0.5``); 500 steps bring it to ~1e-5.
+    Pass more steps when the value itself matters, not only its gradient.
+
     Args:
         mu_p, sigma_p: means and standard deviations (>= 0) of the N components of p,
             shape (N, d) (e.g. the batch posterior).
@@ -243,10 +269,13 @@ def hierarchical_fgw(
     check_gaussians(mu_q, sigma_q, ("mu_q", "sigma_q"), ndims=(2,))
     check_same(mu_p, mu_q, ("mu_p", "mu_q"), shape=False, dims=(1,))
     beta = check_unit_interval(beta, "beta")
-    cost_st = pairwise_gaussian_w2_squared(mu_p, sigma_p, mu_q, sigma_q)
-    cost_s = pairwise_gaussian_w2_squared(mu_p, sigma_p, mu_p, sigma_p)
-    cost_t = pairwise_gaussian_w2_squared(mu_q, sigma_q, mu_q, sigma_q)
-    plan = fgw_proximal_point(cost_st, cost_s, cost_t, beta, n_outer, n_inner, tau)
-    value = fgw_objective(cost_st, cost_s, cost_t, plan, beta)
+    tau = _check_solver(n_outer, n_inner, tau)
+    # Validated once here: the internal calls below skip the checks (and their host syncs).
+    z_p, z_q = torch.cat((mu_p, sigma_p), 1), torch.cat((mu_q, sigma_q), 1)
+    cost_st = pairwise_sqeuclidean(z_p, z_q)
+    cost_s, cost_t = pairwise_sqeuclidean(z_p, z_p), pairwise_sqeuclidean(z_q, z_q)
+    # C_s and C_t are symmetric up to rounding: use the 2 L form of the gradient.
+    plan = _proximal_point(cost_st, cost_s, cost_t, beta, n_outer, n_inner, tau, symmetric=True)
+    value = _objective(cost_st, cost_s, cost_t, plan, beta)
     return (value, plan) if return_plan else value
 
