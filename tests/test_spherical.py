@@ -90,6 +90,16 @@ def test_max_sfg_matches_grid_search_in_3d():
     assert fgw_1d(x @ direction, y @ direction, BETA).item() == pytest.approx(value.item(), rel=1e-12)
 
 
+def test_max_sfg_keeps_the_best_start():
+    x, y = stretched_clouds(n=30, d=3, seed=21)
+    starts = uniform_directions(6, 3, generator=gen(22), dtype=F64)
+    value, direction = max_sliced_fgw(x, y, BETA, n_iters=0, init_directions=starts,
+                                      return_direction=True)
+    per_start = fgw_1d(x @ starts.T, y @ starts.T, BETA)
+    assert value.item() == pytest.approx(per_start.max().item(), rel=1e-12)
+    torch.testing.assert_close(direction, starts[per_start.argmax()])
+
+
 # --------------------------------------------------------------- the limits
 
 

@@ -255,15 +255,17 @@ def _sample_around(
     return householder_from_e1(around_e1, locs)
 
 
-def _validate(loc: torch.Tensor, kappa: float, n: int, ndims: tuple[int, ...]) -> float:
+def _validate(
+    loc: torch.Tensor, kappa: float, n: int, ndims: tuple[int, ...], name: str = "loc"
+) -> float:
     checks = _checks()
-    checks.check_tensor(loc, "loc", ndims=ndims)
+    checks.check_tensor(loc, name, ndims=ndims)
     if loc.shape[-1] < 2:
         raise ValueError(
-            f"loc must have dimension d >= 2 (a point of S^(d-1)), got d = {loc.shape[-1]}"
+            f"{name} must have dimension d >= 2 (points of S^(d-1)), got d = {loc.shape[-1]}"
         )
     if checks._enabled() and not bool((loc.norm(dim=-1) > 0).all()):
-        raise ValueError("loc must be non-zero (it is normalised onto the sphere)")
+        raise ValueError(f"{name} must be non-zero (it is normalised onto the sphere)")
     checks.check_count(n, "n", minimum=0)
     return checks.check_positive(kappa, "kappa", allow_zero=True)
 
@@ -341,7 +343,7 @@ def sample_spherical_mixture(
         (n, d), dtype and device of ``locs``, differentiable in ``locs``.
     """
     checks = _checks()
-    kappa = _validate(locs, kappa, n, ndims=(2,))
+    kappa = _validate(locs, kappa, n, ndims=(2,), name="locs")
     checks.check_choice(distribution, "distribution", DISTRIBUTIONS)
     k = locs.shape[0]
     if k > 1:
