@@ -167,10 +167,12 @@ def test_objective_within_one_percent_of_pot_solvers(beta, seed, n, k, ppa_eps):
     grad0 = (1 - beta) * c_st + 2 * beta * (
         (c_s**2).mean(1)[:, None] + (c_t**2).mean(1)[None] - 2 * c_s @ plan0 @ c_t)
     assert score(n_outer=300, n_inner=20, tau=0.03 * grad0.abs().max().item()) <= 1.01 * best
-    # The paper's 20 'auto' steps give a blurred plan: measured 1.11-1.39 x best here
-    # (the authors' 10 steps: 1.19-1.64).
-    default = score()
-    assert best * 0.999 <= default <= 1.5 * best
+    # The paper's 20 steps with the authors' 'auto' step size give a blurred plan:
+    # measured 1.11-1.39 x best here (the authors' 10 steps: 1.19-1.64). The default
+    # 'centred' step size with the same 20 steps is within 5% (it may even find a better
+    # local minimum than CG).
+    assert score(tau="auto") <= 1.5 * best
+    assert score() <= 1.05 * best
 
 
 def test_marginals_are_exact_after_rounding():
@@ -333,7 +335,7 @@ def test_bad_input():
         ((mu_p, sigma_p, mu_q, sigma_q), {"beta": 1.5}, ValueError, "beta must lie in"),
         ((mu_p, sigma_p, mu_q, sigma_q), {"beta": -0.1}, ValueError, "beta must lie in"),
         ((mu_p, sigma_p, mu_q, sigma_q), {"tau": 0.0}, ValueError, "tau must be finite and > 0"),
-        ((mu_p, sigma_p, mu_q, sigma_q), {"tau": "max"}, ValueError, "tau must be 'auto'"),
+        ((mu_p, sigma_p, mu_q, sigma_q), {"tau": "max"}, ValueError, "tau must be one of \\('centred', 'auto'\\)"),
         ((mu_p, sigma_p, mu_q, sigma_q), {"n_outer": -1}, ValueError, "n_outer must be >= 0"),
         ((mu_p, sigma_p, mu_q, sigma_q), {"n_inner": 0}, ValueError, "n_inner must be >= 1"),
         ((mu_p, sigma_p, mu_q, sigma_q), {"n_outer": 2.0}, TypeError, "n_outer must be an int"),

@@ -47,10 +47,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"{path}: IDX header announces shape {shape} ({expected} bytes) "
             f"but the file holds {len(data) - header} bytes of data"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
-def load_mnist(split: str = "test", root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(
+    split: str = "test", root: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """MNIST ``split`` ('train' or 'test') as (images uint8 (n, 28, 28), labels uint8 (n,)).
 
     Looks for the four canonical IDX files (optionally ``.gz``) in ``root``

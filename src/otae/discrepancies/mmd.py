@@ -37,6 +37,7 @@ from typing import Literal
 
 import torch
 
+from ._pairwise import pairwise_sqeuclidean as squared_distances
 from ._validation import check_choice, check_positive, check_same, check_tensor
 
 __all__ = ["mmd", "squared_distances", "WAE_SCALES", "KERNELS"]
@@ -45,21 +46,6 @@ Kernel = Literal["imq", "gaussian"]
 KERNELS = ("imq", "gaussian")
 #: The multipliers of C summed over by the WAE authors' MMD penalty.
 WAE_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-
-
-def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r"""Pairwise squared Euclidean distances :math:`\|x_i - y_j\|^2`, shape (N, M).
-
-    ``x``: (N, d), ``y``: (M, d); no validation (internal building block). Uses
-    :math:`\|a\|^2 + \|b\|^2 - 2 a \cdot b` on copies shifted by a common centre:
-    distances are translation invariant, and centring keeps the cancellation small
-    for clouds far from the origin. Rounding can still leave tiny negative values,
-    hence the clamp (whose zero gradient there is harmless).
-    """
-    centre = x.detach().mean(0)
-    xc, yc = x - centre, y - centre
-    sq = xc.square().sum(1, keepdim=True) + yc.square().sum(1) - 2.0 * (xc @ yc.T)
-    return sq.clamp_min(0.0)
 
 
 def _kernel_sum(sq: torch.Tensor, kernel: str, cs: Sequence[float]) -> torch.Tensor:

@@ -110,7 +110,8 @@ def sliced_fgw(
     beta = check_unit_interval(beta, "beta")
     check_choice(scale, "scale", SCALES)
     authors = scale == "rae_authors"
-    directions = resolve_projections(x, n_projections, projections, generator, normalise=not authors)
+    directions = resolve_projections(x, n_projections, projections, generator,
+                                     normalise=not authors)
     px, py = project(x, directions), project(y, directions)
     if authors:
         return fgw_1d_rows(px, py, (1.0 - beta) * x.shape[0], beta).sum()
