@@ -159,3 +159,24 @@ def test_output_follows_input_dtype(dtype):
     y = torch.randn(10, 3, dtype=dtype)
     assert fgw_1d(x, y, 0.1).dtype == dtype
     assert fgw_1d_dense(x, y, 0.1).dtype == dtype
+
+
+@pytest.mark.slow
+def test_brute_force_n8_slow():
+    """8! = 40320 permutations per case in pure Python."""
+    g = torch.Generator().manual_seed(8)
+    for _ in range(3):
+        x, y = random_pair(8, g)
+        beta = float(torch.rand(1, generator=g))
+        assert fgw_1d(x, y, beta).item() == pytest.approx(brute_force_fgw(x, y, beta), rel=1e-11)
+
+
+@pytest.mark.slow
+def test_float32_large_n_matches_float64_slow():
+    """N = 2e5 with an offset: float32 within 1e-4 of the float64 value (validated above)."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(200_000, 3, generator=g, dtype=torch.float64) * 30 + 500
+    y = torch.randn(200_000, 3, generator=g, dtype=torch.float64).pow(3) + 480
+    for beta in (0.1, 0.9):
+        torch.testing.assert_close(fgw_1d(x.float(), y.float(), beta).double(), fgw_1d(x, y, beta),
+                                   rtol=1e-4, atol=0.0)
