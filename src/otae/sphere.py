@@ -39,6 +39,7 @@ from scipy import special
 
 __all__ = [
     "uniform_directions",
+    "gaussian_directions",
     "sample_beta",
     "sample_von_mises_fisher",
     "sample_power_spherical",
@@ -64,10 +65,22 @@ def uniform_directions(
 
     Normalised standard Gaussian vectors (rotation invariance of N(0, I)).
     """
-    where = _sampling_device(generator, device)
-    g = torch.randn(n, dim, generator=generator, dtype=dtype, device=where)
-    g = g.to(device) if device is not None else g
+    g = gaussian_directions(n, dim, generator=generator, dtype=dtype, device=device)
     return g / g.norm(dim=-1, keepdim=True)
+
+
+def gaussian_directions(
+    n: int,
+    dim: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``n`` raw N(0, I) vectors, shape (n, dim): the RAE authors' unnormalised directions."""
+    g = torch.randn(n, dim, generator=generator, dtype=dtype,
+                    device=_sampling_device(generator, device))
+    return g.to(device) if device is not None else g
 
 
 def _sampling_device(generator: torch.Generator | None, device) -> torch.device | str | None:

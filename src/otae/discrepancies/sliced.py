@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from ..sphere import uniform_directions
+from ..sphere import gaussian_directions, uniform_directions
 from ._validation import check_choice, check_count, check_same, check_tensor, check_unit_interval
 from .one_dimensional import fgw_1d_rows, wasserstein_1d_rows
 
@@ -51,13 +51,8 @@ def resolve_projections(
     d = x.shape[1]
     if projections is None:
         check_count(n_projections, "n_projections")
-        directions = uniform_directions(
-            n_projections, d, generator=generator, dtype=x.dtype, device=x.device
-        ) if normalise else torch.randn(
-            n_projections, d, generator=generator, dtype=x.dtype,
-            device=generator.device if generator is not None else x.device,
-        ).to(x.device)
-        return directions.T
+        draw = uniform_directions if normalise else gaussian_directions
+        return draw(n_projections, d, generator=generator, dtype=x.dtype, device=x.device).T
     check_tensor(projections, "projections", ndims=(2,))
     if projections.shape[0] != d:
         raise ValueError(
