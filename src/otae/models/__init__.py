@@ -1,0 +1,26 @@
+"""The model zoo: one base class, each model a short file registered by name."""
+
+from .base import (
+    MODELS,
+    Autoencoder,
+    LossTerms,
+    ModelConfig,
+    build_model,
+    get_model_class,
+    model_config_from_dict,
+    register_model,
+)
+
+__all__ = [
+    "MODELS",
+    "Autoencoder",
+    "LossTerms",
+    "build_model",
+    "ModelConfig",
+    "get_model_class",
+    "model_config_from_dict",
+    "register_model",
+]
+
+# Importing the model modules registers them.
+from . import vae  # noqa: E402,F401

@@ -1,0 +1,241 @@
+"""One base class for every autoencoder, its typed config, and the model registry.
+
+A model is an encoder, a decoder and a prior plus *one* method, :meth:`Autoencoder.regulariser`,
+that says how the batch posterior is pulled towards the prior. Everything else
+(encoding, reparameterisation, reconstruction, sampling, conditional
+generation, the loss bookkeeping) lives here once.
+
+Units (spec §1). ``loss()["reconstruction"]`` is always the mean over the batch
+of the per-image *sum* of squared errors: the RAE paper's "Rec. loss" unit.
+The optimised ``total`` is either
+
+* ``reduction="mean"``: ``mean_i SSE_i + gamma * R``, or
+* ``reduction="sum"`` (the RAE authors' code): ``sum_i SSE_i + gamma * R``,
+
+where a per-sample regulariser (a KL term, shape ``(N,)``) is averaged or summed
+accordingly, and a batch-level regulariser (a discrepancy between two point
+clouds, a scalar) enters as computed, at the scale its own options choose
+(e.g. ``scale="rae_authors"`` for the paper's sliced FGW).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import Decoder, Encoder
+from ..priors import Prior, build_prior
+from ..typed_config import from_dict
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model has; each model extends it with its own dataclass."""
+
+    name: str = ""
+    latent_dim: int = 8
+    #: weight of the regulariser (eq. 5)
+    gamma: float = 1.0
+    #: prior family (see ``otae list``) and its number of mixture components
+    prior: str = "normal"
+    n_components: int = 10
+    #: "mean": per-image averages; "sum": per-batch sums as in the RAE authors' code
+    reduction: str = "mean"
+
+    def validate(self) -> None:
+        if self.latent_dim < 1:
+            raise ValueError(f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        if self.gamma < 0:
+            raise ValueError(f"model.gamma must be >= 0, got {self.gamma}")
+        if self.n_components < 1:
+            raise ValueError(f"model.n_components must be >= 1, got {self.n_components}")
+        if self.reduction not in ("mean", "sum"):
+            raise ValueError(f"model.reduction must be 'mean' or 'sum', got {self.reduction!r}")
+
+
+LossTerms = dict[str, Tensor]
+
+
+class Autoencoder(nn.Module):
+    """Encoder + decoder + prior; subclasses define :meth:`regulariser`.
+
+    Class attributes a subclass sets:
+
+    * ``config_class``: its :class:`ModelConfig` subclass;
+    * ``probabilistic``: whether the encoder outputs a Gaussian posterior
+      ``(mean, logvar)`` (sampled with the reparameterisation trick) or a point.
+    """
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    probabilistic: ClassVar[bool] = False
+    #: models with an adversarial critic (GWAE) set this and implement critic_loss
+    has_critic: ClassVar[bool] = False
+
+    def __init__(self, config: ModelConfig, encoder: Encoder, decoder: Decoder, prior: Prior):
+        super().__init__()
+        config.validate()
+        if encoder.latent_dim != config.latent_dim or decoder.latent_dim != config.latent_dim:
+            raise ValueError(
+                f"encoder/decoder latent sizes ({encoder.latent_dim}, {decoder.latent_dim}) "
+                f"differ from model.latent_dim={config.latent_dim}"
+            )
+        if encoder.probabilistic != self.probabilistic:
+            kind = "probabilistic" if self.probabilistic else "deterministic"
+            raise ValueError(f"{type(self).__name__} needs a {kind} encoder")
+        if prior.latent_dim != config.latent_dim:
+            raise ValueError(
+                f"prior latent size {prior.latent_dim} differs from model.latent_dim={config.latent_dim}"
+            )
+        self.config = config
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build_prior(
+        cls, config: ModelConfig, image_shape: Sequence[int], generator: torch.Generator | None
+    ) -> Prior:
+        """The prior this model uses; default: ``config.prior`` from the registry."""
+        return build_prior(
+            config.prior, config.latent_dim, config.n_components, generator=generator
+        )
+
+    # ------------------------------------------------------------------ forward pieces
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.encoder.image_shape
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(mean, logvar)`` of the posterior, each ``(N, d)``; ``logvar`` None if deterministic."""
+        return self.encoder(x)
+
+    def reparameterise(
+        self, mean: Tensor, logvar: Tensor | None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """One reparameterised draw ``mean + exp(logvar / 2) * eps`` (or ``mean``)."""
+        if logvar is None:
+            return mean
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * eps
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Codes used for downstream use and latent plots: the posterior means."""
+        return self.encode(x)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decode the posterior mean (no sampling noise)."""
+        return self.decode(self.embed(x))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` generated images: decoded prior samples."""
+        return self.decode(self.prior.sample(n, generator))
+
+    def sample_component(self, k: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` images generated from prior component ``k`` (conditional generation)."""
+        return self.decode(self.prior.sample_component(k, n, generator))
+
+    # ------------------------------------------------------------------ objective
+    def regulariser(
+        self,
+        x: Tensor,
+        mean: Tensor,
+        logvar: Tensor | None,
+        z: Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(R, extras)``: ``R`` is per-sample ``(N,)`` or batch-level ``()``.
+
+        ``extras`` are further named scalars to log (detached by the caller).
+        """
+        raise NotImplementedError
+
+    def reduce(self, values: Tensor) -> Tensor:
+        """Reduce a per-sample ``(N,)`` term by ``config.reduction``; scalars pass through."""
+        if values.dim() == 0:
+            return values
+        return values.sum() if self.config.reduction == "sum" else values.mean()
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
+        """Loss terms of a batch: ``reconstruction``, ``regulariser``, ``total`` (+ extras)."""
+        mean, logvar = self.encode(x)
+        z = self.reparameterise(mean, logvar, generator)
+        x_hat = self.decode(z)
+        sse = (x_hat - x).pow(2).flatten(1).sum(1)
+        reg, extras = self.regulariser(x, mean, logvar, z, generator)
+        reg = self.reduce(reg)
+        total = self.reduce(sse) + self.config.gamma * reg
+        return {"total": total, "reconstruction": sse.mean(), "regulariser": reg, **extras}
+
+    def critic_loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
+        raise NotImplementedError(f"{type(self).__name__} has no critic")
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def end_of_batch(self) -> None:
+        """Hook after each optimiser step (e.g. to keep parameters on a manifold)."""
+
+
+# ---------------------------------------------------------------------- registry
+MODELS: dict[str, type[Autoencoder]] = {}
+
+
+def register_model(name: str) -> Callable[[type[Autoencoder]], type[Autoencoder]]:
+    def decorate(cls: type[Autoencoder]) -> type[Autoencoder]:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = cls
+        cls.model_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def get_model_class(name: str) -> type[Autoencoder]:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
+        ) from None
+
+
+def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
+    """Typed config of the model named in ``values['name']``; unknown keys are an error."""
+    if "name" not in values:
+        raise ValueError("model config needs a 'name' (see `otae list`)")
+    cls = get_model_class(str(values["name"])).config_class
+    config = from_dict(cls, values, "model")
+    config.validate()
+    return config
+
+
+def build_model(
+    config: ModelConfig,
+    image_shape: Sequence[int],
+    architecture: str = "mlp",
+    network_options: dict[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+) -> Autoencoder:
+    """Model ``config.name`` with networks ``architecture`` for images ``image_shape``.
+
+    ``generator`` seeds the prior's random initialisation (network weights use
+    torch's global RNG: seed it with ``torch.manual_seed`` for reproducibility).
+    """
+    from ..nn import build_networks
+
+    config.validate()
+    cls = get_model_class(config.name)
+    encoder, decoder = build_networks(
+        architecture, image_shape, config.latent_dim, cls.probabilistic, **(network_options or {})
+    )
+    prior = cls.build_prior(config, image_shape, generator)
+    return cls(config, encoder, decoder, prior)
