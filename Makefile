@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo demo-discrepancies test test-slow bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The main job: the deterministic RAE on MNIST, CPU protocol, with an HTML report.
 demo: $(STAMP)
+	$(VENV)/bin/otae train mnist/drae-quick --run-dir runs/demo --overwrite
+
+demo-discrepancies: $(STAMP)
 	$(PY) examples/discrepancies_demo.py
 
 test: $(STAMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,16 @@ MNIST_FILES = {
 
 
 def default_mnist_dir() -> Path:
-    """``$OTAE_MNIST_DIR`` if set, else ``data/mnist`` of the source checkout."""
+    """``$OTAE_MNIST_DIR`` if set, else the MNIST files embedded in the package.
+
+    The embedded copy lives in ``otae/data/files/mnist`` (CC BY-SA 3.0, see its
+    ``LICENSE.md``) and is found with :mod:`importlib.resources`.
+    """
     env = os.environ.get("OTAE_MNIST_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "data" / "mnist"
+    # An installed package (wheel or editable) is a folder on disk, so this is a real path.
+    return Path(str(files("otae.data") / "files" / "mnist"))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -39,7 +45,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if code not in _IDX_DTYPES:
         raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}")
     header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:

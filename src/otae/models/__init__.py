@@ -22,5 +22,9 @@ __all__ = [
     "register_model",
 ]
 
-# Importing the model modules registers them.
+# Importing the model modules registers them (one line per model family).
+# isort: off
 from . import vae  # noqa: E402,F401
+from . import gmvae, rae, sae, spherical, swae, vampprior, wae  # noqa: E402,F401
+from . import gwae  # noqa: E402,F401
+# isort: on

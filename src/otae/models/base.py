@@ -88,7 +88,8 @@ class Autoencoder(nn.Module):
             raise ValueError(f"{type(self).__name__} needs a {kind} encoder")
         if prior.latent_dim != config.latent_dim:
             raise ValueError(
-                f"prior latent size {prior.latent_dim} differs from model.latent_dim={config.latent_dim}"
+                f"prior latent size {prior.latent_dim} differs from "
+                f"model.latent_dim={config.latent_dim}"
             )
         self.config = config
         self.encoder = encoder
@@ -111,7 +112,7 @@ class Autoencoder(nn.Module):
         return self.encoder.image_shape
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(mean, logvar)`` of the posterior, each ``(N, d)``; ``logvar`` None if deterministic."""
+        """Posterior ``(mean, logvar)``, each ``(N, d)``; ``logvar`` is None if deterministic."""
         return self.encoder(x)
 
     def reparameterise(

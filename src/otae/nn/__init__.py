@@ -6,15 +6,18 @@ returns a compatible ``(encoder, decoder)`` pair; :data:`ARCHITECTURES` lists th
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .base import Decoder, Encoder, MLPDecoder, MLPEncoder, count_parameters
+from .conv import conv_block, deconv_block, paper_celeba, paper_mnist, small_conv
 
 NetworkFactory = Callable[..., tuple[Encoder, Decoder]]
 
 
 def _mlp(image_shape, latent_dim, probabilistic, hidden=(512, 256)):
+    """Fully connected nets for any image shape (hidden=(512, 256); decoder mirrored)."""
     hidden = tuple(hidden)
     return (
         MLPEncoder(image_shape, latent_dim, probabilistic, hidden=hidden),
@@ -22,7 +25,12 @@ def _mlp(image_shape, latent_dim, probabilistic, hidden=(512, 256)):
     )
 
 
-ARCHITECTURES: dict[str, NetworkFactory] = {"mlp": _mlp}
+ARCHITECTURES: dict[str, NetworkFactory] = {
+    "mlp": _mlp,
+    "paper_mnist": paper_mnist,
+    "paper_celeba": paper_celeba,
+    "small_conv": small_conv,
+}
 
 
 def build_networks(
@@ -35,9 +43,15 @@ def build_networks(
     try:
         factory = ARCHITECTURES[architecture]
     except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(f"unknown network architecture {architecture!r}; known: {known}") from None
+    accepted = list(inspect.signature(factory).parameters)[3:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
         raise ValueError(
-            f"unknown network architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}"
-        ) from None
+            f"unknown option(s) {', '.join(unknown)} for network architecture {architecture!r}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
     return factory(tuple(image_shape), int(latent_dim), bool(probabilistic), **options)
 
 
@@ -48,5 +62,10 @@ __all__ = [
     "MLPDecoder",
     "MLPEncoder",
     "build_networks",
+    "conv_block",
     "count_parameters",
+    "deconv_block",
+    "paper_celeba",
+    "paper_mnist",
+    "small_conv",
 ]

@@ -49,7 +49,8 @@ class Encoder(nn.Module):
             raise TypeError(f"encoder input must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(
-                f"{type(self).__name__} expects images of shape (N, {', '.join(map(str, self.image_shape))}), "
+                f"{type(self).__name__} expects images of shape "
+                f"(N, {', '.join(map(str, self.image_shape))}), "
                 f"got {tuple(x.shape)}; choose a network built for this image size "
                 "(network.architecture / data.image_size in the config)"
             )

@@ -13,6 +13,9 @@ import torch
 
 from .base import Prior, stratified_counts
 from .gaussian import GaussianMixturePrior, StandardNormalPrior
+from .meta import FactorisedPrior, NeuralSamplerPrior
+from .sphere import SphereUniformPrior, VonMisesFisherMixturePrior
+from .vamp import VampPrior
 
 PriorFactory = Callable[..., Prior]
 
@@ -22,6 +25,20 @@ PRIORS: dict[str, PriorFactory] = {
     ),
     "gmm": lambda latent_dim, n_components, generator=None, **kw: GaussianMixturePrior(
         latent_dim, n_components, generator=generator, **kw
+    ),
+    # Hyperspherical priors (Sinkhorn AE): codes and samples on S^(d-1).
+    "sphere_uniform": lambda latent_dim, n_components, generator=None, **kw: SphereUniformPrior(
+        latent_dim, **kw
+    ),
+    "vmf": lambda latent_dim, n_components, generator=None, **kw: VonMisesFisherMixturePrior(
+        latent_dim, n_components, generator=generator, **kw
+    ),
+    # GWAE's learnable meta-priors
+    "neural": lambda latent_dim, n_components, generator=None, **kw: NeuralSamplerPrior(
+        latent_dim, generator=generator, **kw
+    ),
+    "factorised": lambda latent_dim, n_components, generator=None, **kw: FactorisedPrior(
+        latent_dim, generator=generator, **kw
     ),
 }
 
@@ -52,9 +69,14 @@ def build_prior(
 
 __all__ = [
     "PRIORS",
+    "FactorisedPrior",
+    "NeuralSamplerPrior",
     "GaussianMixturePrior",
     "Prior",
+    "SphereUniformPrior",
     "StandardNormalPrior",
+    "VampPrior",
+    "VonMisesFisherMixturePrior",
     "build_prior",
     "register_prior",
     "stratified_counts",

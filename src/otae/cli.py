@@ -1,0 +1,208 @@
+"""The ``otae`` command: train, eval, sample, list.
+
+Errors a user can fix (bad config, missing data, corrupted checkpoint...) are
+printed as one ``otae: error: ...`` line with exit status 2, not a traceback;
+``OTAE_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  otae train mnist/drae-quick                      # a shipped config, by name
+  otae train configs/mnist/drae-paper.yaml training.epochs=10 model.beta=0.2
+  otae train runs/drae-quick --resume              # continue an interrupted run
+  otae eval runs/drae-quick --checkpoint best
+  otae sample runs/drae-quick -n 64 --component 3
+  otae list
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otae",
+        description="Autoencoders regularised by optimal transport.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model from a YAML config")
+    train.add_argument(
+        "config", help="config file, shipped config name (see `otae list`), or a run directory"
+    )
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides (YAML values)")
+    train.add_argument(
+        "--run-dir", type=Path, help="where to write the run (default: output_dir/name)"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the run's last checkpoint"
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: config, auto)")
+    train.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ev = sub.add_parser("eval", help="evaluate a run directory: metrics.json and report.html")
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--no-report", action="store_true")
+
+    sample = sub.add_parser("sample", help="decode prior samples of a trained run into a PNG grid")
+    sample.add_argument("run_dir", type=Path)
+    sample.add_argument("-n", type=int, default=64, help="number of images")
+    sample.add_argument("--component", type=int, help="sample from this prior component only")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    sample.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples-*.png)")
+    sample.add_argument("--device", default="cpu")
+
+    lst = sub.add_parser("list", help="models, priors, networks, datasets and shipped configs")
+    lst.add_argument(
+        "what", nargs="?", choices=("models", "priors", "networks", "datasets", "configs")
+    )
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+    from .training import load_config
+
+    target = Path(args.config)
+    overrides = list(args.overrides)
+    run_dir = args.run_dir
+    resume = args.resume
+    if target.is_dir():  # a run directory: its resolved config, resumed by default
+        if not (target / "config.yaml").is_file():
+            raise FileNotFoundError(f"{target} is a folder without config.yaml: not an otae run")
+        config_source = target / "config.yaml"
+        run_dir = run_dir or target
+        if not resume and not args.overwrite:
+            resume = True
+    else:
+        config_source = args.config
+    if args.device:
+        overrides.append(f"training.device={args.device}")
+    if args.no_progress:
+        overrides.append("training.progress=false")
+    config = load_config(config_source, overrides)
+    if target.is_dir() and "name=" not in " ".join(overrides):
+        config.name = target.name
+    result = run_experiment(
+        config, run_dir, resume=resume, overwrite=args.overwrite, report=not args.no_report
+    )
+    m = result.metrics
+    print(f"run directory: {result.run_dir}")
+    print(
+        f"test reconstruction loss: {m['test_rec_loss']:.3f} (per-image sum of squared errors; "
+        f"mean-image baseline {m['mean_image_baseline_rec_loss']:.3f})"
+    )
+    if result.report is not None:
+        print(f"report: {result.report.resolve()}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .experiment import evaluate_run
+
+    result = evaluate_run(
+        args.run_dir, args.checkpoint, report=not args.no_report, device=args.device
+    )
+    for key in ("test_rec_loss", "test_mse_per_pixel", "mean_image_baseline_rec_loss"):
+        print(f"{key}: {result.metrics[key]:.4f}")
+    print(f"metrics: {result.run_dir / 'metrics.json'}")
+    if result.report is not None:
+        print(f"report: {result.report.resolve()}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluation.figures import save_image_grid
+    from .training import load_run
+
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n}")
+    _, model, _ = load_run(args.run_dir, args.checkpoint, device=args.device)
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    with torch.no_grad():
+        if args.component is None:
+            images = model.sample(args.n, gen)
+            default = f"samples-seed{args.seed}.png"
+        else:
+            images = model.sample_component(args.component, args.n, gen)
+            default = f"samples-component{args.component}-seed{args.seed}.png"
+    out = args.out or Path(args.run_dir) / default
+    save_image_grid(images.cpu(), out, nrow=max(1, int(round(args.n**0.5))))
+    print(out)
+    return 0
+
+
+def _first_line(obj) -> str:
+    doc = (obj.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .data import DATASETS
+    from .models import MODELS
+    from .nn import ARCHITECTURES
+    from .priors import PRIORS
+    from .training import shipped_configs
+
+    sections = {
+        "models": {
+            name: f"[{'P' if cls.probabilistic else 'D'}] {_first_line(cls)}"
+            for name, cls in sorted(MODELS.items())
+        },
+        "priors": {name: "" for name in sorted(PRIORS)},
+        "networks": {name: _first_line(f) for name, f in sorted(ARCHITECTURES.items())},
+        "datasets": {name: _first_line(f) for name, f in sorted(DATASETS.items())},
+        "configs": {name: "" for name in shipped_configs()},
+    }
+    for title, entries in sections.items():
+        if args.what and args.what != title:
+            continue
+        print(f"{title}:")
+        for name, text in entries.items():
+            print(f"  {name:<22} {text}".rstrip())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    # Overrides may come before or after options: collect key=value leftovers.
+    args, extra = parser.parse_known_args(argv)
+    leftovers = [e for e in extra if e.startswith("-") or "=" not in e or args.command != "train"]
+    if leftovers:
+        parser.error(f"unrecognized arguments: {' '.join(leftovers)}")
+    if args.command == "train":
+        args.overrides = list(args.overrides) + extra
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "list": _cmd_list}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("otae: interrupted; `otae train RUN_DIR --resume` continues the run", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+        if os.environ.get("OTAE_DEBUG"):
+            raise
+        print(f"otae: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        from .training import CheckpointError
+
+        if isinstance(err, CheckpointError) and not os.environ.get("OTAE_DEBUG"):
+            print(f"otae: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

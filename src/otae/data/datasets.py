@@ -1,0 +1,524 @@
+"""Image datasets from local files: embedded MNIST, any IDX set, CelebA, a folder of images.
+
+Every dataset is an :class:`ImageDataset`: item ``i`` is ``(image, label)`` with
+``image`` a float32 ``(C, H, W)`` tensor in ``[0, 1]`` and ``label`` an int64
+scalar tensor (``-1`` for unlabelled data); :meth:`ImageDataset.get_batch` returns
+a whole batch at once (vectorised for in-memory data).
+
+:func:`build_dataset` builds one by name (see :data:`DATASETS`):
+
+* ``mnist``: the MNIST copy shipped inside the package (``root`` or
+  ``$OTAE_MNIST_DIR`` point elsewhere); splits ``train`` / ``test``.
+* ``idx``: any MNIST-like IDX set in ``root`` (``train-images-idx3-ubyte[.gz]``,
+  ``train-labels-idx1-ubyte[.gz]``, ``t10k-...`` or ``test-...``); splits ``train`` / ``test``.
+* ``celeba``: CelebA's aligned images ``root/img_align_celeba/*.jpg`` with the official
+  split file ``root/list_eval_partition.txt``; splits ``train`` / ``valid`` / ``test``;
+  centre crop 140 then bilinear resize to 64x64 (the paper's preprocessing).
+* ``image_folder``: every png/jpg/jpeg/bmp file under ``root``; the split is ignored
+  (point ``root`` at a different folder for a test set).
+
+Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .idx import load_mnist, read_idx
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+CELEBA_SPLITS = {"train": 0, "valid": 1, "test": 2}
+
+
+def _as_index_tensor(indices: Tensor | Sequence[int]) -> Tensor:
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    if indices.dim() != 1:
+        raise ValueError(f"indices must be one-dimensional, got shape {tuple(indices.shape)}")
+    return indices
+
+
+def _pil_to_tensor(image: Image.Image) -> Tensor:
+    """PIL image (mode L or RGB) -> float32 (C, H, W) in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.transpose(2, 0, 1).copy()).float().div_(255)
+
+
+def _size_pair(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``None``, a side length, or ``(height, width)`` -> ``(height, width)``."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, (int, np.integer)):
+        pair = (int(image_size), int(image_size))
+    else:
+        pair = tuple(int(s) for s in image_size)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(
+            f"image_size must be a positive int or (height, width), got {image_size!r}"
+        )
+    return pair  # type: ignore[return-value]
+
+
+class ImageDataset(Dataset):
+    """Images in ``[0, 1]`` with int64 labels (``-1``: unlabelled)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of every image."""
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> Tensor | None:
+        """All labels as a LongTensor ``(N,)``, or ``None`` for unlabelled data."""
+        return None
+
+    def get_batch(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Images ``(B, C, H, W)`` float32 in ``[0, 1]`` and labels ``(B,)`` int64."""
+        indices = _as_index_tensor(indices)
+        if len(indices) == 0:
+            return torch.zeros(0, *self.image_shape), torch.zeros(0, dtype=torch.long)
+        items = [self[i] for i in indices.tolist()]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+    def first(self, n: int) -> ImageDataset:
+        """The first ``n`` examples (deterministic subset)."""
+        return FirstN(self, self._check_subset(n))
+
+    def _check_subset(self, n: int) -> int:
+        n = int(n)
+        if n < 1:
+            raise ValueError(f"subset must be a positive number of examples, got {n}")
+        if n > len(self):
+            raise ValueError(f"subset={n} asks for more examples than the {len(self)} available")
+        return n
+
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        index = int(index)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} examples")
+        return index
+
+
+class FirstN(ImageDataset):
+    """The first ``n`` examples of another dataset."""
+
+    def __init__(self, base: ImageDataset, n: int) -> None:
+        self.base = base
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.base[self._check_index(index)]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.base.image_shape
+
+    @property
+    def labels(self) -> Tensor | None:
+        labels = self.base.labels
+        return None if labels is None else labels[: self.n]
+
+    def get_batch(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
+        indices = _as_index_tensor(indices)
+        if len(indices) and (indices.min() < -self.n or indices.max() >= self.n):
+            raise IndexError(f"batch indices out of range for a dataset of {self.n} examples")
+        return self.base.get_batch(torch.where(indices < 0, indices + self.n, indices))
+
+
+class TensorImageDataset(ImageDataset):
+    """In-memory uint8 images ``(N, C, H, W)`` and optional labels ``(N,)``."""
+
+    def __init__(self, images: Tensor | np.ndarray, labels: Tensor | np.ndarray | None = None):
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"images must be a uint8 tensor of shape (N, C, H, W), "
+                f"got {images.dtype} of shape {tuple(images.shape)}"
+            )
+        if labels is not None:
+            labels = torch.as_tensor(labels).long()
+            if labels.shape != (images.shape[0],):
+                raise ValueError(
+                    f"labels must have shape ({images.shape[0]},) to match the images, "
+                    f"got {tuple(labels.shape)}"
+                )
+        self.images = images
+        self._labels = labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        index = self._check_index(index)
+        label = self._labels[index] if self._labels is not None else torch.tensor(-1)
+        return self.images[index].float().div_(255), label.clone()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def labels(self) -> Tensor | None:
+        return self._labels
+
+    def get_batch(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
+        indices = _as_index_tensor(indices)
+        images = self.images[indices].float().div_(255)
+        if self._labels is None:
+            return images, torch.full((len(indices),), -1, dtype=torch.long)
+        return images, self._labels[indices]
+
+    def first(self, n: int) -> ImageDataset:
+        n = self._check_subset(n)
+        labels = None if self._labels is None else self._labels[:n]
+        return TensorImageDataset(self.images[:n], labels)
+
+
+def _idx_file(root: Path, split: str, kind: str) -> Path:
+    """The ``split`` ``kind`` ('images' / 'labels') IDX file in ``root``, or FileNotFoundError."""
+    prefixes = ("train",) if split == "train" else ("t10k", "test")
+    stem = "images-idx3-ubyte" if kind == "images" else "labels-idx1-ubyte"
+    candidates = []
+    for prefix in prefixes:
+        for sep in ("-", "."):  # 'train-images.idx3-ubyte' is how some unpackers name them
+            name = f"{prefix}-{stem}" if sep == "-" else f"{prefix}-{stem.replace('-', '.', 1)}"
+            candidates += [root / f"{name}.gz", root / name]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        expected = ", ".join(str(p) for p in candidates[:2])
+        others = ", ".join(p.name for p in candidates[2:])
+        raise FileNotFoundError(
+            f"IDX {split} {kind} not found: expected {expected} (also accepted: {others})"
+        )
+    return found
+
+
+def load_idx_dataset(root: str | os.PathLike, split: str = "train") -> TensorImageDataset:
+    """An MNIST-like IDX set in ``root``: uint8 images ``(N, H, W)`` become ``(N, 1, H, W)``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"idx split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"IDX data folder {root} does not exist")
+    images_path = _idx_file(root, split, "images")
+    labels_path = _idx_file(root, split, "labels")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(
+            f"{images_path}: expected unsigned-byte images of shape (N, H, W), "
+            f"got {images.dtype} of shape {images.shape}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{labels_path}: expected {images.shape[0]} labels (one per image), "
+            f"got shape {labels.shape}"
+        )
+    return TensorImageDataset(torch.from_numpy(images)[:, None], torch.from_numpy(labels).long())
+
+
+class CelebADataset(ImageDataset):
+    """CelebA aligned faces, loaded lazily: centre crop ``crop`` then bilinear resize.
+
+    ``root`` must hold ``img_align_celeba/`` (the 202,599 ``NNNNNN.jpg`` files of
+    "Align&Cropped Images") and the official ``list_eval_partition.txt`` (lines
+    ``000001.jpg 0``; 0 train, 1 valid, 2 test), both from the CelebA site.
+    Labels are all ``-1``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        image_size: int = 64,
+        crop: int | None = 140,
+    ) -> None:
+        if split not in CELEBA_SPLITS:
+            raise ValueError(
+                f"celeba split must be one of {', '.join(CELEBA_SPLITS)}, got {split!r}"
+            )
+        self.root = Path(root)
+        self.split = split
+        self.image_size = int(image_size)
+        self.crop = None if crop is None else int(crop)
+        if self.image_size < 1 or (self.crop is not None and self.crop < 1):
+            raise ValueError(f"image_size and crop must be positive, got {image_size}, {crop}")
+        self.image_dir = self.root / "img_align_celeba"
+        partition = self.root / "list_eval_partition.txt"
+        fetch = (
+            f"download 'Align&Cropped Images' (img_align_celeba.zip) and the evaluation "
+            f"partition list_eval_partition.txt from the official CelebA site ({CELEBA_URL}) "
+            f"and unpack them into {self.root} (otae never downloads)"
+        )
+        if not partition.is_file():
+            raise FileNotFoundError(f"CelebA split file {partition} not found: {fetch}")
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"CelebA image folder {self.image_dir} not found: {fetch}")
+        self.files = self._read_partition(partition, CELEBA_SPLITS[split])
+        if not self.files:
+            raise ValueError(f"{partition} lists no image of the {split!r} split")
+        first = self.image_dir / self.files[0]
+        if not first.is_file():
+            raise FileNotFoundError(
+                f"CelebA image {first} (listed in {partition}) not found: {fetch}"
+            )
+
+    @staticmethod
+    def _read_partition(path: Path, wanted: int) -> list[str]:
+        names = []
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                fields = line.replace(",", " ").split()
+                if not fields:
+                    continue
+                if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                    if number == 1 and len(fields) == 2 and not fields[1].isdigit():
+                        # a header such as 'image_id,partition' (the CSV variant of the file)
+                        continue
+                    raise ValueError(
+                        f"{path}, line {number}: expected '<file name> <0|1|2>', "
+                        f"got {line.strip()!r}"
+                    )
+                if int(fields[1]) == wanted:
+                    names.append(fields[0])
+        return names
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (3, self.image_size, self.image_size)
+
+    def load_image(self, path: str | os.PathLike) -> Tensor:
+        """One file through the preprocessing: centre crop, resize, float (3, S, S)."""
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+        if self.crop is not None:
+            width, height = image.size
+            if width < self.crop or height < self.crop:
+                raise ValueError(
+                    f"{path} is {width}x{height}, smaller than the {self.crop}x{self.crop} crop"
+                )
+            left = int(round((width - self.crop) / 2))
+            top = int(round((height - self.crop) / 2))
+            image = image.crop((left, top, left + self.crop, top + self.crop))
+        if image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        return _pil_to_tensor(image)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        path = self.image_dir / self.files[self._check_index(index)]
+        if not path.is_file():
+            raise FileNotFoundError(f"CelebA image {path} is listed in the split file but missing")
+        return self.load_image(path), torch.tensor(-1)
+
+
+class ImageFolderDataset(ImageDataset):
+    """Every png/jpg/jpeg/bmp file under ``root`` (recursively, sorted by relative path).
+
+    If every image sits in a sub-folder of ``root`` (none directly in it), the
+    label is the index of its top-level sub-folder among the sorted sub-folder
+    names (:attr:`classes`); otherwise all labels are ``-1``. Images are converted
+    to ``channels`` (3: RGB, 1: grey) and resized (bilinear) to ``image_size`` if
+    given; without ``image_size`` all images must have the same size.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int | Sequence[int] | None = None,
+        channels: int = 3,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        self.channels = int(channels)
+        self.size = _size_pair(image_size)  # (height, width) or None
+        files = sorted(
+            (
+                p
+                for p in self.root.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            ),
+            key=lambda p: p.relative_to(self.root).as_posix(),
+        )
+        if not files:
+            raise FileNotFoundError(
+                f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found under {self.root}"
+            )
+        self.files = files
+        relative = [p.relative_to(self.root).parts for p in files]
+        if all(len(parts) > 1 for parts in relative):
+            self.classes: list[str] | None = sorted({parts[0] for parts in relative})
+            index = {name: i for i, name in enumerate(self.classes)}
+            self._labels: Tensor | None = torch.tensor(
+                [index[parts[0]] for parts in relative], dtype=torch.long
+            )
+        else:
+            self.classes, self._labels = None, None
+        if self.size is None:
+            sizes: dict[tuple[int, int], Path] = {}
+            for path in files:
+                with Image.open(path) as image:
+                    sizes.setdefault(image.size, path)
+                if len(sizes) > 1:
+                    (s1, p1), (s2, p2) = list(sizes.items())[:2]
+                    raise ValueError(
+                        f"images under {self.root} differ in size ({p1} is {s1[0]}x{s1[1]}, "
+                        f"{p2} is {s2[0]}x{s2[1]}); set image_size (data.image_size) to resize them"
+                    )
+            width, height = next(iter(sizes))
+            self._shape = (self.channels, height, width)
+        else:
+            self._shape = (self.channels, *self.size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self._shape  # type: ignore[return-value]
+
+    @property
+    def labels(self) -> Tensor | None:
+        return self._labels
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        index = self._check_index(index)
+        path = self.files[index]
+        with Image.open(path) as image:
+            image = image.convert("RGB" if self.channels == 3 else "L")
+        height, width = self._shape[1:]
+        if image.size != (width, height):
+            if self.size is None:
+                raise ValueError(f"{path} changed size since the dataset was built")
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        label = self._labels[index] if self._labels is not None else torch.tensor(-1)
+        return _pil_to_tensor(image), label.clone()
+
+
+# --- registry -----------------------------------------------------------------------------
+
+#: ``builder(split, root, image_size) -> ImageDataset``
+DatasetBuilder = Callable[..., ImageDataset]
+
+
+def _need_root(name: str, root: str | os.PathLike | None) -> Path:
+    if root is None or str(root) == "":
+        raise ValueError(
+            f"dataset {name!r} reads files from a folder: data.root must be set "
+            f"(the root argument of build_dataset)"
+        )
+    return Path(root).expanduser()
+
+
+def _check_split(name: str, split: str, allowed: Sequence[str]) -> None:
+    if split not in allowed:
+        raise ValueError(f"{name} split must be one of {', '.join(allowed)}, got {split!r}")
+
+
+def _native_size(name: str, dataset: ImageDataset, image_size: int | None) -> ImageDataset:
+    if image_size is not None and tuple(dataset.image_shape[1:]) != (image_size, image_size):
+        h, w = dataset.image_shape[1:]
+        raise ValueError(
+            f"{name} images are used at their stored size {h}x{w}; data.image_size must be "
+            f"unset (or {h} if square), got {image_size}"
+        )
+    return dataset
+
+
+def _build_mnist(split: str, root: str | None, image_size: int | None) -> ImageDataset:
+    """MNIST 1x28x28 embedded in the package (root / $OTAE_MNIST_DIR override); train/test."""
+    _check_split("mnist", split, ("train", "test"))
+    images, labels = load_mnist(split, root=root)
+    dataset = TensorImageDataset(torch.from_numpy(images)[:, None], torch.from_numpy(labels))
+    return _native_size("mnist", dataset, image_size)
+
+
+def _build_idx(split: str, root: str | None, image_size: int | None) -> ImageDataset:
+    """Any MNIST-like IDX set in data.root (train-/t10k-/test- files, .gz or raw); train/test."""
+    _check_split("idx", split, ("train", "test"))
+    return _native_size("idx", load_idx_dataset(_need_root("idx", root), split), image_size)
+
+
+def _build_celeba(split: str, root: str | None, image_size: int | None) -> ImageDataset:
+    """CelebA from data.root (img_align_celeba/, list_eval_partition.txt); train/valid/test."""
+    _check_split("celeba", split, tuple(CELEBA_SPLITS))
+    return CelebADataset(_need_root("celeba", root), split, image_size=image_size or 64)
+
+
+def _build_image_folder(split: str, root: str | None, image_size: int | None) -> ImageDataset:
+    """Every png/jpg/jpeg/bmp under data.root; class sub-folders give labels; split ignored."""
+    # One folder is one dataset: use another root for a test set.
+    return ImageFolderDataset(_need_root("image_folder", root), image_size=image_size)
+
+
+DATASETS: dict[str, DatasetBuilder] = {
+    "mnist": _build_mnist,
+    "idx": _build_idx,
+    "celeba": _build_celeba,
+    "image_folder": _build_image_folder,
+}
+
+
+def build_dataset(
+    name: str,
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    subset: int | None = None,
+    image_size: int | None = None,
+) -> ImageDataset:
+    """Dataset ``name`` (a key of :data:`DATASETS`), optionally its first ``subset`` examples.
+
+    ``split`` is 'train' / 'test' for mnist and idx, 'train' / 'valid' / 'test' for
+    celeba, and is ignored for image_folder. ``root`` is the data folder (required
+    except for mnist, whose embedded copy it overrides). ``image_size`` resizes
+    celeba (default 64) and image_folder images; mnist and idx keep their size.
+    """
+    try:
+        builder = DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}"
+        ) from None
+    root = None if root is None else os.fspath(root)
+    dataset = builder(split, root, None if image_size is None else int(image_size))
+    if subset is not None:
+        dataset = dataset.first(subset)
+    return dataset
+
+
+__all__ = [
+    "DATASETS",
+    "CelebADataset",
+    "FirstN",
+    "ImageDataset",
+    "ImageFolderDataset",
+    "TensorImageDataset",
+    "build_dataset",
+    "load_idx_dataset",
+]

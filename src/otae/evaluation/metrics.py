@@ -1,0 +1,182 @@
+"""Test-set metrics in the units of spec §1, and batched encoding.
+
+The reconstruction loss reported in tables is the mean over images of the
+per-image *sum* of squared errors, pixels in ``[0, 1]``, computed from the
+decoded posterior means (:meth:`Autoencoder.reconstruct`, no sampling noise).
+
+Every function here accepts the images either as a float tensor ``(N, C, H, W)``
+or as a dataset-like object with ``__len__`` and ``get_batch(indices)`` returning
+``(images, labels)``; both are processed in batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "encode_dataset",
+    "eval_mode",
+    "mean_image_baseline",
+    "num_items",
+    "reconstruction_metrics",
+    "take_batch",
+]
+
+
+# ---------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` and ``torch.no_grad()`` inside; every submodule's mode restored after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _is_dataset(images: Any) -> bool:
+    return not isinstance(images, Tensor) and hasattr(images, "get_batch")
+
+
+def num_items(images: Any) -> int:
+    """Number of images in a tensor or a dataset-like object."""
+    if isinstance(images, Tensor):
+        if images.dim() != 4:
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        return int(images.shape[0])
+    if _is_dataset(images):
+        return len(images)
+    raise TypeError(
+        "images must be a (N, C, H, W) tensor or a dataset with __len__ and "
+        f"get_batch(indices), got {type(images).__name__}"
+    )
+
+
+def take_batch(images: Any, indices: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(images[indices], labels[indices] or None)`` from a tensor or a dataset."""
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    if isinstance(images, Tensor):
+        return images[indices.to(images.device)], None
+    batch = images.get_batch(indices)
+    if isinstance(batch, (tuple, list)):
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 else None
+    else:
+        x, y = batch, None
+    return x, y
+
+
+def _batches(images: Any, batch_size: int) -> Iterator[Tensor]:
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = num_items(images)
+    for start in range(0, n, int(batch_size)):
+        stop = min(n, start + int(batch_size))
+        if isinstance(images, Tensor):
+            yield images[start:stop]
+        else:
+            yield take_batch(images, torch.arange(start, stop))[0]
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+# ---------------------------------------------------------------------- metrics
+def reconstruction_metrics(
+    model: nn.Module, images: Any, batch_size: int = 500
+) -> dict[str, float]:
+    """Reconstruction error of ``model`` on ``images`` (spec §1 units).
+
+    Returns ``rec_loss`` (mean over images of the per-image sum of squared
+    errors), ``mse_per_pixel`` (``rec_loss`` divided by the number of values per
+    image, C*H*W) and ``n_images``. Accumulated in float64; runs under
+    ``torch.no_grad`` in eval mode, restoring the model's previous modes.
+    """
+    device, dtype = _model_device_dtype(model)
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    values_per_image = None
+    with eval_mode(model):
+        for x in _batches(images, batch_size):
+            x = x.to(device=device, dtype=dtype)
+            x_hat = model.reconstruct(x)
+            sse = (x_hat.double() - x.double()).pow(2).flatten(1).sum(1)
+            total += sse.sum().cpu()
+            count += int(x.shape[0])
+            values_per_image = int(x[0].numel())
+    if count == 0:
+        raise ValueError("reconstruction_metrics needs at least one image")
+    rec_loss = float(total) / count
+    return {
+        "rec_loss": rec_loss,
+        "mse_per_pixel": rec_loss / values_per_image,
+        "n_images": count,
+    }
+
+
+def mean_image_baseline(
+    train_images: Any, test_images: Any, batch_size: int = 500
+) -> dict[str, float]:
+    """Error of predicting the mean training image for every test image.
+
+    The "does the model learn at all" baseline, in the same units and keys as
+    :func:`reconstruction_metrics`: ``rec_loss`` is
+    ``mean_i ||x_i - mean_train||^2`` over test images ``x_i``.
+    """
+    total_image = None
+    n_train = 0
+    for x in _batches(train_images, batch_size):
+        x = x.double().cpu()
+        part = x.sum(0)
+        total_image = part if total_image is None else total_image + part
+        n_train += int(x.shape[0])
+    if n_train == 0:
+        raise ValueError("mean_image_baseline needs at least one training image")
+    mean_image = total_image / n_train
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    for x in _batches(test_images, batch_size):
+        x = x.double().cpu()
+        if tuple(x.shape[1:]) != tuple(mean_image.shape):
+            raise ValueError(
+                f"test images {tuple(x.shape[1:])} and training images "
+                f"{tuple(mean_image.shape)} differ in shape"
+            )
+        total += (x - mean_image).pow(2).flatten(1).sum(1).sum()
+        count += int(x.shape[0])
+    if count == 0:
+        raise ValueError("mean_image_baseline needs at least one test image")
+    rec_loss = float(total) / count
+    return {
+        "rec_loss": rec_loss,
+        "mse_per_pixel": rec_loss / mean_image.numel(),
+        "n_images": count,
+    }
+
+
+def encode_dataset(model: nn.Module, images: Any, batch_size: int = 500) -> Tensor:
+    """``(N, d)`` codes (posterior means, :meth:`embed`) of all images, on the CPU.
+
+    Runs under ``torch.no_grad`` in eval mode, restoring the model's modes.
+    """
+    device, dtype = _model_device_dtype(model)
+    codes = []
+    with eval_mode(model):
+        for x in _batches(images, batch_size):
+            codes.append(model.embed(x.to(device=device, dtype=dtype)).cpu())
+    if not codes:
+        latent_dim = getattr(getattr(model, "config", None), "latent_dim", 0)
+        return torch.zeros(0, latent_dim, dtype=dtype)
+    return torch.cat(codes)

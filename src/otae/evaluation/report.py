@@ -1,0 +1,327 @@
+"""A self-contained HTML report of one run.
+
+:func:`write_report` writes ``run_dir/report.html``: one file that can be
+mailed (every figure embedded as a base64 ``data:`` URI, no external assets)
+holding a metrics table, the resolved config as YAML-like text, the per-epoch
+history and the figures with captions. Every piece of text goes through
+:func:`html.escape`. :func:`generate_report` makes the standard figures of a
+trained model into ``run_dir/figures/`` and then calls :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import html
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .figures import (
+    conditional_caption,
+    conditional_grid,
+    latent_plot,
+    loss_curves,
+    reconstruction_grid,
+    sample_grid,
+)
+
+__all__ = ["format_value", "generate_report", "to_yaml", "write_report"]
+
+PathLike = str | os.PathLike
+
+_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+}
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f2f2f2; } td.key, th.key { text-align: left; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #444; margin-top: 0.3em; }
+.scroll { max-height: 480px; overflow: auto; display: inline-block; }
+.missing { color: #a00; }
+"""
+
+
+# ---------------------------------------------------------------------- formatting
+def _plain(value: Any) -> Any:
+    """Tensors, numpy scalars/arrays, dataclasses and paths as plain Python values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def format_value(value: Any) -> str:
+    """How a value appears in the tables: floats with 6 significant digits."""
+    value = _plain(value)
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if text == "" or text != text.strip() or any(ch in text for ch in ":#{}[],&*!|>'\"%@`\n"):
+        return repr(text)
+    return text
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    """YAML-like text of nested dicts / lists / scalars (for display, not for parsing)."""
+    value = _plain(value)
+    pad = "  " * indent
+    if isinstance(value, Mapping):
+        if not value:
+            return pad + "{}"
+        lines = []
+        for key, item in value.items():
+            item = _plain(item)
+            if isinstance(item, Mapping) and item:
+                lines.append(f"{pad}{key}:")
+                lines.append(to_yaml(item, indent + 1))
+            elif (
+                isinstance(item, (list, tuple))
+                and item
+                and not all(
+                    isinstance(_plain(v), (int, float, str, bool, type(None))) for v in item
+                )
+            ):
+                lines.append(f"{pad}{key}:")
+                lines.append(to_yaml(item, indent + 1))
+            else:
+                lines.append(f"{pad}{key}: {to_yaml(item).strip()}")
+        return "\n".join(lines)
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        if all(isinstance(v, (int, float, str, bool, type(None))) for v in items):
+            return pad + "[" + ", ".join(_yaml_scalar(v) for v in items) + "]"
+        lines = []
+        for item in items:
+            body = to_yaml(item, indent + 1).lstrip()
+            lines.append(f"{pad}- {body}")
+        return "\n".join(lines)
+    return pad + _yaml_scalar(value)
+
+
+def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        value = _plain(value)
+        if isinstance(value, Mapping):
+            rows.extend(_flatten(value, name + "."))
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _cell(value: Any, key: bool = False) -> str:
+    plain = _plain(value)
+    shown = format_value(plain)
+    full = repr(plain) if isinstance(plain, float) else shown
+    cls = ' class="key"' if key or not isinstance(plain, (int, float)) else ""
+    tip = f' title="{_esc(full)}"' if full != shown else ""
+    return f"<td{cls}{tip}>{_esc(shown)}</td>"
+
+
+def _metrics_table(metrics: Mapping[str, Any]) -> str:
+    rows = _flatten(metrics)
+    if not rows:
+        return "<p>No metrics recorded.</p>"
+    body = "\n".join(
+        f'<tr><td class="key">{_esc(name)}</td>{_cell(value)}</tr>' for name, value in rows
+    )
+    return f'<table>\n<tr><th class="key">metric</th><th>value</th></tr>\n{body}\n</table>'
+
+
+def _history_table(history: Sequence[Mapping[str, Any]]) -> str:
+    if not history:
+        return "<p>No history recorded.</p>"
+    columns: list[str] = []
+    for entry in history:
+        for key in entry:
+            if key not in columns:
+                columns.append(key)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    rows = []
+    for entry in history:
+        cells = "".join(_cell(entry[c]) if c in entry else "<td></td>" for c in columns)
+        rows.append(f"<tr>{cells}</tr>")
+    return f'<div class="scroll"><table>\n<tr>{head}</tr>\n' + "\n".join(rows) + "\n</table></div>"
+
+
+def _figure_html(caption: str, path: PathLike, run_dir: Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        return (
+            f'<figure><p class="missing">figure file missing: {_esc(path)}</p>'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>"
+        )
+    mime = _MIME.get(path.suffix.lower(), "application/octet-stream")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    try:
+        link = os.path.relpath(path, run_dir)
+    except ValueError:  # different drives on Windows
+        link = str(path)
+    return (
+        f'<figure><img src="data:{mime};base64,{data}" alt="{_esc(caption)}">'
+        f"<figcaption>{_esc(caption)} "
+        f'(<a href="{_esc(Path(link).as_posix())}">{_esc(path.name)}</a>)</figcaption></figure>'
+    )
+
+
+# ---------------------------------------------------------------------- reports
+def write_report(
+    run_dir: PathLike,
+    *,
+    title: str,
+    config: Mapping[str, Any] | Any,
+    metrics: Mapping[str, Any],
+    figures: Mapping[str, PathLike],
+    history: Sequence[Mapping[str, Any]],
+) -> Path:
+    """Write ``run_dir/report.html`` and return its path.
+
+    ``figures`` maps captions to image files; each image is embedded as a base64
+    ``data:`` URI (a link to the file next to it is kept too). A figure whose
+    file does not exist is reported as missing instead of failing the report.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().isoformat(timespec="seconds")
+    figures_html = "\n".join(_figure_html(c, p, run_dir) for c, p in figures.items())
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{_esc(title)}</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<h1>{_esc(title)}</h1>
+<p>Generated {_esc(stamp)} in {_esc(run_dir)}.</p>
+<h2>Metrics</h2>
+{_metrics_table(metrics)}
+<h2>Figures</h2>
+{figures_html or "<p>No figures.</p>"}
+<h2>Training history</h2>
+{_history_table(history)}
+<h2>Configuration</h2>
+<pre>{_esc(to_yaml(config))}</pre>
+</body>
+</html>
+"""
+    path = run_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def generate_report(
+    model: nn.Module,
+    run_dir: PathLike,
+    test_images: Any,
+    test_labels: Tensor | Sequence[int] | None,
+    *,
+    metrics: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    config: Mapping[str, Any] | Any,
+    generator: torch.Generator | None = None,
+    latent_method: str = "pca",
+    max_points: int = 2000,
+    title: str | None = None,
+    n_samples: int = 64,
+    n_reconstructions: int = 32,
+    n_per_component: int = 10,
+) -> Path:
+    """Make the standard figures into ``run_dir/figures/`` and write the report.
+
+    Figures: prior samples, conditional generation (one row per prior
+    component), test reconstructions, the latent plot (``latent_method``, at
+    most ``max_points`` test codes) and, if ``history`` is not empty, the loss
+    curves. Random draws use ``generator`` in that order (the latent plot's
+    subsampling / t-SNE seed is drawn from it too), so a seeded generator makes
+    the report reproducible.
+    """
+    run_dir = Path(run_dir)
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    device = generator.device
+    figures: dict[str, Path] = {}
+    figures[f"{n_samples} samples from the prior"] = sample_grid(
+        model, fig_dir / "samples.png", n=n_samples, generator=generator
+    )
+    figures[conditional_caption(model, n_per_component)] = conditional_grid(
+        model, fig_dir / "conditional.png", n_per_component=n_per_component, generator=generator
+    )
+    figures[
+        "Reconstructions of test images: each row of originals is followed by a row of "
+        "their reconstructions (decoded posterior means)"
+    ] = reconstruction_grid(
+        model, test_images, fig_dir / "reconstructions.png", n=n_reconstructions
+    )
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())
+    method_name = {"pca": "PCA", "tsne": "t-SNE"}.get(latent_method, latent_method)
+    latent_dim = getattr(getattr(model, "config", None), "latent_dim", None)
+    projection = "no projection (2-D latent)" if latent_dim == 2 else method_name
+    figures[
+        f"Latent codes of test images (posterior means, at most {max_points}), coloured by "
+        f"label, projection: {projection}; black crosses: prior component means"
+    ] = latent_plot(
+        model,
+        test_images,
+        test_labels,
+        fig_dir / f"latent_{latent_method}.png",
+        method=latent_method,
+        max_points=max_points,
+        seed=seed,
+    )
+    if history:
+        figures["Loss curves per epoch"] = loss_curves(history, fig_dir / "loss_curves.png")
+    if title is None:
+        name = getattr(model, "model_name", type(model).__name__)
+        title = f"Run report: {name}"
+    return write_report(
+        run_dir, title=title, config=config, metrics=metrics, figures=figures, history=history
+    )

@@ -1,0 +1,102 @@
+r"""Sinkhorn autoencoder (Patrini et al., UAI 2019): deterministic encoder, any prior.
+
+.. math:: R = \langle P_\varepsilon, C \rangle,\quad C_{ij} = \|z_i - y_j\|^p,\quad
+          y_j \sim p(z),
+
+the transport cost of the entropic plan after ``n_iters`` log-domain Sinkhorn
+iterations, differentiated through the iterations (:func:`otae.discrepancies.sinkhorn`),
+or with ``divergence: true`` the debiased Sinkhorn divergence
+:math:`S_\varepsilon = OT_\varepsilon(q, p) - \frac12 OT_\varepsilon(q, q) -
+\frac12 OT_\varepsilon(p, p)` (:func:`otae.discrepancies.sinkhorn_divergence`, GeomLoss;
+``n_iters`` is then unused: GeomLoss anneals epsilon). A batch-level scalar between the
+codes and as many prior samples drawn from the ``generator`` passed to ``loss``.
+
+The prior is ``model.prior``: ``normal``, ``gmm``, or the hyperspherical
+``sphere_uniform`` / ``vmf`` (:mod:`otae.priors.sphere`; ``prior_kappa`` and
+``prior_learnable`` configure the vMF mixture). With a prior on the sphere the codes
+are projected onto :math:`S^{d-1}` in :meth:`SinkhornAE.encode` (``F.normalize``), so
+embeddings, reconstructions and the loss all see spherical codes, and the learnable
+vMF locations are renormalised after each optimiser step (:meth:`end_of_batch`).
+
+``epsilon``, ``n_iters`` and ``p`` are open in the spec; the defaults (0.1, 100, 2) are
+those of :func:`~otae.discrepancies.sinkhorn`. ``epsilon`` is in the units of the cost:
+squared distances are about ``2d`` between N(0, I) codes, at most 4 on the sphere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from ..discrepancies import sinkhorn, sinkhorn_divergence
+from ..discrepancies.sinkhorn import SUPPORTED_P
+from ..priors import build_prior
+from . import _checks
+from .base import Autoencoder, ModelConfig, register_model
+
+SPHERE_PRIORS = ("sphere_uniform", "vmf")
+
+
+@dataclass
+class SAEConfig(ModelConfig):
+    name: str = "sae"
+    prior: str = "normal"
+    #: entropic regularisation, in the units of the cost ||x - y||^p
+    epsilon: float = 0.1
+    #: Sinkhorn iterations (differentiated through); unused with divergence=True
+    n_iters: int = 100
+    #: exponent of the ground cost, 1 or 2
+    p: int = 2
+    #: debiased Sinkhorn divergence (GeomLoss) instead of the plain Sinkhorn cost
+    divergence: bool = False
+    #: vmf prior only: concentration and whether the locations are learnt
+    prior_kappa: float = 20.0
+    prior_learnable: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        _checks.known_prior(self.prior, "sae")
+        if self.prior in SPHERE_PRIORS:
+            _checks.sphere_dim(self.latent_dim, f"the {self.prior} prior")
+        _checks.positive(self.epsilon, "epsilon")
+        _checks.count(self.n_iters, "n_iters")
+        _checks.choice(self.p, "p", SUPPORTED_P)
+        _checks.positive(self.prior_kappa, "prior_kappa", allow_zero=True)
+
+
+@register_model("sae")
+class SinkhornAE(Autoencoder):
+    """``R = <P_eps, C>`` (or ``S_eps``) between codes and prior samples."""
+
+    config_class = SAEConfig
+    probabilistic = False
+
+    @classmethod
+    def build_prior(cls, config, image_shape, generator):
+        options = {}
+        if config.prior == "vmf":
+            options = {"kappa": config.prior_kappa, "learnable": config.prior_learnable}
+        return build_prior(
+            config.prior, config.latent_dim, config.n_components, generator=generator, **options
+        )
+
+    @property
+    def on_sphere(self) -> bool:
+        return bool(getattr(self.prior, "on_sphere", False))
+
+    def encode(self, x):
+        mean, logvar = super().encode(x)
+        return (F.normalize(mean, dim=-1) if self.on_sphere else mean), logvar
+
+    def regulariser(self, x, mean, logvar, z, generator):
+        c = self.config
+        y = self.prior.sample(z.shape[0], generator)
+        if c.divergence:
+            return sinkhorn_divergence(z, y, epsilon=c.epsilon, p=c.p), {}
+        return sinkhorn(z, y, epsilon=c.epsilon, n_iters=c.n_iters, p=c.p), {}
+
+    def end_of_batch(self) -> None:
+        normalise = getattr(self.prior, "normalise_", None)
+        if normalise is not None:
+            normalise()

@@ -1,0 +1,209 @@
+"""Convolutional encoders and decoders: the RAE paper's nets and a small CPU-friendly net.
+
+Every factory has the signature ``(image_shape, latent_dim, probabilistic, **options)``
+and returns an ``(Encoder, Decoder)`` pair built on :mod:`otae.nn.base`. A factory
+given an image shape it is not built for raises a ``ValueError`` that says which
+shapes it accepts, before any layer is created.
+
+* ``paper_mnist`` (spec §6, 1x28x28): encoder 4 blocks ``Conv2d(k4, s2, p1, no bias)
+  + BatchNorm2d + ReLU`` with 128-256-512-1024 channels (28 -> 14 -> 7 -> 3 -> 1), then
+  the linear head(s); decoder ``Linear(latent, 1024*7*7)``, reshape, two blocks
+  ``ConvTranspose2d(k4, s2, p1, no bias) + BatchNorm2d + ReLU`` (1024 -> 512 -> 256,
+  7 -> 14 -> 28) and a 1x1 ``ConvTranspose2d`` to the image; linear output.
+* ``paper_celeba`` (spec §6, 3x64x64): the same encoder (64 -> 32 -> 16 -> 8 -> 4, head
+  from 1024*4*4 features); decoder ``Linear(latent, 1024*8*8)``, three transposed-conv
+  blocks 1024 -> 512 -> 256 -> 128 (8 -> 16 -> 32 -> 64) and a 1x1 transposed conv to 3
+  channels; linear output.
+* ``small_conv``: for any image whose height and width are divisible by
+  ``2 ** len(channels)`` (4 with the default ``channels=(32, 64)``): conv blocks,
+  flatten, ``Linear(hidden) + ReLU``; decoder ``Linear(hidden) + ReLU +
+  Linear(channels[-1]*(H/4)*(W/4)) + ReLU``, transposed-conv blocks back up, the last one
+  straight to the image channels (linear output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from .base import Decoder, Encoder, _shape_tuple
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _channel_list(name: str, option: str, values: Sequence[int], length: int | None) -> list[int]:
+    try:
+        channels = [int(c) for c in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {option} must be a list of integers, got {values!r}") from None
+    if not channels or min(channels) < 1:
+        raise ValueError(f"{name}: {option} must be positive integers, got {values!r}")
+    if length is not None and len(channels) != length:
+        raise ValueError(
+            f"{name}: {option} must have {length} entries (one per layer of the paper's net), "
+            f"got {len(channels)}: {channels}"
+        )
+    return channels
+
+
+def conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """``Conv2d(k4, s2, p1, bias=False) + BatchNorm2d + ReLU``: halves even sizes."""
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
+
+
+def deconv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """``ConvTranspose2d(k4, s2, p1, bias=False) + BatchNorm2d + ReLU``: doubles sizes."""
+    return [
+        nn.ConvTranspose2d(
+            in_channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False
+        ),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
+
+
+def _conv_out(size: int) -> int:
+    """Output size of a k4 s2 p1 convolution."""
+    return (size + 2 - 4) // 2 + 1
+
+
+def _paper(
+    name: str,
+    image_shape: Sequence[int],
+    latent_dim: int,
+    probabilistic: bool,
+    expected: tuple[int, int, int],
+    decoder_start: int,
+    channels: Sequence[int],
+    decoder_channels: Sequence[int],
+    n_up: int,
+    alternative: str,
+) -> tuple[Encoder, Decoder]:
+    shape = _shape_tuple(image_shape)
+    if shape != expected:
+        raise ValueError(
+            f"{name} is built for {_fmt(expected)} images, got {_fmt(shape)}; "
+            f"use {alternative} or small_conv"
+        )
+    enc_channels = _channel_list(name, "channels", channels, 4)
+    dec_channels = _channel_list(name, "decoder_channels", decoder_channels, n_up + 1)
+
+    layers: list[nn.Module] = []
+    width, size = shape[0], shape[1]
+    for c in enc_channels:
+        layers += conv_block(width, c)
+        width, size = c, _conv_out(size)
+    layers.append(nn.Flatten())
+    encoder = Encoder(nn.Sequential(*layers), width * size * size, shape, latent_dim, probabilistic)
+
+    start = dec_channels[0]
+    dec: list[nn.Module] = [
+        nn.Linear(latent_dim, start * decoder_start * decoder_start),
+        nn.Unflatten(1, (start, decoder_start, decoder_start)),
+    ]
+    for c_in, c_out in zip(dec_channels[:-1], dec_channels[1:], strict=True):
+        dec += deconv_block(c_in, c_out)
+    dec.append(nn.ConvTranspose2d(dec_channels[-1], shape[0], kernel_size=1))
+    decoder = Decoder(nn.Sequential(*dec), shape, latent_dim)
+    return encoder, decoder
+
+
+def paper_mnist(
+    image_shape: Sequence[int],
+    latent_dim: int,
+    probabilistic: bool,
+    channels: Sequence[int] = (128, 256, 512, 1024),
+    decoder_channels: Sequence[int] = (1024, 512, 256),
+) -> tuple[Encoder, Decoder]:
+    """The RAE paper's MNIST conv net for 1x28x28 (spec §6): 128-256-512-1024 channels."""
+    return _paper(
+        "paper_mnist",
+        image_shape,
+        latent_dim,
+        probabilistic,
+        expected=(1, 28, 28),
+        decoder_start=7,
+        channels=channels,
+        decoder_channels=decoder_channels,
+        n_up=2,
+        alternative="paper_celeba (3x64x64)",
+    )
+
+
+def paper_celeba(
+    image_shape: Sequence[int],
+    latent_dim: int,
+    probabilistic: bool,
+    channels: Sequence[int] = (128, 256, 512, 1024),
+    decoder_channels: Sequence[int] = (1024, 512, 256, 128),
+) -> tuple[Encoder, Decoder]:
+    """The RAE paper's CelebA conv net for 3x64x64 (spec §6): 128-256-512-1024 channels."""
+    return _paper(
+        "paper_celeba",
+        image_shape,
+        latent_dim,
+        probabilistic,
+        expected=(3, 64, 64),
+        decoder_start=8,
+        channels=channels,
+        decoder_channels=decoder_channels,
+        n_up=3,
+        alternative="paper_mnist (1x28x28)",
+    )
+
+
+def small_conv(
+    image_shape: Sequence[int],
+    latent_dim: int,
+    probabilistic: bool,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 256,
+) -> tuple[Encoder, Decoder]:
+    """Small conv net for images with sides divisible by ``2 ** len(channels)``."""
+    shape = _shape_tuple(image_shape)
+    chans = _channel_list("small_conv", "channels", channels, None)
+    hidden = int(hidden)
+    if hidden < 1:
+        raise ValueError(f"small_conv: hidden must be a positive integer, got {hidden}")
+    factor = 2 ** len(chans)
+    c, h, w = shape
+    if h % factor or w % factor:
+        raise ValueError(
+            f"small_conv with {len(chans)} conv layers needs image height and width divisible "
+            f"by {factor} (e.g. {c}x{factor * 7}x{factor * 7}, {c}x{factor * 8}x{factor * 8}), "
+            f"got {_fmt(shape)}; change data.image_size or the number of channels"
+        )
+    h_low, w_low = h // factor, w // factor
+    n_low = chans[-1] * h_low * w_low
+
+    layers: list[nn.Module] = []
+    width = c
+    for ch in chans:
+        layers += conv_block(width, ch)
+        width = ch
+    layers += [nn.Flatten(), nn.Linear(n_low, hidden), nn.ReLU()]
+    encoder = Encoder(nn.Sequential(*layers), hidden, shape, latent_dim, probabilistic)
+
+    dec: list[nn.Module] = [
+        nn.Linear(latent_dim, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, n_low),
+        nn.ReLU(),
+        nn.Unflatten(1, (chans[-1], h_low, w_low)),
+    ]
+    rev = chans[::-1]
+    for c_in, c_out in zip(rev[:-1], rev[1:], strict=True):
+        dec += deconv_block(c_in, c_out)
+    dec.append(nn.ConvTranspose2d(chans[0], c, kernel_size=4, stride=2, padding=1))
+    decoder = Decoder(nn.Sequential(*dec), shape, latent_dim)
+    return encoder, decoder
+
+
+__all__ = ["conv_block", "deconv_block", "paper_celeba", "paper_mnist", "small_conv"]

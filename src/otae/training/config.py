@@ -1,0 +1,266 @@
+"""Typed experiment configs, read from YAML with inheritance and ``key=value`` overrides.
+
+A config file is a mapping with the sections of :class:`ExperimentConfig`. It
+may start with ``base: other.yaml`` (a path relative to the file, or the name
+of a shipped config): the base is loaded first and this file's keys are merged
+over it recursively. Overrides from the command line use dotted keys whose
+values are parsed as YAML (``training.epochs=3``, ``network.options.channels=[16,32]``).
+Every unknown key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..models import ModelConfig, model_config_from_dict
+from ..typed_config import from_dict, to_dict
+
+
+@dataclass
+class DataConfig:
+    #: dataset name (see ``otae list``): mnist, idx, celeba, image_folder
+    name: str = "mnist"
+    #: folder with the data files; None uses the embedded MNIST
+    root: str | None = None
+    #: keep only the first n training / test examples (None: all)
+    train_subset: int | None = None
+    test_subset: int | None = None
+    #: resize images to this side length (image_folder / celeba); None: dataset default
+    image_size: int | None = None
+
+
+@dataclass
+class NetworkConfig:
+    #: paper_mnist, paper_celeba, small_conv or mlp (see ``otae list``)
+    architecture: str = "small_conv"
+    #: keyword options of the architecture (e.g. channels: [32, 64])
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    #: adam or rmsprop
+    name: str = "adam"
+    lr: float = 1e-3
+    #: Adam's betas (the paper uses (0.5, 0.999))
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    #: learning rate of the adversarial critic (GWAE); None: same as lr
+    critic_lr: float | None = None
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 50
+    batch_size: int = 100
+    seed: int = 0
+    #: auto (CUDA when available), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+    #: torch.use_deterministic_algorithms (bit-reproducible runs, slower on GPU)
+    deterministic: bool = False
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    #: write last.pt every this many epochs (best.pt whenever the test loss improves)
+    checkpoint_every: int = 1
+    eval_batch_size: int = 500
+    #: DataLoader workers for datasets read from disk (0: load in the main process)
+    num_workers: int = 0
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class EvaluationConfig:
+    #: 2-D projection of the latent plot: pca or tsne
+    latent_method: str = "pca"
+    latent_points: int = 2000
+    n_samples: int = 64
+    n_per_component: int = 10
+    report: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "run"
+    #: runs are written to output_dir/name unless a run directory is given
+    output_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def validate(self) -> None:
+        self.model.validate()
+        t = self.training
+        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
+            if getattr(t, name) < 1:
+                raise ValueError(f"training.{name} must be >= 1, got {getattr(t, name)}")
+        if t.num_workers < 0:
+            raise ValueError(f"training.num_workers must be >= 0, got {t.num_workers}")
+        if t.optimizer.name not in ("adam", "rmsprop"):
+            raise ValueError(
+                f"training.optimizer.name must be 'adam' or 'rmsprop', got {t.optimizer.name!r}"
+            )
+        if t.optimizer.lr <= 0:
+            raise ValueError(f"training.optimizer.lr must be > 0, got {t.optimizer.lr}")
+        if self.evaluation.latent_method not in ("pca", "tsne"):
+            raise ValueError(
+                "evaluation.latent_method must be 'pca' or 'tsne', "
+                f"got {self.evaluation.latent_method!r}"
+            )
+        for name in ("train_subset", "test_subset", "image_size"):
+            value = getattr(self.data, name)
+            if value is not None and value < 1:
+                raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
+
+
+SECTIONS = {
+    "network": NetworkConfig,
+    "data": DataConfig,
+    "training": TrainingConfig,
+    "evaluation": EvaluationConfig,
+}
+
+
+def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
+    """Typed, validated config from a plain mapping; unknown keys raise ``ValueError``."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a config must be a mapping of sections, got {type(values).__name__}")
+    values = dict(values)
+    values.pop("base", None)
+    model_values = values.pop("model", None)
+    if model_values is None:
+        raise ValueError("the config has no 'model' section (it needs at least model.name)")
+    model = model_config_from_dict(dict(model_values))
+    config = from_dict(ExperimentConfig, values)
+    config.model = model
+    config.validate()
+    return config
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    return to_dict(config)
+
+
+# ---------------------------------------------------------------------- files
+def shipped_config_dir() -> Path:
+    """The configs shipped with the package (``otae list`` shows them)."""
+    return Path(str(resources.files("otae") / "configs"))
+
+
+def shipped_configs() -> list[str]:
+    root = shipped_config_dir()
+    return sorted(
+        str(p.relative_to(root).with_suffix(""))
+        for p in root.rglob("*.yaml")
+        if not p.name.startswith("_")
+    )
+
+
+def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """A YAML path, or the name of a shipped config (``mnist/drae-quick``)."""
+    candidates = []
+    path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute():
+        candidates.append(relative_to / path)
+    candidates.append(path)
+    stem = str(name_or_path).removesuffix(".yaml")
+    candidates.append(shipped_config_dir() / f"{stem}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"config {str(name_or_path)!r} not found: not a file, and not one of the shipped "
+        f"configs ({', '.join(shipped_configs())})"
+    )
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a config file with its ``base`` chain merged in."""
+    path = resolve_config_path(name_or_path).resolve()
+    if path in _seen:
+        raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, _seen + (path,)))}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must contain a mapping of sections")
+    base = values.pop("base", None)
+    if base is not None:
+        base_path = resolve_config_path(base, relative_to=path.parent)
+        values = _merge(load_config_dict(base_path, _seen + (path,)), values)
+    return values
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    values = copy.deepcopy(values)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = values
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return values
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Load, merge the base chain, apply overrides, type-check and validate."""
+    values = apply_overrides(load_config_dict(name_or_path), list(overrides))
+    values.setdefault("name", Path(str(name_or_path)).stem)
+    return config_from_dict(values)
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+__all__ = [
+    "DataConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "NetworkConfig",
+    "OptimizerConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "load_config_dict",
+    "resolve_config_path",
+    "save_config",
+    "shipped_configs",
+]

@@ -1,0 +1,396 @@
+"""One trainer for every model: epochs, critic schedule, logs, checkpoints, resume.
+
+Reproducibility. All randomness of an epoch (data order, reparameterisation
+noise, prior samples, random projections) comes from generators seeded by
+``(training.seed, epoch)``, and network weights/prior parameters are seeded
+from ``training.seed`` before the model is built. Checkpoints hold the model,
+optimisers, global RNG states and the epoch, so ``resume`` replays the
+remaining epochs exactly: on CPU a resumed run ends with bit-identical weights
+to an uninterrupted one (tested). A run killed mid-epoch resumes from the last
+completed epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..data import ImageDataset, build_dataset
+from ..models import Autoencoder, build_model
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+
+_STREAM_ORDER, _STREAM_TRAIN, _STREAM_TEST = 1, 2, 3
+
+
+def derived_seed(seed: int, epoch: int, stream: int) -> int:
+    """A distinct 63-bit seed per (seed, epoch, stream), stable across runs."""
+    mixed = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB
+    return mixed % (2**63 - 1)
+
+
+def select_device(spec: str) -> torch.device:
+    """``auto`` picks CUDA when available; otherwise the named device (checked)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"training.device={spec!r} but CUDA is not available on this machine")
+    return device
+
+
+def make_optimizer(params: list[nn.Parameter], config, lr: float | None = None):
+    lr = config.lr if lr is None else lr
+    if config.name == "adam":
+        return torch.optim.Adam(
+            params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+        )
+    if config.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.name!r}")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite during training."""
+
+
+class Trainer:
+    """Train ``config.model`` on ``config.data``; write everything under ``run_dir``.
+
+    ``train_data``/``test_data`` may be given directly (any :class:`ImageDataset`);
+    otherwise they are built from ``config.data``.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        run_dir: str | Path,
+        *,
+        train_data: ImageDataset | None = None,
+        test_data: ImageDataset | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        data = config.data
+        self.train_data = train_data or build_dataset(
+            data.name,
+            "train",
+            root=data.root,
+            subset=data.train_subset,
+            image_size=data.image_size,
+        )
+        self.test_data = test_data or build_dataset(
+            data.name,
+            "test",
+            root=data.root,
+            subset=data.test_subset,
+            image_size=data.image_size,
+        )
+        self.device = select_device(config.training.device)
+        if config.training.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        seed = config.training.seed
+        torch.manual_seed(seed)
+        self.model: Autoencoder = build_model(
+            config.model,
+            self.train_data.image_shape,
+            config.network.architecture,
+            dict(config.network.options),
+            generator=torch.Generator().manual_seed(derived_seed(seed, 0, 0)),
+        ).to(self.device)
+        critic = {id(p) for p in self.model.critic_parameters()}
+        main_params = [p for p in self.model.parameters() if id(p) not in critic]
+        opt_config = config.training.optimizer
+        self.optimizer = make_optimizer(main_params, opt_config)
+        self.critic_optimizer = None
+        if self.model.has_critic:
+            self.critic_optimizer = make_optimizer(
+                self.model.critic_parameters(), opt_config, opt_config.critic_lr
+            )
+        self.epoch = 0  # completed epochs
+        self.history: list[dict[str, float]] = []
+        self.best_value = math.inf
+
+    # ------------------------------------------------------------------ state
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model_name": self.config.model.name,
+            "config": config_to_dict(self.config),
+            "image_shape": list(self.train_data.image_shape),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_value": self.best_value,
+            "rng": _rng_state(),
+        }
+        if self.critic_optimizer is not None:
+            state["critic_optimizer"] = self.critic_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], path: Path | str = "checkpoint") -> None:
+        if state.get("model_name") != self.config.model.name:
+            raise CheckpointError(
+                f"{path} holds a {state.get('model_name')!r} model, "
+                f"the config asks for {self.config.model.name!r}"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.critic_optimizer is not None:
+                self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"{path} does not match this model's architecture or optimiser: "
+                f"{str(err).splitlines()[0]}"
+            ) from None
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.best_value = float(state["best_value"])
+        _set_rng_state(state["rng"])
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Load ``path`` (default: the run's last.pt); False if there is none yet."""
+        path = Path(path) if path is not None else self.checkpoint_dir / "last.pt"
+        if not path.exists():
+            return False
+        self.load_state_dict(load_checkpoint(path, map_location=self.device), path)
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+        return True
+
+    # ------------------------------------------------------------------ loops
+    def _batches(self, n: int, batch_size: int, generator: torch.Generator | None) -> list[Tensor]:
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        return list(order.split(batch_size))
+
+    def _iterate(self, data: ImageDataset, batches: list[Tensor]):
+        if self.config.training.num_workers > 0:
+            loader = torch.utils.data.DataLoader(
+                data,
+                batch_sampler=[b.tolist() for b in batches],
+                num_workers=self.config.training.num_workers,
+                pin_memory=self.device.type == "cuda",
+            )
+            for images, labels in loader:
+                yield images.to(self.device, non_blocking=True), labels
+        else:
+            for indices in batches:
+                images, labels = data.get_batch(indices)
+                yield images.to(self.device, non_blocking=True), labels
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.config.training
+        seed = cfg.seed
+        order_gen = torch.Generator().manual_seed(derived_seed(seed, epoch, _STREAM_ORDER))
+        gen = torch.Generator(device=self.device).manual_seed(
+            derived_seed(seed, epoch, _STREAM_TRAIN)
+        )
+        batches = self._batches(len(self.train_data), cfg.batch_size, order_gen)
+        self.model.train()
+        sums: dict[str, Tensor] = {}
+        seen = 0
+        progress = _progress(len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress)
+        for step, (x, _) in enumerate(self._iterate(self.train_data, batches)):
+            if self.critic_optimizer is not None:
+                for _ in range(self.model.config.n_critic):
+                    self.critic_optimizer.zero_grad(set_to_none=True)
+                    critic_terms = self.model.critic_loss(x, gen)
+                    critic_terms["total"].backward()
+                    self.critic_optimizer.step()
+                for key, value in critic_terms.items():
+                    key = key if key.startswith("critic") else f"critic_{key}"
+                    sums[key] = sums.get(key, 0) + value.detach() * len(x)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms = self.model.loss(x, gen)
+            total = terms["total"]
+            if not torch.isfinite(total):
+                values = {k: float(v) for k, v in terms.items()}
+                raise NonFiniteLossError(
+                    f"loss is not finite at epoch {epoch}, batch {step}: {values}; "
+                    "lower training.optimizer.lr or model.gamma"
+                )
+            total.backward()
+            self.optimizer.step()
+            self.model.end_of_batch()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0) + value.detach() * len(x)
+            seen += len(x)
+            progress.update(1)
+            if step % 10 == 0:
+                progress.set_postfix(
+                    rec=f"{float(terms['reconstruction'].detach()):.2f}",
+                    reg=f"{float(terms['regulariser'].detach()):.4g}",
+                )
+        progress.close()
+        return {f"train_{k}": float(v) / seen for k, v in sums.items()}
+
+    def evaluate(self, data: ImageDataset | None = None) -> dict[str, float]:
+        """Held-out loss terms (fixed noise) and the reconstruction metric (posterior means)."""
+        data = data or self.test_data
+        cfg = self.config.training
+        gen = torch.Generator(device=self.device).manual_seed(
+            derived_seed(cfg.seed, 0, _STREAM_TEST)
+        )
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict[str, float] = {}
+        sse_sum = 0.0
+        n = len(data)
+        try:
+            for x, _ in self._iterate(data, self._batches(n, cfg.eval_batch_size, None)):
+                # Not under no_grad: some regularisers search directions by autograd.
+                terms = self.model.loss(x, gen)
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * len(x)
+                with torch.no_grad():
+                    sse = (self.model.reconstruct(x) - x).pow(2).flatten(1).sum(1)
+                sse_sum += float(sse.sum())
+        finally:
+            self.model.train(was_training)
+        pixels = math.prod(data.image_shape)
+        metrics = {f"test_{k}": v / n for k, v in sums.items()}
+        metrics["test_rec_loss"] = sse_sum / n
+        metrics["test_mse_per_pixel"] = sse_sum / (n * pixels)
+        return metrics
+
+    # ------------------------------------------------------------------ driver
+    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train the remaining epochs; returns the per-epoch history."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            if not self.resume():
+                self.log(f"no checkpoint in {self.checkpoint_dir}: starting from scratch")
+        save_config(self.config, self.run_dir / "config.yaml")
+        writer = _tensorboard_writer(
+            self.run_dir / "tensorboard", self.epoch + 1, self.config, self.log
+        )
+        cfg = self.config.training
+        try:
+            for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                start = time.perf_counter()
+                row: dict[str, float] = {"epoch": epoch}
+                row.update(self.train_epoch(epoch))
+                row["epoch_time_s"] = time.perf_counter() - start
+                row.update(self.evaluate())
+                self.history.append(row)
+                self.epoch = epoch
+                self._write_csv()
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "epoch":
+                            writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+                    writer.flush()
+                self.log(
+                    f"epoch {epoch}: train rec {row.get('train_reconstruction', float('nan')):.3f}"
+                    f" | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
+                )
+                if row.get("test_total", math.inf) < self.best_value:
+                    self.best_value = row["test_total"]
+                    save_checkpoint(self.state_dict(), self.checkpoint_dir / "best.pt")
+                if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                    save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
+        finally:
+            if writer is not None:
+                writer.close()
+        return self.history
+
+    def _write_csv(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        tmp = self.run_dir / ".history.csv.tmp"
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(tmp, self.run_dir / "history.csv")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        enabled = False
+    if not enabled:
+        return _NoProgress()
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+class _NoProgress:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _tensorboard_writer(log_dir: Path, first_epoch: int, config, log):
+    if not config.training.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log("tensorboard is not installed: TensorBoard logs are off (history.csv is written)")
+        return None
+    # purge_step drops events a killed run logged after its last checkpoint.
+    return SummaryWriter(str(log_dir), purge_step=first_epoch)
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu"):
+    """``(config, model)`` of a finished or interrupted run (``checkpoint``: last or best)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not path.exists():
+        raise CheckpointError(
+            f"no checkpoint {path}: is {run_dir} an otae run directory (made by `otae train`)?"
+        )
+    state = load_checkpoint(path, map_location=device)
+    config = config_from_dict(state["config"])
+    model = build_model(
+        config.model,
+        _image_shape_from_state(state, config),
+        config.network.architecture,
+        dict(config.network.options),
+    )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path} does not match its config: {str(err).splitlines()[0]}"
+        ) from None
+    return config, model.to(device).eval(), state
+
+
+def _image_shape_from_state(state: dict[str, Any], config: ExperimentConfig) -> tuple[int, ...]:
+    shape = state.get("image_shape")
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    raise CheckpointError("checkpoint lacks the image shape")

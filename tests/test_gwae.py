@@ -1,0 +1,388 @@
+"""GWAE: relational GW term, gradient penalty, critic/generator steps, meta-priors, state dicts."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import otae.models.gwae  # noqa: F401  (registers "gwae")
+from otae.models import build_model, model_config_from_dict
+from otae.models.gwae import GWAE, GWAEConfig, relational_gw_loss
+from otae.priors import GaussianMixturePrior, StandardNormalPrior
+from otae.priors.meta import FactorisedPrior, NeuralSamplerPrior
+
+IMAGE = (1, 8, 8)
+
+
+def _model(prior="neural", dtype=torch.float64, seed=0, **options) -> GWAE:
+    torch.manual_seed(seed)
+    values = {
+        "name": "gwae",
+        "latent_dim": 2,
+        "prior": prior,
+        "n_components": 3,
+        "critic_hidden": [32],
+        "sampler_hidden": [16],
+        "factorised_hidden": 4,
+        **options,
+    }
+    config = model_config_from_dict(values)
+    model = build_model(
+        config, IMAGE, "mlp", {"hidden": (32,)}, generator=torch.Generator().manual_seed(seed)
+    )
+    return model.to(dtype)
+
+
+def _batch(n=16, dtype=torch.float64, seed=3):
+    return torch.rand(n, *IMAGE, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _norm(v) -> float:
+    return math.sqrt(sum(float(c) ** 2 for c in v.flatten()))
+
+
+# ---------------------------------------------------------------------- relational GW term
+def _gw_loop(z, x, nu, pairs):
+    n, d = z.shape
+    means = [sum(float(z[i, k]) for i in range(n)) / n for k in range(d)]
+    stds = [
+        math.sqrt(sum((float(z[i, k]) - means[k]) ** 2 for i in range(n)) / (n - 1))
+        for k in range(d)
+    ]
+    s = sum(stds) / d
+    total, count = 0.0, 0
+    for i, j in pairs(range(n)):
+        total += abs(nu / s * _norm(z[i] - z[j]) - _norm(x[i] - x[j]))
+        count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("detach_scale", [False, True])
+def test_relational_gw_matches_double_loop_over_pairs(detach_scale):
+    g = torch.Generator().manual_seed(0)
+    z = 1.7 * torch.randn(7, 3, generator=g, dtype=torch.float64) + 4.0
+    x = torch.rand(7, 1, 4, 5, generator=g, dtype=torch.float64) + 10.0
+    nu = 1.3
+    value = float(relational_gw_loss(z, x, nu, detach_scale=detach_scale))
+    upper = _gw_loop(z, x, nu, lambda r: itertools.combinations(r, 2))
+    ordered = _gw_loop(z, x, nu, lambda r: itertools.permutations(r, 2))
+    assert value == pytest.approx(upper, rel=1e-12)
+    assert value == pytest.approx(ordered, rel=1e-12)
+
+
+def test_relational_gw_scale_and_gradients():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    x = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    nu = torch.tensor(2.5, dtype=torch.float64)
+    base = relational_gw_loss(z, x, nu)
+    # s normalises the latent distances: rescaling the prior samples changes nothing
+    assert float(relational_gw_loss(3.0 * z, x, nu)) == pytest.approx(float(base), rel=1e-12)
+    # gradients (through s too) agree with finite differences in z, x and nu
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: relational_gw_loss(a, b, c),
+        (z.clone().requires_grad_(), x.clone().requires_grad_(), nu.clone().requires_grad_()),
+    )
+    # detaching s leaves the value but changes the gradient in z
+    zz = z.clone().requires_grad_()
+    (g_full,) = torch.autograd.grad(relational_gw_loss(zz, x, nu), zz)
+    (g_det,) = torch.autograd.grad(relational_gw_loss(zz, x, nu, detach_scale=True), zz)
+    assert not torch.allclose(g_full, g_det)
+    # with s held fixed, the z-gradient is that of the loop formula with the scale frozen
+    s = float(z.std(0).mean())
+
+    def frozen(a):
+        i, j = torch.triu_indices(6, 6, 1)
+        dz = (a[i] - a[j]).norm(dim=1)
+        dx = (x[i] - x[j]).norm(dim=1)
+        return (nu / s * dz - dx).abs().mean()
+
+    (g_ref,) = torch.autograd.grad(frozen(zz), zz)
+    torch.testing.assert_close(g_det, g_ref)
+
+
+def test_relational_gw_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="at least 2"):
+        relational_gw_loss(torch.zeros(1, 2), torch.zeros(1, 3), 1.0)
+    with pytest.raises(ValueError, match="expects z"):
+        relational_gw_loss(torch.zeros(3, 2), torch.zeros(4, 3), 1.0)
+
+
+# ---------------------------------------------------------------------- loss terms
+def test_loss_terms_match_their_definitions():
+    model = _model("factorised", lambda_w=0.7, gamma=1.3)
+    x = _batch()
+    out = {k: v.detach() for k, v in model.loss(x, torch.Generator().manual_seed(5)).items()}
+
+    g = torch.Generator().manual_seed(5)  # same order of draws: posterior, then prior
+    with torch.no_grad():
+        mean, logvar = model.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g, dtype=x.dtype)
+        z_p = model.prior.sample(16, g)
+        x_p = model.decode(z_p)
+        sse = (model.decode(z) - x).pow(2).flatten(1).sum(1)
+        gw = _gw_loop(z_p.detach(), x_p.detach(), 2.5, lambda r: itertools.combinations(r, 2))
+        w = model.critic(x, z).mean() - model.critic(x_p, z_p).mean()
+        neg_logvar = -logvar.sum(1).mean()
+
+    assert float(out["reconstruction"]) == pytest.approx(float(sse.mean()), rel=1e-12)
+    assert float(out["regulariser"]) == pytest.approx(gw, rel=1e-10)
+    assert float(out["w_bound"]) == pytest.approx(float(w), rel=1e-10)
+    assert float(out["entropy"]) == pytest.approx(float(neg_logvar), rel=1e-10)
+    assert float(out["nu"]) == 2.5
+    expected = 0.5 * sse.mean() + 1.3 * gw + 0.7 * w + 0.03 * neg_logvar
+    assert float(out["total"]) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_reduction_sum_sums_per_image_terms():
+    x = _batch()
+    with torch.no_grad():
+        mean_out = _model(reduction="mean").loss(x, torch.Generator().manual_seed(2))
+        sum_out = _model(reduction="sum").loss(x, torch.Generator().manual_seed(2))
+    n = x.shape[0]
+    assert float(sum_out["reconstruction"]) == pytest.approx(float(mean_out["reconstruction"]))
+    expected = (
+        0.5 * n * mean_out["reconstruction"]
+        + mean_out["regulariser"]
+        + mean_out["w_bound"]
+        + 0.03 * n * mean_out["entropy"]
+    )
+    assert float(sum_out["total"]) == pytest.approx(float(expected), rel=1e-10)
+
+
+# ---------------------------------------------------------------------- critic
+def test_gradient_penalty_matches_per_sample_autograd():
+    model = _model()
+    g = torch.Generator().manual_seed(4)
+    x_hat = torch.rand(5, *IMAGE, generator=g, dtype=torch.float64)
+    z_hat = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    gp = model.gradient_penalty(x_hat, z_hat)
+
+    terms = []
+    for i in range(5):
+        xi = x_hat[i : i + 1].clone().requires_grad_()
+        zi = z_hat[i : i + 1].clone().requires_grad_()
+        gx, gz = torch.autograd.grad(model.critic(xi, zi).sum(), (xi, zi))
+        norm = math.sqrt(float(gx.pow(2).sum()) + float(gz.pow(2).sum()))
+        terms.append((norm - 1.0) ** 2)
+    assert float(gp.detach()) == pytest.approx(sum(terms) / 5, rel=1e-10)
+    # differentiable in the critic's parameters (double backprop)
+    # (with piecewise-linear activations only the weights enter the input gradient)
+    grads = torch.autograd.grad(gp, model.critic_parameters(), allow_unused=True)
+    assert all(gr is None or torch.isfinite(gr).all() for gr in grads)
+    assert sum(gr is not None and bool(gr.abs().sum() > 0) for gr in grads) == 2
+
+
+def test_critic_loss_combines_estimate_and_penalty():
+    model = _model(gp_weight=4.0)
+    out = model.critic_loss(_batch(), torch.Generator().manual_seed(0))
+    expected = -out["critic_w"] + 4.0 * out["gradient_penalty"]
+    assert float(out["total"].detach()) == pytest.approx(float(expected), rel=1e-12)
+    out["total"].backward()
+    # only the critic receives gradient from the critic step
+    critic = set(model.critic_parameters())
+    for p in model.parameters():
+        if p in critic:
+            assert p.grad is not None
+        else:
+            assert p.grad is None
+
+
+def test_critic_steps_increase_its_estimate():
+    model = _model(dtype=torch.float32)
+    x = _batch(dtype=torch.float32)
+    optimiser = torch.optim.Adam(model.critic_parameters(), lr=1e-3)
+
+    def estimate():
+        return float(model.critic_loss(x, torch.Generator().manual_seed(7))["critic_w"])
+
+    before = estimate()
+    for _ in range(30):
+        optimiser.zero_grad()
+        model.critic_loss(x, torch.Generator().manual_seed(7))["total"].backward()
+        optimiser.step()
+    assert estimate() > before + 0.1
+
+
+def test_generator_steps_decrease_total_with_critic_fixed():
+    model = _model("neural", dtype=torch.float32)
+    x = _batch(dtype=torch.float32)
+    critic = set(model.critic_parameters())
+    main = [p for p in model.parameters() if p not in critic]  # the trainer's split
+    main_ids = {id(p) for p in main}
+    assert id(model.nu) in main_ids and all(id(p) in main_ids for p in model.prior.parameters())
+    assert len(main) + len(critic) == len(list(model.parameters()))
+    critic_before = [p.detach().clone() for p in model.critic_parameters()]
+    optimiser = torch.optim.Adam(main, lr=1e-3)
+
+    def total():
+        return model.loss(x, torch.Generator().manual_seed(11))["total"]
+
+    before = float(total().detach())
+    for _ in range(30):
+        optimiser.zero_grad()
+        total().backward()
+        optimiser.step()
+    assert float(total().detach()) < before - 0.5
+    # the generator step leaves no gradient in the critic, and the critic did not move
+    assert all(p.grad is None for p in model.critic_parameters())
+    for p, q in zip(model.critic_parameters(), critic_before, strict=True):
+        assert torch.equal(p, q)
+    assert float(model.nu.detach()) != 2.5  # nu is learnt
+
+
+def test_gw_term_alone_is_minimised_by_generator_steps():
+    model = _model("factorised", dtype=torch.float32, lambda_rec=0.0, lambda_w=0.0, lambda_h=0.0)
+    x = _batch(dtype=torch.float32)
+    critic = set(model.critic_parameters())
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p not in critic], lr=1e-2)
+
+    def gw():
+        return model.loss(x, torch.Generator().manual_seed(3))["regulariser"]
+
+    before = float(gw().detach())
+    for _ in range(30):
+        optimiser.zero_grad()
+        gw().backward()
+        optimiser.step()
+    assert float(gw().detach()) < 0.5 * before
+
+
+# ---------------------------------------------------------------------- meta-priors
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: NeuralSamplerPrior(3, (8, 8), generator=g),
+        lambda g: NeuralSamplerPrior(3, (8,), noise_dim=5, generator=g),
+        lambda g: FactorisedPrior(3, 4, generator=g),
+        lambda g: FactorisedPrior(3, 4, monotone=False, generator=g),
+    ],
+)
+def test_meta_prior_sampling_is_reproducible_and_differentiable(make):
+    a = make(torch.Generator().manual_seed(0)).double()
+    b = make(torch.Generator().manual_seed(0)).double()
+    c = make(torch.Generator().manual_seed(1)).double()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)  # initialisation from the generator alone
+    sa = a.sample(6, torch.Generator().manual_seed(9))
+    assert torch.equal(sa, b.sample(6, torch.Generator().manual_seed(9)))
+    assert not torch.equal(sa, a.sample(6, torch.Generator().manual_seed(10)))
+    assert not torch.equal(sa, c.sample(6, torch.Generator().manual_seed(9)))
+    assert sa.dtype == torch.float64 and sa.shape == (6, 3)
+
+    # reparameterised: autograd through the samples matches central finite differences
+    def scalar():
+        return a.sample(6, torch.Generator().manual_seed(9)).sin().sum()
+
+    params = list(a.parameters())
+    grads = torch.autograd.grad(scalar(), params)
+    h = 1e-6
+    for param, grad in zip(params, grads, strict=True):
+        assert grad.abs().sum() > 0
+        flat = param.data.view(-1)
+        for index in sorted({0, flat.numel() // 2, flat.numel() - 1}):
+            old = float(flat[index])
+            flat[index] = old + h
+            up = float(scalar().detach())
+            flat[index] = old - h
+            down = float(scalar().detach())
+            flat[index] = old
+            assert (up - down) / (2 * h) == pytest.approx(float(grad.view(-1)[index]), abs=1e-7)
+
+
+def test_factorised_prior_coordinates_are_independent_by_construction():
+    prior = FactorisedPrior(4, 5, generator=torch.Generator().manual_seed(0)).double()
+    before = prior.sample(50, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for param in prior.parameters():
+            param[2] += 0.3  # row 2 of every table: the parameters of coordinate 2 only
+    after = prior.sample(50, torch.Generator().manual_seed(1))
+    changed = (after - before).abs().amax(0) > 1e-9
+    assert changed.tolist() == [False, False, True, False]
+    # each coordinate reads only its own noise column
+    eps = torch.randn(10, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda e: prior.transform(e).sum(0), eps)
+    off_diagonal = jac.permute(1, 0, 2).reshape(10, 4, 4) * (1 - torch.eye(4, dtype=jac.dtype))
+    assert float(off_diagonal.abs().max()) == 0.0
+
+
+def test_monotone_factorised_prior_is_increasing_per_coordinate():
+    prior = FactorisedPrior(3, 6, generator=torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():
+        for p in (prior.in_weight, prior.out_weight, prior.in_bias):
+            p.copy_(3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    grid = torch.linspace(-5, 5, 201, dtype=torch.float64).unsqueeze(1).expand(201, 3)
+    values = prior.transform(grid)
+    assert bool((values[1:] > values[:-1]).all())
+
+
+def test_implicit_priors_component_means():
+    prior = NeuralSamplerPrior(3, (8,), generator=torch.Generator().manual_seed(0))
+    means = prior.component_means()
+    assert means.shape == (1, 3) and not means.requires_grad
+    torch.testing.assert_close(means, prior.component_means(), rtol=0, atol=0)
+    ref = prior.sample(4096, torch.Generator().manual_seed(0)).mean(0, keepdim=True)
+    torch.testing.assert_close(means, ref.detach())
+    with pytest.raises(NotImplementedError):
+        prior.log_prob(torch.zeros(2, 3))
+
+
+# ---------------------------------------------------------------------- model plumbing
+def test_build_prior_maps_meta_prior_names():
+    expected = {
+        "neural": NeuralSamplerPrior,
+        "factorised": FactorisedPrior,
+        "gmm": GaussianMixturePrior,
+        "normal": StandardNormalPrior,
+    }
+    for name, cls in expected.items():
+        model = _model(name)
+        assert type(model.prior) is cls
+        assert model.prior.latent_dim == 2
+    assert _model("gmm").prior.n_components == 3
+    with pytest.raises(ValueError, match="model.prior must be one of"):
+        model_config_from_dict({"name": "gwae", "prior": "vamp"})
+
+
+def test_config_defaults_and_validation():
+    config = GWAEConfig()
+    assert (config.lambda_h, config.gp_weight, config.n_critic, config.nu_init) == (
+        0.03,
+        10.0,
+        5,
+        2.5,
+    )
+    assert config.prior == "neural" and config.lambda_rec == 0.5
+    assert GWAE.has_critic and GWAE.probabilistic
+    assert GWAE.default_optimizer == {"name": "rmsprop", "lr": 1e-4}
+    parsed = model_config_from_dict({"name": "gwae", "critic_hidden": [7, 5], "n_critic": 3})
+    assert parsed.critic_hidden == (7, 5) and parsed.n_critic == 3
+    for bad in ({"n_critic": 0}, {"nu_init": 0.0}, {"lambda_w": -1.0}, {"critic_hidden": [0]}):
+        with pytest.raises(ValueError):
+            model_config_from_dict({"name": "gwae", **bad})
+
+
+@pytest.mark.parametrize("prior", ["neural", "factorised", "gmm"])
+def test_state_dict_round_trip_gives_identical_outputs(prior):
+    source = _model(prior, seed=0)
+    target = _model(prior, seed=1)
+    with torch.no_grad():
+        source.nu.fill_(1.7)
+    target.load_state_dict(source.state_dict())
+    x = _batch()
+    for method in ("loss", "critic_loss"):
+        a = getattr(source, method)(x, torch.Generator().manual_seed(4))
+        b = getattr(target, method)(x, torch.Generator().manual_seed(4))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (method, key)
+    torch.testing.assert_close(
+        source.sample(5, torch.Generator().manual_seed(0)),
+        target.sample(5, torch.Generator().manual_seed(0)),
+        rtol=0,
+        atol=0,
+    )
+    assert "nu" in source.state_dict() and any(k.startswith("critic.") for k in source.state_dict())

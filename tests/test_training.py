@@ -1,0 +1,230 @@
+"""Configs, checkpoints and the trainer: round trips, strict errors, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from otae.data import TensorImageDataset
+from otae.training import (
+    CheckpointError,
+    ExperimentConfig,
+    Trainer,
+    config_from_dict,
+    config_to_dict,
+    load_checkpoint,
+    load_config,
+    save_checkpoint,
+    save_config,
+    shipped_configs,
+)
+
+
+def tiny_data(n=48, seed=0, side=8):
+    gen = torch.Generator().manual_seed(seed)
+    images = (torch.rand(n, 1, side, side, generator=gen) * 255).to(torch.uint8)
+    labels = torch.arange(n) % 3
+    return TensorImageDataset(images, labels)
+
+
+def tiny_config(model="vae", epochs=3, **model_options):
+    if model == "gwae":
+        model_options.setdefault("n_critic", 2)
+    values = {
+        "name": f"tiny-{model}",
+        "model": {"name": model, "latent_dim": 2, "n_components": 3, **model_options},
+        "network": {"architecture": "mlp", "options": {"hidden": [16]}},
+        "training": {
+            "epochs": epochs,
+            "batch_size": 12,
+            "seed": 3,
+            "device": "cpu",
+            "progress": False,
+            "tensorboard": False,
+            "eval_batch_size": 16,
+        },
+        "evaluation": {"report": False},
+    }
+    return config_from_dict(values)
+
+
+def make_trainer(config, run_dir):
+    return Trainer(
+        config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1), log=lambda m: None
+    )
+
+
+# ---------------------------------------------------------------------- configs
+def test_config_round_trip_through_yaml(tmp_path):
+    config = tiny_config("drae", beta=0.25)
+    save_config(config, tmp_path / "c.yaml")
+    loaded = load_config(tmp_path / "c.yaml")
+    assert config_to_dict(loaded) == config_to_dict(config)
+    assert type(loaded.model).__name__ == type(config.model).__name__
+    assert loaded.model.beta == 0.25
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    save_config(tiny_config("vae"), tmp_path / "c.yaml")
+    config = load_config(
+        tmp_path / "c.yaml",
+        ["training.epochs=7", "training.optimizer.lr=3e-4", "network.options.hidden=[8,4]"],
+    )
+    assert config.training.epochs == 7 and isinstance(config.training.epochs, int)
+    assert config.training.optimizer.lr == pytest.approx(3e-4)
+    assert config.network.options["hidden"] == [8, 4]
+
+
+def test_base_inheritance_merges_recursively(tmp_path):
+    save_config(tiny_config("vae"), tmp_path / "base.yaml")
+    (tmp_path / "child.yaml").write_text(
+        "base: base.yaml\nmodel: {gamma: 2.5}\ntraining: {epochs: 9}\n"
+    )
+    config = load_config(tmp_path / "child.yaml")
+    assert config.model.name == "vae" and config.model.gamma == 2.5
+    assert config.training.epochs == 9 and config.training.batch_size == 12
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"model": {"name": "vae"}, "trainig": {}}, "trainig"),
+        ({"model": {"name": "vae", "betta": 0.1}}, "betta"),
+        ({"model": {"name": "nosuchmodel"}}, "unknown model 'nosuchmodel'"),
+        ({"model": {"name": "vae"}, "training": {"epochs": "many"}}, "training.epochs"),
+        ({"model": {"name": "vae"}, "training": {"epochs": 0}}, "training.epochs"),
+        ({"model": {"name": "vae"}, "training": {"optimizer": {"name": "sgdd"}}}, "sgdd"),
+        ({"training": {}}, "model"),
+    ],
+)
+def test_bad_configs_name_the_problem(values, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(values)
+
+
+def test_every_shipped_config_loads():
+    names = shipped_configs()
+    assert any(n.endswith("drae-quick") for n in names)
+    for name in names:
+        config = load_config(name)
+        assert isinstance(config, ExperimentConfig), name
+
+
+# ---------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip_and_atomic_write(tmp_path):
+    state = {"model": {"w": torch.arange(5.0)}, "epoch": 2, "history": [{"a": 1.0}]}
+    path = save_checkpoint(state, tmp_path / "ck.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["epoch"] == 2
+
+
+def test_corrupted_checkpoint_gives_clear_error(tmp_path):
+    path = save_checkpoint({"epoch": 1, "x": torch.ones(100)}, tmp_path / "ck.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(path)
+    (tmp_path / "other.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_refuses_pickled_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    torch.save({"otae_checkpoint": 1, "evil": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+# ---------------------------------------------------------------------- trainer
+def test_training_decreases_the_test_loss(tmp_path):
+    config = tiny_config("vae", epochs=4)
+    config.training.optimizer.lr = 3e-3
+    trainer = make_trainer(config, tmp_path / "run")
+    before = trainer.evaluate()["test_rec_loss"]
+    history = trainer.fit()
+    assert len(history) == 4 and all(math.isfinite(v) for v in history[-1].values())
+    assert history[-1]["test_rec_loss"] < before
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 5
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+
+
+class Killed(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("model", ["vae", "drae", "gwae", "ssfg"])
+def test_resume_after_kill_is_bit_identical(tmp_path, model):
+    torch.use_deterministic_algorithms(True)
+    try:
+        full = make_trainer(tiny_config(model), tmp_path / "full")
+        full.fit()
+
+        killed = make_trainer(tiny_config(model), tmp_path / "killed")
+        original = killed.train_epoch
+
+        def dies_in_epoch_3(epoch):
+            if epoch == 3:
+                raise Killed("simulated kill in the middle of epoch 3")
+            return original(epoch)
+
+        killed.train_epoch = dies_in_epoch_3
+        with pytest.raises(Killed):
+            killed.fit()
+        resumed = make_trainer(tiny_config(model), tmp_path / "killed")
+        resumed.fit(resume=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert resumed.epoch == full.epoch == 3
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for key in full_state:
+        assert torch.equal(full_state[key], resumed_state[key]), key
+    assert [r["test_total"] for r in resumed.history] == [r["test_total"] for r in full.history]
+
+
+def test_resume_rejects_a_checkpoint_of_another_model(tmp_path):
+    make_trainer(tiny_config("vae", epochs=1), tmp_path / "run").fit()
+    other = make_trainer(tiny_config("drae", epochs=2), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="'vae' model"):
+        other.fit(resume=True)
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    trainer = make_trainer(tiny_config("vae", epochs=1), tmp_path / "run")
+    with torch.no_grad():
+        trainer.model.decoder.net[0].weight.fill_(float("nan"))
+    from otae.training import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="not finite"):
+        trainer.fit()
+
+
+def test_same_seed_same_run_different_seed_different_run(tmp_path):
+    a = make_trainer(tiny_config("drae", epochs=1), tmp_path / "a")
+    a.fit()
+    b = make_trainer(tiny_config("drae", epochs=1), tmp_path / "b")
+    b.fit()
+    c_config = tiny_config("drae", epochs=1)
+    c_config.training.seed = 4
+    c = make_trainer(c_config, tmp_path / "c")
+    c.fit()
+    wa, wb, wc = (t.model.decoder.net[0].weight for t in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_dataclass_fields_have_defaults():
+    # Every section must be constructible empty, so partial YAML files work.
+    for section in ("network", "data", "training", "evaluation"):
+        cls = type(getattr(ExperimentConfig(), section))
+        assert dataclasses.is_dataclass(cls)
