@@ -234,7 +234,7 @@ class Trainer:
             terms = self.model.loss(x, gen)
             total = terms["total"]
             if not torch.isfinite(total):
-                values = {k: float(v) for k, v in terms.items()}
+                values = {k: float(v.detach()) for k, v in terms.items()}
                 raise NonFiniteLossError(
                     f"loss is not finite at epoch {epoch}, batch {step}: {values}; "
                     "lower training.optimizer.lr or model.gamma"
