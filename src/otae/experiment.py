@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
-from .data import build_dataset
 from .evaluation.metrics import mean_image_baseline, reconstruction_metrics
 from .nn import count_parameters
 from .training import (
     CheckpointError,
     ExperimentConfig,
     Trainer,
+    build_split,
     config_to_dict,
     derived_seed,
     load_run,
@@ -79,13 +79,8 @@ def evaluate_model(
     log=print,
 ) -> RunResult:
     """Final metrics (spec §1 units) and, optionally, the figures and HTML report."""
-    data = config.data
-    train_data = train_data or build_dataset(
-        data.name, "train", root=data.root, subset=data.train_subset, image_size=data.image_size
-    )
-    test_data = test_data or build_dataset(
-        data.name, "test", root=data.root, subset=data.test_subset, image_size=data.image_size
-    )
+    train_data = train_data or build_split(config.data, "train")
+    test_data = test_data or build_split(config.data, "test")
     rec = reconstruction_metrics(model, test_data, config.training.eval_batch_size)
     baseline = mean_image_baseline(train_data, test_data, config.training.eval_batch_size)
     times = [row["epoch_time_s"] for row in history if "epoch_time_s" in row]

@@ -95,6 +95,11 @@ class Autoencoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior
+        # A prior built on the model's own encoder (VampPrior) holds an unregistered
+        # reference to it, so the encoder's weights are stored once, under ``encoder.``.
+        bind = getattr(prior, "bind", None)
+        if callable(bind):
+            bind(self.encoder)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -182,7 +187,31 @@ class Autoencoder(nn.Module):
         return []
 
     def end_of_batch(self) -> None:
-        """Hook after each optimiser step (e.g. to keep parameters on a manifold)."""
+        """Hook after each optimiser step (e.g. to keep parameters on a manifold).
+
+        Runs the prior's own hook (the vMF mixture renormalises its locations there).
+        """
+        self.prior.end_of_batch()
+
+
+class PriorSampleAutoencoder(Autoencoder):
+    """Deterministic encoder; ``R`` is a batch-level discrepancy between the codes and
+    as many prior samples (WAE, SWAE, D-RAE, SAE, the spherical sliced FGW family).
+
+    :meth:`regulariser` draws the ``N`` prior samples from the ``generator`` passed to
+    :meth:`loss` *first*, then hands both point clouds to :meth:`discrepancy`, which may
+    draw further randomness (directions, search starts) from the same generator.
+    """
+
+    probabilistic = False
+
+    def regulariser(self, x, mean, logvar, z, generator):
+        y = self.prior.sample(z.shape[0], generator)
+        return self.discrepancy(z, y, generator), {}
+
+    def discrepancy(self, z: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Scalar discrepancy between codes ``z`` and prior samples ``y``, both ``(N, d)``."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------- registry

@@ -33,7 +33,7 @@ from ..discrepancies import hierarchical_fgw, sliced_fgw
 from ..discrepancies.hierarchical import TAU_RULES
 from ..discrepancies.sliced import SCALES
 from . import _checks
-from .base import Autoencoder, ModelConfig, register_model
+from .base import Autoencoder, ModelConfig, PriorSampleAutoencoder, register_model
 
 
 @dataclass
@@ -110,16 +110,13 @@ class DRAEConfig(ModelConfig):
 
 
 @register_model("drae")
-class DeterministicRAE(Autoencoder):
+class DeterministicRAE(PriorSampleAutoencoder):
     """``R = SFG_beta(codes, prior samples)`` over ``n_projections`` random directions."""
 
     config_class = DRAEConfig
-    probabilistic = False
 
-    def regulariser(self, x, mean, logvar, z, generator):
+    def discrepancy(self, z, y, generator):
         c = self.config
-        y = self.prior.sample(z.shape[0], generator)
-        value = sliced_fgw(
+        return sliced_fgw(
             z, y, beta=c.beta, n_projections=c.n_projections, generator=generator, scale=c.scale
         )
-        return value, {}

@@ -16,7 +16,8 @@ The prior is ``model.prior``: ``normal``, ``gmm``, or the hyperspherical
 ``prior_learnable`` configure the vMF mixture). With a prior on the sphere the codes
 are projected onto :math:`S^{d-1}` in :meth:`SinkhornAE.encode` (``F.normalize``), so
 embeddings, reconstructions and the loss all see spherical codes, and the learnable
-vMF locations are renormalised after each optimiser step (:meth:`end_of_batch`).
+vMF locations are renormalised after each optimiser step (the prior's ``end_of_batch``,
+which :meth:`~otae.models.Autoencoder.end_of_batch` runs for every model).
 
 ``epsilon``, ``n_iters`` and ``p`` are open in the spec; the defaults (0.1, 100, 2) are
 those of :func:`~otae.discrepancies.sinkhorn`. ``epsilon`` is in the units of the cost:
@@ -33,7 +34,7 @@ from ..discrepancies import sinkhorn, sinkhorn_divergence
 from ..discrepancies.sinkhorn import SUPPORTED_P
 from ..priors import build_prior
 from . import _checks
-from .base import Autoencoder, ModelConfig, register_model
+from .base import ModelConfig, PriorSampleAutoencoder, register_model
 
 SPHERE_PRIORS = ("sphere_uniform", "vmf")
 
@@ -66,11 +67,10 @@ class SAEConfig(ModelConfig):
 
 
 @register_model("sae")
-class SinkhornAE(Autoencoder):
+class SinkhornAE(PriorSampleAutoencoder):
     """``R = <P_eps, C>`` (or ``S_eps``) between codes and prior samples."""
 
     config_class = SAEConfig
-    probabilistic = False
 
     @classmethod
     def build_prior(cls, config, image_shape, generator):
@@ -89,14 +89,8 @@ class SinkhornAE(Autoencoder):
         mean, logvar = super().encode(x)
         return (F.normalize(mean, dim=-1) if self.on_sphere else mean), logvar
 
-    def regulariser(self, x, mean, logvar, z, generator):
+    def discrepancy(self, z, y, generator):
         c = self.config
-        y = self.prior.sample(z.shape[0], generator)
         if c.divergence:
-            return sinkhorn_divergence(z, y, epsilon=c.epsilon, p=c.p), {}
-        return sinkhorn(z, y, epsilon=c.epsilon, n_iters=c.n_iters, p=c.p), {}
-
-    def end_of_batch(self) -> None:
-        normalise = getattr(self.prior, "normalise_", None)
-        if normalise is not None:
-            normalise()
+            return sinkhorn_divergence(z, y, epsilon=c.epsilon, p=c.p)
+        return sinkhorn(z, y, epsilon=c.epsilon, n_iters=c.n_iters, p=c.p)

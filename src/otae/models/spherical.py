@@ -34,7 +34,7 @@ import torch
 from ..discrepancies import max_sliced_fgw, spherical_sliced_fgw
 from ..sphere import uniform_directions
 from . import _checks
-from .base import Autoencoder, ModelConfig, register_model
+from .base import ModelConfig, PriorSampleAutoencoder, register_model
 
 
 @dataclass
@@ -99,10 +99,9 @@ class MaxSFGConfig(SearchConfig):
         _checks.count(self.n_starts, "n_starts")
 
 
-class _SphericalRAE(Autoencoder):
+class _SphericalRAE(PriorSampleAutoencoder):
     """Shared regulariser: prior samples, warm-started search, buffer update."""
 
-    probabilistic = False
     distribution = "vmf"
 
     def __init__(self, config, encoder, decoder, prior):
@@ -136,12 +135,11 @@ class _SphericalRAE(Autoencoder):
             return_locations=True,
         )
 
-    def regulariser(self, x, mean, logvar, z, generator):
-        y = self.prior.sample(z.shape[0], generator)
+    def discrepancy(self, z, y, generator):
         value, found = self.search(z, y, generator, self.initial_locations(generator))
         if self.training:
             self.locations.copy_(found.reshape(self.locations.shape))
-        return value, {}
+        return value
 
 
 @register_model("ssfg")

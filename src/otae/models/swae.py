@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..discrepancies import sliced_wasserstein
 from . import _checks
-from .base import Autoencoder, ModelConfig, register_model
+from .base import ModelConfig, PriorSampleAutoencoder, register_model
 
 
 @dataclass
@@ -32,15 +32,12 @@ class SWAEConfig(ModelConfig):
 
 
 @register_model("swae")
-class SWAE(Autoencoder):
+class SWAE(PriorSampleAutoencoder):
     """``R = SW_2^2(codes, prior samples)`` over ``n_projections`` uniform directions."""
 
     config_class = SWAEConfig
-    probabilistic = False
 
-    def regulariser(self, x, mean, logvar, z, generator):
-        y = self.prior.sample(z.shape[0], generator)
-        value = sliced_wasserstein(
+    def discrepancy(self, z, y, generator):
+        return sliced_wasserstein(
             z, y, n_projections=self.config.n_projections, generator=generator
         )
-        return value, {}

@@ -6,8 +6,9 @@ one-sample Monte Carlo KL per sample against the mixture of the encoder's poster
 ``K = model.n_components`` learnable pseudo-inputs :math:`u_k`
 (:class:`otae.priors.VampPrior`). Gradients reach the encoder twice (through the
 posterior and through the prior) and the pseudo-inputs through the prior. The prior is
-built here (it needs the image shape) and bound to this model's encoder, whose weights
-are therefore stored once, under ``encoder.``; the prior only owns ``pseudo_inputs``.
+built here (it needs the image shape) and bound to this model's encoder (by
+:class:`~otae.models.Autoencoder`, which binds any prior that has a ``bind`` method), whose
+weights are therefore stored once, under ``encoder.``; the prior only owns ``pseudo_inputs``.
 
 Caveat: the pseudo-inputs go through the encoder as one extra batch of K images; with
 BatchNorm encoders in training mode they take part in (and are normalised by) their own
@@ -50,10 +51,9 @@ class VampPriorVAE(Autoencoder):
     probabilistic = True
 
     def __init__(self, config, encoder, decoder, prior):
-        super().__init__(config, encoder, decoder, prior)
+        super().__init__(config, encoder, decoder, prior)  # binds the prior to the encoder
         if not isinstance(prior, VampPrior):
             raise ValueError("the vampprior model needs a VampPrior (see build_prior)")
-        prior.bind(self.encoder)
 
     @classmethod
     def build_prior(cls, config, image_shape, generator):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..discrepancies import mmd
 from ..discrepancies.mmd import KERNELS, WAE_SCALES
 from . import _checks
-from .base import Autoencoder, ModelConfig, register_model
+from .base import ModelConfig, PriorSampleAutoencoder, register_model
 
 
 @dataclass
@@ -44,12 +44,10 @@ class WAEConfig(ModelConfig):
 
 
 @register_model("wae")
-class WAE(Autoencoder):
+class WAE(PriorSampleAutoencoder):
     """``R = MMD^2_k(codes, prior samples)`` with the (multi-scale) IMQ kernel."""
 
     config_class = WAEConfig
-    probabilistic = False
 
-    def regulariser(self, x, mean, logvar, z, generator):
-        y = self.prior.sample(z.shape[0], generator)
-        return mmd(z, y, kernel=self.config.kernel, scales=tuple(self.config.scales)), {}
+    def discrepancy(self, z, y, generator):
+        return mmd(z, y, kernel=self.config.kernel, scales=tuple(self.config.scales))

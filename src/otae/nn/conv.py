@@ -24,6 +24,7 @@ shapes it accepts, before any layer is created.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -74,26 +75,41 @@ def _conv_out(size: int) -> int:
     return (size + 2 - 4) // 2 + 1
 
 
+@dataclass(frozen=True)
+class _PaperNet:
+    """What tells the RAE paper's two conv nets apart (spec §6); the rest is :func:`_paper`."""
+
+    name: str
+    image_shape: tuple[int, int, int]
+    #: side of the decoder's first feature map (doubled by each transposed-conv block)
+    decoder_start: int
+    #: transposed-conv blocks, so ``decoder_channels`` has ``n_up + 1`` entries
+    n_up: int
+    #: the other net, suggested when the image shape is wrong
+    alternative: str
+
+
+_PAPER_MNIST = _PaperNet("paper_mnist", (1, 28, 28), 7, 2, "paper_celeba (3x64x64)")
+_PAPER_CELEBA = _PaperNet("paper_celeba", (3, 64, 64), 8, 3, "paper_mnist (1x28x28)")
+
+
 def _paper(
-    name: str,
+    net: _PaperNet,
     image_shape: Sequence[int],
     latent_dim: int,
     probabilistic: bool,
-    expected: tuple[int, int, int],
-    decoder_start: int,
     channels: Sequence[int],
     decoder_channels: Sequence[int],
-    n_up: int,
-    alternative: str,
 ) -> tuple[Encoder, Decoder]:
+    name, expected, decoder_start = net.name, net.image_shape, net.decoder_start
     shape = _shape_tuple(image_shape)
     if shape != expected:
         raise ValueError(
             f"{name} is built for {_fmt(expected)} images, got {_fmt(shape)}; "
-            f"use {alternative} or small_conv"
+            f"use {net.alternative} or small_conv"
         )
     enc_channels = _channel_list(name, "channels", channels, 4)
-    dec_channels = _channel_list(name, "decoder_channels", decoder_channels, n_up + 1)
+    dec_channels = _channel_list(name, "decoder_channels", decoder_channels, net.n_up + 1)
 
     layers: list[nn.Module] = []
     width, size = shape[0], shape[1]
@@ -123,18 +139,7 @@ def paper_mnist(
     decoder_channels: Sequence[int] = (1024, 512, 256),
 ) -> tuple[Encoder, Decoder]:
     """The RAE paper's MNIST conv net for 1x28x28 (spec §6): 128-256-512-1024 channels."""
-    return _paper(
-        "paper_mnist",
-        image_shape,
-        latent_dim,
-        probabilistic,
-        expected=(1, 28, 28),
-        decoder_start=7,
-        channels=channels,
-        decoder_channels=decoder_channels,
-        n_up=2,
-        alternative="paper_celeba (3x64x64)",
-    )
+    return _paper(_PAPER_MNIST, image_shape, latent_dim, probabilistic, channels, decoder_channels)
 
 
 def paper_celeba(
@@ -145,18 +150,7 @@ def paper_celeba(
     decoder_channels: Sequence[int] = (1024, 512, 256, 128),
 ) -> tuple[Encoder, Decoder]:
     """The RAE paper's CelebA conv net for 3x64x64 (spec §6): 128-256-512-1024 channels."""
-    return _paper(
-        "paper_celeba",
-        image_shape,
-        latent_dim,
-        probabilistic,
-        expected=(3, 64, 64),
-        decoder_start=8,
-        channels=channels,
-        decoder_channels=decoder_channels,
-        n_up=3,
-        alternative="paper_mnist (1x28x28)",
-    )
+    return _paper(_PAPER_CELEBA, image_shape, latent_dim, probabilistic, channels, decoder_channels)
 
 
 def small_conv(

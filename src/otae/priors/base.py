@@ -41,6 +41,27 @@ class Prior(nn.Module):
                 return tensor.dtype
         return torch.get_default_dtype()
 
+    def _noise(self, n: int, generator: torch.Generator | None, dim: int | None = None) -> Tensor:
+        """``(n, dim)`` standard normals (``dim`` defaults to ``latent_dim``) drawn with
+        ``generator`` on the prior's device and dtype: the ``eps`` of reparameterised samplers.
+        """
+        width = self.latent_dim if dim is None else int(dim)
+        return torch.randn(
+            int(n), width, generator=generator, device=self._device(), dtype=self._dtype()
+        )
+
+    def component_labels(self, n: int) -> Tensor:
+        """``(n,)`` component index of each row returned by :meth:`sample`.
+
+        Mixture priors sample stratified (:func:`stratified_counts`): rows come grouped
+        by component, ``n / K`` each, the remainder to the first components.
+        """
+        device = self._device()
+        counts = stratified_counts(n, self.n_components)
+        return torch.repeat_interleave(
+            torch.arange(self.n_components, device=device), torch.tensor(counts, device=device)
+        )
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``(n, latent_dim)`` samples (stratified over components for mixtures)."""
         raise NotImplementedError
@@ -67,6 +88,9 @@ class Prior(nn.Module):
     def component_means(self) -> Tensor:
         """``(K, d)`` representative location of each component (for latent plots)."""
         return self.gaussian_components()[0]
+
+    def end_of_batch(self) -> None:
+        """Hook run after each optimiser step (e.g. to put parameters back on a manifold)."""
 
     def _check_component(self, k: int) -> None:
         if not 0 <= int(k) < self.n_components:

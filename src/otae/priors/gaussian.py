@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..discrepancies.kl import log_prob_diagonal_gaussian, log_prob_gaussian_mixture
-from .base import Prior, stratified_counts
+from .base import Prior
 
 
 class StandardNormalPrior(Prior):
@@ -17,13 +17,7 @@ class StandardNormalPrior(Prior):
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(
-            int(n),
-            self.latent_dim,
-            generator=generator,
-            device=self._zero.device,
-            dtype=self._zero.dtype,
-        )
+        return self._noise(n, generator)
 
     def log_prob(self, z: Tensor) -> Tensor:
         zeros = torch.zeros_like(z)
@@ -68,35 +62,13 @@ class GaussianMixturePrior(Prior):
     def stds(self) -> Tensor:
         return torch.exp(0.5 * self.logvars)
 
-    def component_labels(self, n: int) -> Tensor:
-        """``(n,)`` component index of each row returned by :meth:`sample`."""
-        counts = stratified_counts(n, self.n_components)
-        return torch.repeat_interleave(
-            torch.arange(self.n_components, device=self.means.device),
-            torch.tensor(counts, device=self.means.device),
-        )
-
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         labels = self.component_labels(n)
-        eps = torch.randn(
-            int(n),
-            self.latent_dim,
-            generator=generator,
-            device=self.means.device,
-            dtype=self.means.dtype,
-        )
-        return self.means[labels] + self.stds[labels] * eps
+        return self.means[labels] + self.stds[labels] * self._noise(n, generator)
 
     def sample_component(self, k: int, n: int, generator: torch.Generator | None = None) -> Tensor:
         self._check_component(k)
-        eps = torch.randn(
-            int(n),
-            self.latent_dim,
-            generator=generator,
-            device=self.means.device,
-            dtype=self.means.dtype,
-        )
-        return self.means[k] + self.stds[k] * eps
+        return self.means[k] + self.stds[k] * self._noise(n, generator)
 
     def log_prob(self, z: Tensor) -> Tensor:
         return log_prob_gaussian_mixture(z, self.means, self.logvars)

@@ -54,10 +54,7 @@ class _ImplicitPrior(Prior):
         raise NotImplementedError
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        eps = torch.randn(
-            int(n), self.noise_dim, generator=generator, device=self._device(), dtype=self._dtype()
-        )
-        return self.transform(eps)
+        return self.transform(self._noise(n, generator, self.noise_dim))
 
     def component_means(self) -> Tensor:
         """``(1, d)``: mean of :data:`MEAN_SAMPLES` samples drawn with seed :data:`MEAN_SEED`.

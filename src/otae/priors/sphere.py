@@ -103,9 +103,10 @@ class VonMisesFisherMixturePrior(Prior):
     Locations :math:`\mu_k` start uniform on the sphere (drawn with ``generator``) and
     are learnable unless ``learnable=False``; the stored parameter need not be unit
     (the samplers normalise it, so its gradient is tangent), :meth:`normalise_` puts it
-    back on the sphere. ``kappa`` (fixed, >= 0) is shared by all components.
-    :meth:`sample` is stratified: exactly ``n / K`` draws per component (remainder to
-    the first components), rows grouped by component as :meth:`component_labels` says.
+    back on the sphere, after every optimiser step through :meth:`end_of_batch`.
+    ``kappa`` (fixed, >= 0) is shared by all components. :meth:`sample` is stratified:
+    exactly ``n / K`` draws per component (remainder to the first components), rows
+    grouped by component as :meth:`component_labels` says.
     """
 
     on_sphere = True
@@ -173,3 +174,7 @@ class VonMisesFisherMixturePrior(Prior):
     def normalise_(self) -> None:
         """Put the stored locations back on the unit sphere (in place)."""
         self.locations.copy_(F.normalize(self.locations, dim=-1))
+
+    def end_of_batch(self) -> None:
+        """Renormalise the locations after each optimiser step (any model using this prior)."""
+        self.normalise_()

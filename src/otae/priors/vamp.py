@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..discrepancies.kl import log_prob_gaussian_mixture
-from .base import Prior, stratified_counts
+from .base import Prior
 
 
 class VampPrior(Prior):
@@ -89,20 +89,6 @@ class VampPrior(Prior):
     def gaussian_components(self) -> tuple[Tensor, Tensor]:
         mean, logvar = self._components()
         return mean, torch.exp(0.5 * logvar)
-
-    def component_labels(self, n: int) -> Tensor:
-        """``(n,)`` component index of each row returned by :meth:`sample`."""
-        counts = stratified_counts(n, self.n_components)
-        device = self.pseudo_inputs.device
-        return torch.repeat_interleave(
-            torch.arange(self.n_components, device=device), torch.tensor(counts, device=device)
-        )
-
-    def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
-        p = self.pseudo_inputs
-        return torch.randn(
-            int(n), self.latent_dim, generator=generator, device=p.device, dtype=p.dtype
-        )
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         mean, logvar = self._components()

@@ -17,7 +17,14 @@ from .config import (
     save_config,
     shipped_configs,
 )
-from .trainer import NonFiniteLossError, Trainer, derived_seed, load_run, select_device
+from .trainer import (
+    NonFiniteLossError,
+    Trainer,
+    build_split,
+    derived_seed,
+    load_run,
+    select_device,
+)
 
 __all__ = [
     "CheckpointError",
@@ -30,6 +37,7 @@ __all__ = [
     "Trainer",
     "TrainingConfig",
     "apply_overrides",
+    "build_split",
     "config_from_dict",
     "config_to_dict",
     "derived_seed",

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ..data import ImageDataset, build_dataset
 from ..models import Autoencoder, build_model
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+from .config import DataConfig, ExperimentConfig, config_from_dict, config_to_dict, save_config
 
 _STREAM_ORDER, _STREAM_TRAIN, _STREAM_TEST = 1, 2, 3
 
@@ -36,6 +36,14 @@ def derived_seed(seed: int, epoch: int, stream: int) -> int:
     """A distinct 63-bit seed per (seed, epoch, stream), stable across runs."""
     mixed = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB
     return mixed % (2**63 - 1)
+
+
+def build_split(data: DataConfig, split: str) -> ImageDataset:
+    """The ``train`` or ``test`` split described by a :class:`DataConfig`."""
+    subset = data.train_subset if split == "train" else data.test_subset
+    return build_dataset(
+        data.name, split, root=data.root, subset=subset, image_size=data.image_size
+    )
 
 
 def select_device(spec: str) -> torch.device:
@@ -96,21 +104,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        data = config.data
-        self.train_data = train_data or build_dataset(
-            data.name,
-            "train",
-            root=data.root,
-            subset=data.train_subset,
-            image_size=data.image_size,
-        )
-        self.test_data = test_data or build_dataset(
-            data.name,
-            "test",
-            root=data.root,
-            subset=data.test_subset,
-            image_size=data.image_size,
-        )
+        self.train_data = train_data or build_split(config.data, "train")
+        self.test_data = test_data or build_split(config.data, "test")
         self.device = select_device(config.training.device)
         if config.training.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
