@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   otae train runs/drae-quick --resume              # continue an interrupted run
   otae eval runs/drae-quick --checkpoint best
   otae sample runs/drae-quick -n 64 --component 3
+  otae bench mnist-quick --seeds 0 --models VAE,"RAE (D)"
   otae list
 """
 
@@ -62,9 +63,22 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples-*.png)")
     sample.add_argument("--device", default="cpu")
 
+    bench = sub.add_parser(
+        "bench", help="train a set of models under one protocol; paper-style tables + report"
+    )
+    bench.add_argument(
+        "set", help="bench set: shipped name (mnist-quick, mnist-paper, ...) or YAML"
+    )
+    bench.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
+    bench.add_argument("--out", type=Path, help="output folder (default: runs/bench/SET)")
+    bench.add_argument("--models", help="comma-separated subset of the set's run names")
+    bench.add_argument("--seeds", help="comma-separated seeds (default: the set's)")
+
     lst = sub.add_parser("list", help="models, priors, networks, datasets and shipped configs")
     lst.add_argument(
-        "what", nargs="?", choices=("models", "priors", "networks", "datasets", "configs")
+        "what",
+        nargs="?",
+        choices=("models", "priors", "networks", "datasets", "configs", "bench sets"),
     )
     return parser
 
@@ -144,6 +158,20 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import load_bench, run_bench
+
+    bench = load_bench(args.set)
+    out = args.out or Path("runs") / "bench" / bench.name
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    only = [m.strip() for m in args.models.split(",")] if args.models else None
+    out = run_bench(bench, out, overrides=list(args.overrides), only=only, seeds=seeds)
+    for name in ("table.md", "runtime.md", "report.html"):
+        print(out / name)
+    print((out / "table.md").read_text())
+    return 0
+
+
 def _first_line(obj) -> str:
     doc = (obj.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
@@ -164,7 +192,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
         "priors": {name: "" for name in sorted(PRIORS)},
         "networks": {name: _first_line(f) for name, f in sorted(ARCHITECTURES.items())},
         "datasets": {name: _first_line(f) for name, f in sorted(DATASETS.items())},
-        "configs": {name: "" for name in shipped_configs()},
+        "configs": {name: "" for name in shipped_configs() if not name.startswith("bench/")},
+        "bench sets": {
+            name.removeprefix("bench/"): ""
+            for name in shipped_configs()
+            if name.startswith("bench/")
+        },
     }
     for title, entries in sections.items():
         if args.what and args.what != title:
@@ -179,12 +212,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may come before or after options: collect key=value leftovers.
     args, extra = parser.parse_known_args(argv)
-    leftovers = [e for e in extra if e.startswith("-") or "=" not in e or args.command != "train"]
+    leftovers = [
+        e
+        for e in extra
+        if e.startswith("-") or "=" not in e or args.command not in ("train", "bench")
+    ]
     if leftovers:
         parser.error(f"unrecognized arguments: {' '.join(leftovers)}")
-    if args.command == "train":
+    if args.command in ("train", "bench"):
         args.overrides = list(args.overrides) + extra
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "sample": _cmd_sample, "list": _cmd_list}
+    commands = {
+        "bench": _cmd_bench,
+        "train": _cmd_train,
+        "eval": _cmd_eval,
+        "sample": _cmd_sample,
+        "list": _cmd_list,
+    }
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

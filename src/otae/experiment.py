@@ -141,6 +141,9 @@ def run_experiment(
     start = time.perf_counter()
     history = trainer.fit(resume=resume)
     wall = time.perf_counter() - start
+    extra: dict[str, Any] = {"device": str(trainer.device), "train_wall_time_s": wall}
+    if config.evaluation.timing_steps > 0:
+        extra.update(trainer.regulariser_share(config.evaluation.timing_steps))
     return evaluate_model(
         trainer.model,
         config,
@@ -149,7 +152,7 @@ def run_experiment(
         train_data=trainer.train_data,
         test_data=trainer.test_data,
         report=report,
-        extra={"device": str(trainer.device), "train_wall_time_s": wall},
+        extra=extra,
         log=trainer.log,
     )
 

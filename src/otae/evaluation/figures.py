@@ -222,6 +222,41 @@ def reconstruction_grid(
     )
 
 
+def interpolations(model: nn.Module, images: Any, n_pairs: int = 8, n_steps: int = 10) -> Tensor:
+    """Decoded straight lines between the codes of test images ``2i`` and ``2i + 1``.
+
+    Returns ``(n_pairs * (n_steps + 2), C, H, W)``: each row is the first image,
+    the ``n_steps`` decodings of ``(1 - t) z_a + t z_b`` for ``t`` evenly spaced in
+    ``[0, 1]``, then the second image.
+    """
+    x = _first_images(images, 2 * int(n_pairs))
+    device, dtype = _model_device_dtype(model)
+    x = x.to(device=device, dtype=dtype)
+    t = torch.linspace(0.0, 1.0, int(n_steps), device=device, dtype=dtype)
+    with eval_mode(model):
+        codes = model.embed(x)
+        z_a, z_b = codes[0::2], codes[1::2]
+        path = z_a[:, None] + t[None, :, None] * (z_b - z_a)[:, None]
+        decoded = model.decode(path.reshape(-1, codes.shape[1])).reshape(
+            len(z_a), int(n_steps), *x.shape[1:]
+        )
+    rows = torch.cat([x[0::2, None], decoded, x[1::2, None]], dim=1)
+    return rows.reshape(-1, *x.shape[1:]).cpu()
+
+
+def interpolation_grid(
+    model: nn.Module, images: Any, path: PathLike, n_pairs: int = 8, n_steps: int = 10
+) -> Path:
+    """Latent interpolations between pairs of test images, one pair per row."""
+    rows = interpolations(model, images, n_pairs, n_steps)
+    return save_image_grid(
+        rows,
+        path,
+        nrow=int(n_steps) + 2,
+        title="Interpolations: test image, decoded straight line between the codes, test image",
+    )
+
+
 # ---------------------------------------------------------------------- latent plots
 def pca_fit(codes: Tensor, n_components: int = 2) -> tuple[Tensor, Tensor]:
     """``(center (d,), basis (d, k))`` of PCA on ``codes``: SVD of the centred codes.

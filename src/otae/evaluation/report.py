@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .figures import (
     conditional_caption,
     conditional_grid,
+    interpolation_grid,
     latent_plot,
     loss_curves,
     reconstruction_grid,
@@ -301,6 +302,10 @@ def generate_report(
     ] = reconstruction_grid(
         model, test_images, fig_dir / "reconstructions.png", n=n_reconstructions
     )
+    figures[
+        "Interpolations: each row decodes the straight line between the codes of two test "
+        "images (first and last tile)"
+    ] = interpolation_grid(model, test_images, fig_dir / "interpolations.png")
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())
     method_name = {"pca": "PCA", "tsne": "t-SNE"}.get(latent_method, latent_method)
     latent_dim = getattr(getattr(model, "config", None), "latent_dim", None)

@@ -180,6 +180,17 @@ class Autoencoder(nn.Module):
         total = self.reduce(sse) + self.config.gamma * reg
         return {"total": total, "reconstruction": sse.mean(), "regulariser": reg, **extras}
 
+    def reconstruction_objective(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The reconstruction part of the objective alone (a plain autoencoder step).
+
+        Used to time a step without the regulariser; same encoder noise as :meth:`loss`.
+        """
+        mean, logvar = self.encode(x)
+        z = self.reparameterise(mean, logvar, generator)
+        return self.reduce((self.decode(z) - x).pow(2).flatten(1).sum(1))
+
     def critic_loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
         raise NotImplementedError(f"{type(self).__name__} has no critic")
 

@@ -82,6 +82,8 @@ class EvaluationConfig:
     n_samples: int = 64
     n_per_component: int = 10
     report: bool = True
+    #: training steps timed with and without the regulariser after training (0: skip)
+    timing_steps: int = 10
 
 
 @dataclass
@@ -154,13 +156,15 @@ def shipped_config_dir() -> Path:
     return Path(str(resources.files("otae") / "configs"))
 
 
-def shipped_configs() -> list[str]:
+def shipped_configs(bench_sets: bool = False) -> list[str]:
+    """Names of the shipped experiment configs (or, with ``bench_sets``, of the bench sets)."""
     root = shipped_config_dir()
-    return sorted(
+    names = (
         str(p.relative_to(root).with_suffix(""))
         for p in root.rglob("*.yaml")
         if not p.name.startswith("_")
     )
+    return sorted(n for n in names if n.startswith("bench/") == bench_sets)
 
 
 def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:

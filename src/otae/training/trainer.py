@@ -203,6 +203,78 @@ class Trainer:
                 images, labels = data.get_batch(indices)
                 yield images.to(self.device, non_blocking=True), labels
 
+    def step(
+        self, x: Tensor, generator: torch.Generator, regularise: bool = True
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """One optimisation step on batch ``x``: the critic's steps (if any), then the model's.
+
+        ``regularise=False`` takes a plain autoencoder step instead (reconstruction
+        only, no critic): the baseline of :meth:`regulariser_share`. A non-finite
+        loss is returned without stepping, for the caller to report.
+        """
+        critic_terms: dict[str, Tensor] = {}
+        if self.critic_optimizer is not None and regularise:
+            for _ in range(self.model.config.n_critic):
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                critic_terms = self.model.critic_loss(x, generator)
+                critic_terms["total"].backward()
+                self.critic_optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if regularise:
+            terms = self.model.loss(x, generator)
+        else:
+            terms = {"total": self.model.reconstruction_objective(x, generator)}
+        if not torch.isfinite(terms["total"]):
+            return terms, critic_terms
+        terms["total"].backward()
+        self.optimizer.step()
+        self.model.end_of_batch()
+        return terms, critic_terms
+
+    def regulariser_share(self, n_steps: int = 10, n_warmup: int = 2) -> dict[str, float]:
+        """Seconds per training step with and without the regulariser, same model and batch.
+
+        Runs on a copy of the model and optimisers (the run is not disturbed),
+        alternating full and reconstruction-only steps and taking medians, on one
+        training batch. ``share = 1 - t_without / t_with``.
+        """
+        import copy
+        import statistics
+
+        cfg = self.config.training
+        original = (self.model, self.optimizer, self.critic_optimizer)
+        self.model = copy.deepcopy(self.model).train()
+        critic = {id(p) for p in self.model.critic_parameters()}
+        self.optimizer = make_optimizer(
+            [p for p in self.model.parameters() if id(p) not in critic], cfg.optimizer
+        )
+        if self.critic_optimizer is not None:
+            self.critic_optimizer = make_optimizer(
+                self.model.critic_parameters(), cfg.optimizer, cfg.optimizer.critic_lr
+            )
+        gen = torch.Generator(device=self.device).manual_seed(derived_seed(cfg.seed, 0, 5))
+        batch = torch.arange(min(cfg.batch_size, len(self.train_data)))
+        x, _ = next(self._iterate(self.train_data, [batch]))
+        times: dict[bool, list[float]] = {True: [], False: []}
+        try:
+            for i in range(n_warmup + n_steps):
+                for regularise in (True, False):
+                    _synchronize(self.device)
+                    start = time.perf_counter()
+                    self.step(x, gen, regularise)
+                    _synchronize(self.device)
+                    if i >= n_warmup:
+                        times[regularise].append(time.perf_counter() - start)
+        finally:
+            self.model, self.optimizer, self.critic_optimizer = original
+        with_reg = statistics.median(times[True])
+        without = statistics.median(times[False])
+        return {
+            "step_time_s": with_reg,
+            "step_time_without_regulariser_s": without,
+            "regulariser_share": 1.0 - without / with_reg,
+        }
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.config.training
         seed = cfg.seed
@@ -216,27 +288,16 @@ class Trainer:
         seen = 0
         progress = _progress(len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress)
         for step, (x, _) in enumerate(self._iterate(self.train_data, batches)):
-            if self.critic_optimizer is not None:
-                for _ in range(self.model.config.n_critic):
-                    self.critic_optimizer.zero_grad(set_to_none=True)
-                    critic_terms = self.model.critic_loss(x, gen)
-                    critic_terms["total"].backward()
-                    self.critic_optimizer.step()
-                for key, value in critic_terms.items():
-                    key = key if key.startswith("critic") else f"critic_{key}"
-                    sums[key] = sums.get(key, 0) + value.detach() * len(x)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms = self.model.loss(x, gen)
-            total = terms["total"]
-            if not torch.isfinite(total):
+            terms, critic_terms = self.step(x, gen)
+            for key, value in critic_terms.items():
+                key = key if key.startswith("critic") else f"critic_{key}"
+                sums[key] = sums.get(key, 0) + value.detach() * len(x)
+            if not torch.isfinite(terms["total"]):
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 raise NonFiniteLossError(
                     f"loss is not finite at epoch {epoch}, batch {step}: {values}; "
                     "lower training.optimizer.lr or model.gamma"
                 )
-            total.backward()
-            self.optimizer.step()
-            self.model.end_of_batch()
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach() * len(x)
             seen += len(x)
@@ -329,6 +390,11 @@ class Trainer:
             writer.writeheader()
             writer.writerows(self.history)
         os.replace(tmp, self.run_dir / "history.csv")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _progress(total: int, desc: str, enabled: bool):

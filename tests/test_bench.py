@@ -1,0 +1,111 @@
+"""`otae bench` end to end on a tiny set; regulariser timing; interpolations."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from otae.bench import load_bench, run_bench, summarise
+from otae.evaluation.figures import interpolations
+from otae.models import build_model, model_config_from_dict
+from otae.training import shipped_configs
+
+from .test_training import make_trainer, tiny_config
+
+
+def test_interpolations_are_straight_lines_between_codes():
+    torch.manual_seed(0)
+    model = build_model(
+        model_config_from_dict({"name": "drae", "latent_dim": 3}), (1, 8, 8), "mlp", {"hidden": (16,)}
+    ).eval()
+    images = torch.rand(4, 1, 8, 8)
+    rows = interpolations(model, images, n_pairs=2, n_steps=5).reshape(2, 7, 1, 8, 8)
+    with torch.no_grad():
+        codes = model.embed(images)
+        for pair in range(2):
+            a, b = images[2 * pair], images[2 * pair + 1]
+            assert torch.equal(rows[pair, 0], a) and torch.equal(rows[pair, -1], b)
+            za, zb = codes[2 * pair], codes[2 * pair + 1]
+            for step, t in enumerate(torch.linspace(0, 1, 5)):
+                expected = model.decode(((1 - t) * za + t * zb)[None])[0]
+                assert torch.allclose(rows[pair, 1 + step], expected, atol=1e-6)
+
+
+def test_regulariser_share_times_both_steps_without_touching_the_run(tmp_path):
+    trainer = make_trainer(tiny_config("drae", epochs=1), tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    timing = trainer.regulariser_share(n_steps=3, n_warmup=1)
+    assert timing["step_time_s"] > 0 and timing["step_time_without_regulariser_s"] > 0
+    share = 1 - timing["step_time_without_regulariser_s"] / timing["step_time_s"]
+    assert timing["regulariser_share"] == pytest.approx(share)
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_reconstruction_objective_is_the_loss_without_regulariser():
+    torch.manual_seed(0)
+    config = model_config_from_dict({"name": "drae", "latent_dim": 3, "gamma": 0.0})
+    model = build_model(config, (1, 8, 8), "mlp", {"hidden": (16,)})
+    x = torch.rand(6, 1, 8, 8)
+    rec = model.reconstruction_objective(x, torch.Generator().manual_seed(1))
+    full = model.loss(x, torch.Generator().manual_seed(1))["total"]
+    assert torch.allclose(rec, full)
+
+
+def test_shipped_bench_sets_load_and_name_existing_configs():
+    names = shipped_configs(bench_sets=True)
+    assert {"bench/mnist-quick", "bench/mnist-paper", "bench/celeba-paper"} <= set(names)
+    configs = set(shipped_configs())
+    for name in names:
+        bench = load_bench(name)
+        for run in bench.runs:
+            assert run.config in configs, (name, run.config)
+    quick = load_bench("mnist-quick")
+    assert len(quick.seeds) >= 3 and len(quick.runs) == 13
+
+
+def test_bench_end_to_end_on_two_models(tmp_path):
+    bench_file = tmp_path / "tiny.yaml"
+    bench_file.write_text(
+        """
+name: tiny
+seeds: [0, 1]
+overrides: [data.train_subset=100, data.test_subset=50, training.epochs=1,
+            training.batch_size=50, training.progress=false, training.tensorboard=false,
+            network.architecture=mlp, "network.options={hidden: [16]}",
+            evaluation.latent_points=50, evaluation.timing_steps=2]
+runs:
+  - {name: VAE, config: mnist/vae-quick}
+  - {name: RAE (D), config: mnist/drae-quick}
+paper:
+  VAE: {rec: 16.6, fid: 156.11}
+"""
+    )
+    bench = load_bench(bench_file)
+    out = run_bench(bench, tmp_path / "out", log=lambda m: None)
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [(r["run"], r["seed"]) for r in rows] == [
+        ("VAE", "0"), ("VAE", "1"), ("RAE (D)", "0"), ("RAE (D)", "1")
+    ]
+    table = (out / "table.md").read_text()
+    for name in ("| VAE | P |", "| RAE (D) | D |", "16.6", "156.11"):
+        assert name in table, name
+    # the table's mean ± std is the mean and std of the per-seed values
+    rec = [float(r["test_rec_loss"]) for r in rows if r["run"] == "VAE"]
+    mean, std = sum(rec) / 2, abs(rec[0] - rec[1]) / 2**0.5
+    assert f"{mean:.2f} ± {std:.2f}" in table
+    assert "regulariser share" in (out / "runtime.md").read_text()
+    assert (out / "report.html").is_file() and (out / "conditional_all.png").is_file()
+    # a second call reuses the finished runs (no retraining): same numbers
+    again = run_bench(bench, tmp_path / "out", log=lambda m: None)
+    assert list(csv.DictReader((again / "runs.csv").open())) == rows
+
+
+def test_summarise_mean_and_std():
+    records = [
+        {"run": "A", "encoder": "D", "seed": 0, "test_rec_loss": 1.0},
+        {"run": "A", "encoder": "D", "seed": 1, "test_rec_loss": 3.0},
+    ]
+    (row,) = summarise(records)
+    assert row["test_rec_loss"] == 2.0 and row["test_rec_loss_std"] == pytest.approx(2**0.5)
