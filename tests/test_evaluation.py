@@ -336,8 +336,8 @@ def test_generate_report_makes_all_figures(tmp_path):
     )  # fmt: skip
     names = sorted(p.name for p in (tmp_path / "run" / "figures").iterdir())
     assert names == [
-        "conditional.png", "latent_pca.png", "loss_curves.png", "reconstructions.png",
-        "samples.png",
+        "conditional.png", "interpolations.png", "latent_pca.png", "loss_curves.png",
+        "reconstructions.png", "samples.png",
     ]  # fmt: skip
     text = path.read_text(encoding="utf-8")
     for name in names:

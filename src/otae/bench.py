@@ -100,7 +100,7 @@ def _frechet_metrics(model, config, bench: BenchConfig, test_data, log) -> dict[
 
     out: dict[str, float] = {}
     device = next(model.parameters()).device
-    dataset_key = f"{config.data.name}-test-{config.data.root or 'embedded'}"
+    dataset_key = _slug(f"{config.data.name}-test-{config.data.root or 'embedded'}")
     jobs = []
     if bench.classifier_fd_samples > 0:
         from .evaluation.classifier import (

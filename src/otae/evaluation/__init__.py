@@ -1,5 +1,17 @@
 """Evaluation of trained models: test metrics, figures and a self-contained HTML report."""
 
+from .classifier import (
+    ClassifierFeatureExtractor,
+    MnistClassifier,
+    load_or_train_mnist_classifier,
+)
+from .fid import (
+    InceptionFeatureExtractor,
+    dataset_statistics,
+    feature_statistics,
+    frechet_distance,
+    generated_statistics,
+)
 from .figures import (
     conditional_caption,
     conditional_grid,
@@ -25,15 +37,23 @@ from .metrics import (
 from .report import generate_report, write_report
 
 __all__ = [
+    "ClassifierFeatureExtractor",
+    "InceptionFeatureExtractor",
+    "MnistClassifier",
     "conditional_caption",
     "conditional_grid",
     "conditional_samples",
     "convergence_plot",
+    "dataset_statistics",
     "encode_dataset",
     "eval_mode",
+    "feature_statistics",
+    "frechet_distance",
+    "generated_statistics",
     "generate_report",
     "latent_embedding",
     "latent_plot",
+    "load_or_train_mnist_classifier",
     "loss_curves",
     "make_grid",
     "mean_image_baseline",

@@ -51,6 +51,7 @@ import importlib.util
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,7 +100,20 @@ def _psd_sqrt(matrix: np.ndarray, what: str) -> np.ndarray:
     """Symmetric square root of a symmetric positive semi-definite matrix (eigh)."""
     values, vectors = np.linalg.eigh(matrix)
     _check_psd(values, what)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    return (vectors * np.sqrt(_drop_round_off(values))) @ vectors.T
+
+
+def _drop_round_off(values: np.ndarray) -> np.ndarray:
+    """Eigenvalues below the round-off level of their matrix (``D * eps * max``) set to 0.
+
+    Taking square roots amplifies round-off: the ``~1e-16 * max`` noise left on the zero
+    eigenvalues of a singular covariance would add ``D * sqrt(1e-16 * max)`` to the trace.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return values
+    cutoff = values.size * np.finfo(np.float64).eps * float(np.abs(values).max())
+    return np.where(values > cutoff, values, 0.0)
 
 
 def _check_psd(values: np.ndarray, what: str) -> None:
@@ -129,9 +143,11 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
     Computed in the symmetric form ``sum_i sqrt(lambda_i)`` over the eigenvalues of
     ``S1^{1/2} S2 S1^{1/2}``, which has the same (real, non-negative) eigenvalues as
-    ``S1 S2``. Two symmetric eigendecompositions: robust when the product is singular
-    (fewer samples than feature dimensions), no complex arithmetic, no ``eps * I``
-    fallback needed; round-off negatives are clipped to 0.
+    ``S1 S2``. Two symmetric eigendecompositions, no complex arithmetic, no ``eps * I``
+    fallback: robust when the product is singular (fewer samples than feature
+    dimensions). Eigenvalues at round-off level (below ``D * eps * max``, negatives
+    included) count as 0, so rank-deficient covariances lose no accuracy to
+    ``sqrt(noise)``.
     """
     sigma1 = np.asarray(sigma1, dtype=np.float64)
     sigma2 = np.asarray(sigma2, dtype=np.float64)
@@ -139,7 +155,7 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     product = root @ ((sigma2 + sigma2.T) / 2) @ root
     values = np.linalg.eigvalsh((product + product.T) / 2)
     _check_psd(values, "S1^{1/2} sigma2 S1^{1/2} (so sigma2)")
-    return float(np.sqrt(np.clip(values, 0.0, None)).sum())
+    return float(np.sqrt(_drop_round_off(values)).sum())
 
 
 def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
@@ -262,7 +278,10 @@ class InceptionFeatureExtractor:
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.quantize = bool(quantize)
-        self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
+        with warnings.catch_warnings():
+            # TorchScript is the format the weights ship in; torch >= 2.10 flags its loader
+            warnings.filterwarnings("ignore", message=".*torch.jit", category=DeprecationWarning)
+            self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
         self.name = f"inception-v3-pool3-default_1-{'q8' if self.quantize else 'float'}"
         self.dim = 2048
 
@@ -362,6 +381,7 @@ def _save_cached(path: Path, mu: np.ndarray, sigma: np.ndarray, n: int, name: st
             np.savez(
                 f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(name), key=np.str_(key)
             )
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
