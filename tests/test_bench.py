@@ -18,7 +18,10 @@ from .test_training import make_trainer, tiny_config
 def test_interpolations_are_straight_lines_between_codes():
     torch.manual_seed(0)
     model = build_model(
-        model_config_from_dict({"name": "drae", "latent_dim": 3}), (1, 8, 8), "mlp", {"hidden": (16,)}
+        model_config_from_dict({"name": "drae", "latent_dim": 3}),
+        (1, 8, 8),
+        "mlp",
+        {"hidden": (16,)},
     ).eval()
     images = torch.rand(4, 1, 8, 8)
     rows = interpolations(model, images, n_pairs=2, n_steps=5).reshape(2, 7, 1, 8, 8)
@@ -86,7 +89,10 @@ paper:
     out = run_bench(bench, tmp_path / "out", log=lambda m: None)
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert [(r["run"], r["seed"]) for r in rows] == [
-        ("VAE", "0"), ("VAE", "1"), ("RAE (D)", "0"), ("RAE (D)", "1")
+        ("VAE", "0"),
+        ("VAE", "1"),
+        ("RAE (D)", "0"),
+        ("RAE (D)", "1"),
     ]
     table = (out / "table.md").read_text()
     for name in ("| VAE | P |", "| RAE (D) | D |", "16.6", "156.11"):
@@ -109,3 +115,31 @@ def test_summarise_mean_and_std():
     ]
     (row,) = summarise(records)
     assert row["test_rec_loss"] == 2.0 and row["test_rec_loss_std"] == pytest.approx(2**0.5)
+
+
+def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
+    import functools
+    import json
+
+    from otae.cli import main
+    from otae.evaluation import classifier as classifier_lib
+
+    monkeypatch.setenv("OTAE_CACHE_DIR", str(tmp_path / "cache"))
+    small = functools.partial(
+        classifier_lib.load_or_train_mnist_classifier,
+        train_subset=300, test_subset=100, epochs=1, log=lambda m: None,
+    )  # fmt: skip
+    monkeypatch.setattr(classifier_lib, "load_or_train_mnist_classifier", small)
+    run = tmp_path / "run"
+    args = ["train", "mnist/wae-quick", "--run-dir", str(run), "--no-report",
+            "data.train_subset=100", "data.test_subset=60", "training.epochs=1",
+            "network.architecture=mlp", "network.options={hidden: [16]}",
+            "training.progress=false", "evaluation.timing_steps=0"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["eval", str(run), "--no-report", "--classifier-fd", "40"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classifier_fd"] > 0 and metrics["classifier_fd_samples"] == 40
+    assert metrics["classifier_fd_real_samples"] == 40
+    assert "classifier_fd" in capsys.readouterr().out
+    # the real statistics were cached for the next evaluation
+    assert any((tmp_path / "cache").rglob("*.npz"))

@@ -89,44 +89,12 @@ def _resolve_bench(name_or_path: str | Path) -> Path:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-").lower()
+    from .experiment import slug
+
+    return slug(text)
 
 
 # ---------------------------------------------------------------------- measuring
-def _frechet_metrics(model, config, bench: BenchConfig, test_data, log) -> dict[str, float]:
-    """Classifier FD and FID of a trained model (as configured by the bench)."""
-    from .evaluation import fid as fid_lib
-    from .training import derived_seed
-
-    out: dict[str, float] = {}
-    device = next(model.parameters()).device
-    dataset_key = _slug(f"{config.data.name}-test-{config.data.root or 'embedded'}")
-    jobs = []
-    if bench.classifier_fd_samples > 0:
-        from .evaluation.classifier import (
-            ClassifierFeatureExtractor,
-            load_or_train_mnist_classifier,
-        )
-
-        classifier, info = load_or_train_mnist_classifier(log=log)
-        jobs.append(
-            ("classifier_fd", ClassifierFeatureExtractor(classifier), bench.classifier_fd_samples)
-        )
-        out["classifier_test_accuracy"] = float(info["test_accuracy"])
-    if bench.fid_samples > 0:
-        jobs.append(("fid", fid_lib.InceptionFeatureExtractor(), bench.fid_samples))
-    for key, extractor, n in jobs:
-        n_real = min(n, len(test_data))
-        real = fid_lib.dataset_statistics(test_data, extractor, n_real, key=dataset_key)
-        generator = torch.Generator(device=device).manual_seed(
-            derived_seed(config.training.seed, 0, 6)
-        )
-        fake = fid_lib.generated_statistics(model, extractor, n, generator=generator)
-        out[key] = fid_lib.frechet_distance(*real, *fake)
-        out[f"{key}_samples"] = n
-    return out
-
-
 def run_bench(
     bench: BenchConfig,
     out_dir: str | Path,
@@ -137,7 +105,7 @@ def run_bench(
     log=print,
 ) -> Path:
     """Train and measure every (run, seed); write the tables and the report."""
-    from .experiment import run_experiment
+    from .experiment import frechet_metrics, run_experiment
     from .training import build_split, load_run
 
     out_dir = Path(out_dir)
@@ -171,7 +139,16 @@ def run_bench(
             if not _has_frechet(metrics, bench):
                 _, model, _ = load_run(run_dir, "last", device=str(_device(config)))
                 test_data = build_split(config.data, "test")
-                metrics.update(_frechet_metrics(model, config, bench, test_data, log))
+                metrics.update(
+                    frechet_metrics(
+                        model,
+                        config,
+                        test_data,
+                        bench.classifier_fd_samples,
+                        bench.fid_samples,
+                        log=log,
+                    )
+                )
                 metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
             history = _read_history(run_dir / "history.csv")
             records.append(

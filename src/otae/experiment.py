@@ -43,6 +43,58 @@ class RunResult:
     report: Path | None
 
 
+def slug(text: str) -> str:
+    """A file-name-safe version of ``text``."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-").lower()
+
+
+def frechet_metrics(
+    model,
+    config: ExperimentConfig,
+    test_data,
+    classifier_fd_samples: int,
+    fid_samples: int,
+    log=print,
+) -> dict[str, float]:
+    """Classifier FD and/or FID between ``n`` generated and ``n`` test images (0: skip).
+
+    The classifier FD is measured in the feature space of a small MNIST
+    classifier trained once and cached (:mod:`otae.evaluation.classifier`); it
+    is a cheap CPU comparison, not FID. FID uses Inception-v3 pool3 features
+    (:mod:`otae.evaluation.fid`). Real-image statistics are cached.
+    """
+    from .evaluation import fid as fid_lib
+
+    out: dict[str, float] = {}
+    device = next(model.parameters()).device
+    dataset_key = slug(f"{config.data.name}-test-{config.data.root or 'embedded'}")
+    jobs = []
+    if classifier_fd_samples > 0:
+        from .evaluation.classifier import (
+            ClassifierFeatureExtractor,
+            load_or_train_mnist_classifier,
+        )
+
+        classifier, info = load_or_train_mnist_classifier(log=log)
+        jobs.append(
+            ("classifier_fd", ClassifierFeatureExtractor(classifier), classifier_fd_samples)
+        )
+        out["classifier_test_accuracy"] = float(info["test_accuracy"])
+    if fid_samples > 0:
+        jobs.append(("fid", fid_lib.InceptionFeatureExtractor(device=device), fid_samples))
+    for key, extractor, n in jobs:
+        n_real = min(n, len(test_data))
+        real = fid_lib.dataset_statistics(test_data, extractor, n_real, key=dataset_key)
+        generator = torch.Generator(device=device).manual_seed(
+            derived_seed(config.training.seed, 0, 6)
+        )
+        fake = fid_lib.generated_statistics(model, extractor, n, generator=generator)
+        out[key] = fid_lib.frechet_distance(*real, *fake)
+        out[f"{key}_samples"] = n
+        out[f"{key}_real_samples"] = n_real
+    return out
+
+
 def default_run_dir(config: ExperimentConfig) -> Path:
     return Path(config.output_dir) / config.name
 
@@ -100,6 +152,13 @@ def evaluate_model(
     if history:
         metrics.update({f"last_{k}": v for k, v in history[-1].items() if k != "epoch"})
     metrics.update(extra or {})
+    ev = config.evaluation
+    if ev.classifier_fd_samples > 0 or ev.fid_samples > 0:
+        metrics.update(
+            frechet_metrics(
+                model, config, test_data, ev.classifier_fd_samples, ev.fid_samples, log=log
+            )
+        )
     _write_json(run_dir / "metrics.json", metrics)
     report_path = None
     if report and config.evaluation.report:
@@ -158,11 +217,24 @@ def run_experiment(
 
 
 def evaluate_run(
-    run_dir: str | Path, checkpoint: str = "last", report: bool = True, device: str = "cpu"
+    run_dir: str | Path,
+    checkpoint: str = "last",
+    report: bool = True,
+    device: str = "cpu",
+    *,
+    classifier_fd_samples: int | None = None,
+    fid_samples: int | None = None,
 ) -> RunResult:
-    """Re-evaluate a run directory from its checkpoint (``otae eval``)."""
+    """Re-evaluate a run directory from its checkpoint (``otae eval``).
+
+    ``classifier_fd_samples`` / ``fid_samples`` override the run's config (None: keep).
+    """
     run_dir = Path(run_dir)
     config, model, state = load_run(run_dir, checkpoint, device=device)
+    if classifier_fd_samples is not None:
+        config.evaluation.classifier_fd_samples = classifier_fd_samples
+    if fid_samples is not None:
+        config.evaluation.fid_samples = fid_samples
     if "history" not in state:
         raise CheckpointError(f"{run_dir}: checkpoint has no history")
     return evaluate_model(

@@ -84,6 +84,10 @@ class EvaluationConfig:
     report: bool = True
     #: training steps timed with and without the regulariser after training (0: skip)
     timing_steps: int = 10
+    #: generated/test images for the classifier Fréchet distance (MNIST-like data; 0: skip)
+    classifier_fd_samples: int = 0
+    #: generated/test images for FID with Inception-v3 (needs otae[fid]; 0: skip)
+    fid_samples: int = 0
 
 
 @dataclass
@@ -116,6 +120,11 @@ class ExperimentConfig:
                 "evaluation.latent_method must be 'pca' or 'tsne', "
                 f"got {self.evaluation.latent_method!r}"
             )
+        for name in ("timing_steps", "classifier_fd_samples", "fid_samples"):
+            if getattr(self.evaluation, name) < 0:
+                raise ValueError(
+                    f"evaluation.{name} must be >= 0, got {getattr(self.evaluation, name)}"
+                )
         for name in ("train_subset", "test_subset", "image_size"):
             value = getattr(self.data, name)
             if value is not None and value < 1:
