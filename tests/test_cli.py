@@ -72,7 +72,7 @@ def test_existing_run_is_not_overwritten_and_resume_extends_it(trained_run, caps
 def test_list_shows_models_and_configs(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("vae", "drae", "prae", "gwae", "sae", "mnist/drae-quick", "paper_mnist", "celeba"):
+    for name in ("vae", "drae", "prae", "gwae", "sae", "mnist/drae-quick", "paper_mnist", "celeba", "mnist-quick"):
         assert name in out, name
 
 

@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument(
         "what",
         nargs="?",
-        choices=("models", "priors", "networks", "datasets", "configs", "bench sets"),
+        choices=("models", "priors", "networks", "datasets", "configs", "bench"),
     )
     return parser
 
@@ -213,12 +213,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         "priors": {name: "" for name in sorted(PRIORS)},
         "networks": {name: _first_line(f) for name, f in sorted(ARCHITECTURES.items())},
         "datasets": {name: _first_line(f) for name, f in sorted(DATASETS.items())},
-        "configs": {name: "" for name in shipped_configs() if not name.startswith("bench/")},
-        "bench sets": {
-            name.removeprefix("bench/"): ""
-            for name in shipped_configs()
-            if name.startswith("bench/")
-        },
+        "configs": {name: "" for name in shipped_configs()},
+        "bench": {n.removeprefix("bench/"): "" for n in shipped_configs(bench_sets=True)},
     }
     for title, entries in sections.items():
         if args.what and args.what != title:
