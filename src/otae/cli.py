@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, help="output folder (default: runs/bench/SET)")
     bench.add_argument("--models", help="comma-separated subset of the set's run names")
     bench.add_argument("--seeds", help="comma-separated seeds (default: the set's)")
+    bench.add_argument(
+        "--retime",
+        action="store_true",
+        help="time every run's training step again (with and without regulariser)",
+    )
 
     lst = sub.add_parser("list", help="models, priors, networks, datasets and shipped configs")
     lst.add_argument(
@@ -186,7 +191,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / "bench" / bench.name
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     only = [m.strip() for m in args.models.split(",")] if args.models else None
-    out = run_bench(bench, out, overrides=list(args.overrides), only=only, seeds=seeds)
+    out = run_bench(
+        bench, out, overrides=list(args.overrides), only=only, seeds=seeds, retime=args.retime
+    )
     for name in ("table.md", "runtime.md", "report.html"):
         print(out / name)
     print((out / "table.md").read_text())

@@ -1,0 +1,71 @@
+"""Relational co-training of autoencoders on multi-view data (RAE paper §4 and §6.2).
+
+* :mod:`.model`: :class:`MultiViewAutoencoders` (S >= 2 MLP autoencoders, eq. 14
+  generalised to S views) and :func:`train_cotraining`; takes plain tensors.
+* :mod:`.baselines`: the Table 4 methods behind ``fit`` / ``transform``.
+* :mod:`.protocol`: the 80/10/10 classification protocol, Table 4 writer, t-SNE figure.
+"""
+
+from .baselines import (
+    METHOD_LABELS,
+    METHOD_PAIRING,
+    METHODS,
+    AESettings,
+    AutoencoderFeatures,
+    CCAAutoencoders,
+    CCAFeatures,
+    CoRegAutoencoders,
+    WassersteinAutoencoders,
+    make_method,
+)
+from .model import (
+    DISCREPANCIES,
+    MultiViewAutoencoders,
+    Posterior,
+    ViewAutoencoder,
+    epoch_batches,
+    prior_discrepancy,
+    relational_discrepancy,
+    train_cotraining,
+    zero_pad,
+)
+from .protocol import (
+    PAPER_TABLE4,
+    ProtocolConfig,
+    ProtocolResults,
+    run_protocol,
+    save_tsne,
+    split_views,
+    stratified_split,
+    write_table,
+)
+
+__all__ = [
+    "AESettings",
+    "AutoencoderFeatures",
+    "CCAAutoencoders",
+    "CCAFeatures",
+    "CoRegAutoencoders",
+    "DISCREPANCIES",
+    "METHODS",
+    "METHOD_LABELS",
+    "METHOD_PAIRING",
+    "MultiViewAutoencoders",
+    "PAPER_TABLE4",
+    "Posterior",
+    "ProtocolConfig",
+    "ProtocolResults",
+    "ViewAutoencoder",
+    "WassersteinAutoencoders",
+    "epoch_batches",
+    "make_method",
+    "prior_discrepancy",
+    "relational_discrepancy",
+    "run_protocol",
+    "save_tsne",
+    "split_views",
+    "stratified_split",
+    "train_cotraining",
+    "write_table",
+    "zero_pad",
+]

@@ -1,0 +1,282 @@
+"""Relational co-training (otae.cotraining): eq. 14 values, invariances, pairing, protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from otae.cotraining import (
+    AESettings,
+    CCAAutoencoders,
+    CoRegAutoencoders,
+    MultiViewAutoencoders,
+    Posterior,
+    ProtocolConfig,
+    WassersteinAutoencoders,
+    epoch_batches,
+    relational_discrepancy,
+    run_protocol,
+    train_cotraining,
+    write_table,
+)
+from otae.discrepancies import fgw_objective, fgw_proximal_point, hierarchical_fgw
+
+
+def _orthogonal(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def _posterior(n: int, d: int, seed: int) -> Posterior:
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(n, d, generator=g, dtype=torch.float64)
+    std = 0.2 + torch.rand(n, d, generator=g, dtype=torch.float64)
+    return Posterior(mean, std, mean + std * torch.randn(n, d, generator=g, dtype=torch.float64))
+
+
+def _batches(dims, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, generator=g, dtype=torch.float64) for d in dims]
+
+
+# --- objective ---------------------------------------------------------------------------
+
+
+def test_eq14_two_views_equals_its_terms_recomputed():
+    gamma, tau = 0.7, 0.3
+    model = MultiViewAutoencoders([6, 5], [3, 3], (8,), gamma=gamma, tau=tau, seed=0).double()
+    batches = _batches([6, 5], 12, seed=1)
+    terms = model.loss(batches, torch.Generator().manual_seed(7))
+
+    g = torch.Generator().manual_seed(7)  # same noise, drawn view by view
+    rec, reg, params = [], [], []
+    for i, x in enumerate(batches):
+        mean, logvar = model.encode(i, x)
+        std = torch.exp(0.5 * logvar)
+        z = mean + std * torch.randn(mean.shape, generator=g, dtype=torch.float64)
+        rec.append((model.decode(i, z) - x).pow(2).sum(1).mean())
+        prior_mu, prior_sigma = torch.zeros(1, 3, dtype=torch.float64), torch.ones(1, 3).double()
+        reg.append(hierarchical_fgw(mean, std, prior_mu, prior_sigma, beta=0.0))
+        # One prior component: hierarchical W = mean of the closed-form W2^2 to N(0, I).
+        closed = (mean.pow(2).sum(1) + (std - 1).pow(2).sum(1)).mean()
+        torch.testing.assert_close(reg[-1], closed, rtol=1e-10, atol=1e-10)
+        params.append((mean, std))
+    relational = hierarchical_fgw(*params[0], *params[1], beta=1.0)
+    expected = sum(rec) + gamma * (1 - tau) * sum(reg) + 2 * gamma * tau * relational
+
+    torch.testing.assert_close(terms["total"], expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(terms["relational"], relational, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(terms["pair_view0_view1"], relational, rtol=1e-10, atol=1e-10)
+    for i in range(2):
+        torch.testing.assert_close(terms[f"rec_view{i}"], rec[i], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(terms[f"reg_view{i}"], reg[i], rtol=1e-10, atol=1e-10)
+    assert float(relational.detach()) > 0 and float(sum(reg).detach()) > 0
+
+
+def test_three_views_pair_factor_is_2_gamma_tau_over_s_minus_1():
+    gamma, tau = 1.3, 0.4
+    model = MultiViewAutoencoders(
+        [5, 4, 6],
+        [3, 2, 4],
+        [(8,), (7,), (9,)],
+        gamma=gamma,
+        tau=tau,
+        seed=3,
+        view_names=["a", "b", "c"],
+    ).double()
+    assert model.pair_weight == pytest.approx(2 * gamma * tau / 2)
+    batches = _batches([5, 4, 6], 10, seed=4)
+    terms = model.loss(batches, torch.Generator().manual_seed(0))
+    pairs = [terms[k] for k in ("pair_a_b", "pair_a_c", "pair_b_c")]
+    torch.testing.assert_close(terms["relational"], sum(pairs))
+    expected = (
+        sum(terms[f"rec_{v}"] for v in "abc")
+        + gamma * (1 - tau) * sum(terms[f"reg_{v}"] for v in "abc")
+        + gamma * tau * sum(pairs)  # 2 gamma tau / (S - 1) with S = 3
+    )
+    torch.testing.assert_close(terms["total"], expected, rtol=1e-12, atol=1e-12)
+    # The pair b-c (latents 2 and 4) is the hierarchical GW of the two posteriors.
+    posts = [model.encode(i, x) for i, x in enumerate(batches)]
+    (mb, lb), (mc, lc) = posts[1], posts[2]
+    direct = relational_discrepancy(
+        "hierarchical",
+        Posterior(mb, torch.exp(0.5 * lb), mb),
+        Posterior(mc, torch.exp(0.5 * lc), mc),
+    )
+    torch.testing.assert_close(terms["pair_b_c"], direct, rtol=1e-10, atol=1e-10)
+    terms["total"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_hierarchical_gw_zero_padding_is_exact_for_unequal_latent_sizes():
+    ps, pt = _posterior(9, 4, seed=0), _posterior(7, 2, seed=1)
+    value = relational_discrepancy("hierarchical", ps, pt)
+    # Hierarchical GW on the unpadded intra-set costs (the cross cost is irrelevant at beta=1).
+    zs, zt = torch.cat((ps.mean, ps.std), 1), torch.cat((pt.mean, pt.std), 1)
+    cost_s, cost_t = torch.cdist(zs, zs).pow(2), torch.cdist(zt, zt).pow(2)
+    cross = torch.zeros(9, 7, dtype=torch.float64)
+    plan = fgw_proximal_point(cross, cost_s, cost_t, beta=1.0)
+    torch.testing.assert_close(
+        value, fgw_objective(cross, cost_s, cost_t, plan, 1.0), rtol=1e-8, atol=1e-8
+    )
+
+
+# --- invariances ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hierarchical", "empirical"])
+def test_relational_term_is_invariant_to_isometries_of_one_view(kind):
+    ps, pt = _posterior(20, 4, seed=10), _posterior(20, 3, seed=11)
+    q, shift = _orthogonal(4, seed=12), torch.tensor([3.0, -1.0, 0.5, 2.0], dtype=torch.float64)
+    moved = Posterior(ps.mean @ q + shift, ps.std, ps.code @ q + shift)
+    base = relational_discrepancy(kind, ps, pt)
+    assert float(base) > 1e-3
+    torch.testing.assert_close(relational_discrepancy(kind, moved, pt), base, rtol=1e-6, atol=1e-9)
+    # Not invariant to a non-isometry (scaling), so the check has teeth.
+    scaled = Posterior(2 * ps.mean, ps.std, 2 * ps.code)
+    assert abs(float(relational_discrepancy(kind, scaled, pt)) - float(base)) > 0.1 * float(base)
+
+
+def test_wasserstein_baseline_is_not_rotation_invariant():
+    model = WassersteinAutoencoders([5, 5], [4, 3], (8,), seed=0).double()
+    ps, pt = _posterior(20, 4, seed=10), _posterior(20, 3, seed=11)
+    q = _orthogonal(4, seed=12)
+    moved = Posterior(ps.mean @ q, ps.std, ps.code @ q)
+    a = model.pair_term_value(0, 1, ps, pt, None)
+    b = model.pair_term_value(0, 1, moved, pt, None)
+    assert abs(float(a) - float(b)) > 1e-3
+
+
+def test_paired_baseline_terms_values():
+    ps, pt = _posterior(16, 4, seed=0), _posterior(16, 3, seed=1)
+    coreg = CoRegAutoencoders([5, 5], [4, 3], (8,), seed=0).double()
+    torch.testing.assert_close(
+        coreg.pair_term_value(0, 1, ps, pt, None),
+        ((ps.mean[:, :3] - pt.mean) ** 2).sum(1).mean(),
+    )
+    cca = CCAAutoencoders([5, 5], [4, 3], (8,), seed=0).double()
+    # Identical first 3 coordinates: every matched correlation is 1 -> term -3.
+    same = Posterior(torch.cat((pt.mean, ps.mean[:, :1]), 1), ps.std, ps.code)
+    torch.testing.assert_close(
+        cca.pair_term_value(0, 1, same, pt, None),
+        torch.tensor(-3.0, dtype=torch.float64),
+        atol=1e-5,
+        rtol=0,
+    )
+    expected = -sum(np.corrcoef(ps.mean[:, j], pt.mean[:, j])[0, 1] for j in range(3))
+    assert float(cca.pair_term_value(0, 1, ps, pt, None)) == pytest.approx(expected, abs=1e-5)
+
+
+# --- pairing ---------------------------------------------------------------------------------
+
+
+def test_unpaired_sampler_uses_independent_permutations():
+    g = torch.Generator().manual_seed(0)
+    steps = epoch_batches([60, 60], 10, paired=False, generator=g)
+    assert len(steps) == 6
+    a, b = torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps])
+    assert sorted(a.tolist()) == list(range(60)) and sorted(b.tolist()) == list(range(60))
+    assert (a == b).float().mean() < 0.1  # not aligned (a shared permutation gives 1.0)
+    paired = epoch_batches([60, 60], 10, paired=True, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(s[0], s[1]) for s in paired)
+    # Reproducible from the generator's seed.
+    again = epoch_batches([60, 60], 10, paired=False, generator=torch.Generator().manual_seed(0))
+    assert all(
+        torch.equal(x, y)
+        for s, t in zip(steps, again, strict=True)
+        for x, y in zip(s, t, strict=True)
+    )
+
+
+class _RecordingModel(MultiViewAutoencoders):
+    def loss(self, batches, generator=None):
+        self.seen.append([x[:, 0].round().long().tolist() for x in batches])
+        return super().loss(batches, generator)
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_training_batches_are_unpaired_unless_asked(paired):
+    n = 40
+    rows = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    views = [torch.cat((rows, torch.randn(n, 3)), 1), torch.cat((rows, torch.randn(n, 2)), 1)]
+    model = _RecordingModel([4, 3], 2, (4,), seed=0)
+    model.seen = []
+    train_cotraining(model, views, epochs=1, batch_size=10, lr=1e-3, paired=paired, seed=5)
+    assert len(model.seen) == 4
+    aligned = np.mean([np.mean(np.equal(a, b)) for a, b in model.seen])
+    assert aligned == 1.0 if paired else aligned < 0.1
+
+
+def test_training_is_deterministic_given_seed():
+    views = _batches([6, 4], 30, seed=2)
+    views = [v.float() for v in views]
+    states = []
+    for _ in range(2):
+        model = MultiViewAutoencoders([6, 4], [3, 2], (8,), seed=1)
+        history = train_cotraining(model, views, epochs=2, batch_size=10, lr=1e-2, seed=9)
+        states.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(states[0], states[1])
+    assert {"total", "relational", "rec_view0", "reg_view1", "pair_view0_view1"} <= set(history[-1])
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+def _planted_views(n: int, seed: int):
+    """4 clusters: view 1 = centre + noise (10-d); view 2 = a nonlinear map of the id (7-d)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), n // 4)
+    centres = rng.normal(0, 2.0, (4, 10))
+    v1 = centres[labels] + rng.normal(0, 1.0, (n, 10))
+    w1, w2 = rng.normal(0, 1.5, (4, 16)), rng.normal(0, 1.0, (16, 7))
+    v2 = np.tanh(np.eye(4)[labels] @ w1) @ w2 + np.sin(labels)[:, None] + rng.normal(0, 0.4, (n, 7))
+    return {"a": v1.astype(np.float32), "b": v2.astype(np.float32)}, labels
+
+
+def test_end_to_end_planted_clusters_and_pure_noise(tmp_path):
+    settings = AESettings(
+        latent_dim=(4, 3), hidden=(32,), epochs=12, batch_size=40, lr=3e-3, checkpoints=(6,)
+    )
+    config = ProtocolConfig(ae=settings, c_grid=(0.1, 1.0), tsne_path=tmp_path / "tsne.png")
+    views, labels = _planted_views(400, seed=0)
+    res = run_protocol(views, labels, ("aes_gw",), seeds=(0,), config=config)
+    assert res.accuracies["aes_gw"][0] > 0.8
+    assert res.selected["aes_gw"][0][0] in (6, 12) and res.selected["aes_gw"][0][1] in (0.1, 1.0)
+    assert (tmp_path / "tsne.png").stat().st_size > 1000
+
+    rng = np.random.default_rng(1)
+    noise = {"a": rng.normal(size=(400, 10)), "b": rng.normal(size=(400, 7))}
+    random_labels = rng.permutation(np.repeat(np.arange(4), 100))
+    config = ProtocolConfig(ae=settings, c_grid=(0.1, 1.0))
+    chance = run_protocol(noise, random_labels, ("independent",), seeds=(0,), config=config)
+    assert chance.accuracies["independent"][0] < 0.45
+
+    text = write_table(
+        {"aes_gw": res.accuracies["aes_gw"] * 2, "independent": [0.25, 0.35]},
+        tmp_path / "t.md",
+        tmp_path / "t.csv",
+        dataset="Handwritten",
+    )
+    assert "| AEs+GW | unpaired |" in text and "30.00 ± 7.07" in text and "72.36 ± 3.82" in text
+    assert (tmp_path / "t.csv").read_text().count("\n") == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "probabilistic", "extra"),
+    [
+        ("sliced", False, {}),
+        ("empirical", False, {"prior_term": "mmd"}),
+        ("empirical", True, {}),
+        ("hierarchical", True, {"prior_components": 16}),
+    ],
+)
+def test_other_discrepancies_train_with_unequal_latent_sizes(kind, probabilistic, extra):
+    views = [v.float() for v in _batches([6, 4], 32, seed=3)]
+    model = MultiViewAutoencoders(
+        [6, 4], [3, 2], (8,), probabilistic=probabilistic, discrepancy=kind, seed=0, **extra
+    )
+    history = train_cotraining(model, views, epochs=2, batch_size=16, lr=1e-2, seed=0)
+    assert all(np.isfinite(h["total"]) and h["relational"] > 0 for h in history)
+    assert model.features(views).shape == (32, 5)
