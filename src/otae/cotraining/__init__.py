@@ -36,7 +36,6 @@ from .protocol import (
     run_protocol,
     save_tsne,
     split_views,
-    stratified_split,
     write_table,
 )
 
@@ -64,7 +63,6 @@ __all__ = [
     "run_protocol",
     "save_tsne",
     "split_views",
-    "stratified_split",
     "train_cotraining",
     "write_table",
     "zero_pad",

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.multiview import split_indices, standardise
 from .baselines import METHOD_LABELS, METHOD_PAIRING, METHODS, AESettings, make_method
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "run_protocol",
     "save_tsne",
     "split_views",
-    "stratified_split",
     "write_table",
 ]
 
@@ -115,48 +115,14 @@ class ProtocolResults:
     seconds: dict[str, list[float]] = field(default_factory=dict)
 
 
-def stratified_split(
-    labels: np.ndarray, seed: int, fractions=(0.8, 0.1, 0.1)
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified (train, val, test) indices: each class shuffled and cut by ``fractions``."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_train = int(round(fractions[0] * len(idx)))
-        n_val = int(round(fractions[1] * len(idx)))
-        for k, chunk in enumerate(np.split(idx, [n_train, n_train + n_val])):
-            parts[k].append(chunk)
-    return tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in parts)  # type: ignore
-
-
-def _split(n: int, labels: np.ndarray, seed: int):
-    try:
-        from ..data.multiview import split_indices
-    except ImportError:
-        return stratified_split(labels, seed)
-    return split_indices(n, labels, seed)
-
-
-def _standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
-    try:
-        from ..data.multiview import standardise
-    except ImportError:
-        mean, std = train.mean(0), train.std(0)
-        std = np.where(std > 0, std, 1.0)
-        return tuple(((a - mean) / std).astype(np.float32) for a in (train, *others))
-    return standardise(train, *others)
-
-
 def split_views(views: Mapping[str, np.ndarray], labels: np.ndarray, seed: int):
     """(train, val, test) lists of standardised views and the three label arrays."""
     labels = np.asarray(labels)
-    tr, va, te = _split(len(labels), labels, seed)
+    tr, va, te = split_indices(len(labels), labels, seed)
     splits: list[list[np.ndarray]] = [[], [], []]
     for array in views.values():
         array = np.asarray(array, dtype=np.float32)
-        for k, part in enumerate(_standardise(array[tr], array[va], array[te])):
+        for k, part in enumerate(standardise(array[tr], array[va], array[te])):
             splits[k].append(part)
     return splits, (labels[tr], labels[va], labels[te])
 
