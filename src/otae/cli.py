@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("train", "bench"):
         args.overrides = list(args.overrides) + extra
     commands = {
+        "multiview": _cmd_multiview,
         "bench": _cmd_bench,
         "train": _cmd_train,
         "eval": _cmd_eval,
