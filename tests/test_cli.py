@@ -72,7 +72,17 @@ def test_existing_run_is_not_overwritten_and_resume_extends_it(trained_run, caps
 def test_list_shows_models_and_configs(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("vae", "drae", "prae", "gwae", "sae", "mnist/drae-quick", "paper_mnist", "celeba", "mnist-quick"):
+    for name in (
+        "vae",
+        "drae",
+        "prae",
+        "gwae",
+        "sae",
+        "mnist/drae-quick",
+        "paper_mnist",
+        "celeba",
+        "mnist-quick",
+    ):
         assert name in out, name
 
 
@@ -111,3 +121,29 @@ def test_corrupted_checkpoint_is_reported(trained_run, tmp_path, capsys):
     ck.write_bytes(ck.read_bytes()[:1000])
     assert main(["eval", str(copy)]) == 2
     assert "corrupted" in capsys.readouterr().err
+
+
+def test_multiview_command_on_a_synthetic_npz(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    centres_a, centres_b = rng.normal(size=(3, 6)) * 3, rng.normal(size=(3, 4)) * 3
+    np.savez(
+        tmp_path / "toy.npz",
+        view_a=(centres_a[labels] + rng.normal(size=(120, 6))).astype(np.float32),
+        view_b=(centres_b[labels] + rng.normal(size=(120, 4))).astype(np.float32),
+        y=labels,
+    )
+    out = tmp_path / "out"
+    args = ["multiview", "--data", str(tmp_path / "toy.npz"), "--methods", "independent,aes_gw",
+            "--seeds", "2", "--epochs", "2", "--latent-dim", "3", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    table = (out / "table.md").read_text()
+    assert "| Independent AEs | unpaired |" in table and "| AEs+GW | unpaired |" in table
+    rows = (out / "table.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(row.split(",")[4] == "2" for row in rows[1:])  # 2 seeds
+    assert main(["multiview", "--data", str(tmp_path / "missing.mat")]) == 2
+    assert "missing.mat" in capsys.readouterr().err
+    assert main(["multiview", "--data", str(tmp_path / "toy.npz"), "--methods", "pca"]) == 2
+    assert "unknown method" in capsys.readouterr().err
