@@ -41,6 +41,8 @@ class BenchRun:
     #: model config: shipped name or path
     config: str
     overrides: list[str] = field(default_factory=list)
+    #: seeds of this run only (None: the set's seeds)
+    seeds: list[int] | None = None
 
 
 @dataclass
@@ -117,7 +119,8 @@ def run_bench(
     seeds = list(seeds) if seeds is not None else list(bench.seeds)
     records: list[dict[str, Any]] = []
     for run in runs:
-        for seed in seeds:
+        run_seeds = seeds if run.seeds is None else [s for s in run.seeds if s in seeds]
+        for seed in run_seeds:
             run_dir = out_dir / _slug(run.name) / f"seed{seed}"
             all_overrides = [
                 *bench.overrides,
@@ -257,12 +260,14 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     if any("fid" in r for r in rows):
         metric_cols.append(("fid", "FID"))
     seeds = sorted({r["seed"] for r in records})
+    seed_counts = {r["run"]: sum(1 for x in records if x["run"] == r["run"]) for r in records}
     lines = [
         f"# {bench.name}: reconstruction and generation",
         "",
         bench.description.strip(),
         "",
-        f"Mean ± std over seeds {seeds}. Rec. loss: mean per-image sum of squared errors on "
+        f"Mean ± std over seeds {seeds} (column 'seeds': how many each row has). "
+        "Rec. loss: mean per-image sum of squared errors on "
         "the test images (pixels in [0, 1], the RAE paper's unit). classifier FD: Fréchet "
         "distance between generated and test images in the 128-d feature space of a small "
         "MNIST classifier (NOT comparable with FID). FID: Inception-v3 pool3.",
@@ -271,13 +276,14 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         + " | ".join(c for _, c in metric_cols)
         + (" | paper rec. | paper FID" if bench.paper else "")
         + " |",
-        "|---|---|" + "---|" * len(metric_cols) + ("---|---|" if bench.paper else ""),
+        "|---|---|---|" + "---|" * len(metric_cols) + ("---|---|" if bench.paper else ""),
     ]
     for row in rows:
         cells = [_fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan)) for k, _ in metric_cols]
         paper = bench.paper.get(row["run"], {})
         extra = [str(paper.get("rec", "—")), str(paper.get("fid", "—"))] if bench.paper else []
-        lines.append("| " + " | ".join([row["run"], row["encoder"], *cells, *extra]) + " |")
+        count = str(seed_counts[row["run"]])
+        lines.append("| " + " | ".join([row["run"], row["encoder"], count, *cells, *extra]) + " |")
     baseline = _mean_std([r.get("mean_image_baseline_rec_loss") for r in records])[0]
     lines += ["", f"Mean-image baseline reconstruction loss: {baseline:.2f}."]
     acc = [r.get("classifier_test_accuracy") for r in records if r.get("classifier_test_accuracy")]
