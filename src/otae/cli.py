@@ -243,8 +243,12 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    left_out = ""
     if len(data.views) != 2 and "cca" in methods:
         methods.remove("cca")
+        left_out = (
+            f"\nCCA is defined for two views: it is left out of this {len(data.views)}-view run.\n"
+        )
         print(
             "note: CCA is defined for two views; it is left out of this "
             f"{len(data.views)}-view run",
@@ -281,6 +285,9 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
     )
     results = run_protocol(data.views, data.labels, methods, seeds, config)
     write_table(results, out / "table.md", out / "table.csv", dataset=dataset)
+    if left_out:
+        with (out / "table.md").open("a") as handle:
+            handle.write(left_out)
     print((out / "table.md").read_text())
     print(f"tables: {out / 'table.md'}, {out / 'table.csv'}")
     if (out / "tsne_aes_gw.png").exists():
