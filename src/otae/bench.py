@@ -272,7 +272,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         "distance between generated and test images in the 128-d feature space of a small "
         "MNIST classifier (NOT comparable with FID). FID: Inception-v3 pool3.",
         "",
-        "| method | encoder | "
+        "| method | encoder | seeds | "
         + " | ".join(c for _, c in metric_cols)
         + (" | paper rec. | paper FID" if bench.paper else "")
         + " |",
@@ -307,9 +307,10 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     runtime = [
         f"# {bench.name}: runtime",
         "",
-        "Seconds per training epoch (mean over seeds), and the median seconds per training "
-        "step on one batch with and without the regulariser, measured in the same run "
-        "(share = 1 - without / with).",
+        "Seconds per training epoch (mean over seeds; epochs ran while other jobs shared "
+        "the machine, so they vary), and seconds per training step on one batch with and "
+        "without the regulariser: the fastest of repeated, alternated steps on a copy of the "
+        "trained model (share = 1 - without / with).",
         "",
         "| method | s / epoch | s / step | s / step without regulariser | regulariser share |",
         "|---|---|---|---|---|",
