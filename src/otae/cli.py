@@ -153,9 +153,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(config_source, overrides)
     if target.is_dir() and "name=" not in " ".join(overrides):
         config.name = target.name
-    result = run_experiment(
-        config, run_dir, resume=resume, overwrite=args.overwrite, report=not args.no_report
-    )
+    from .training.distributed import distributed_session
+
+    with distributed_session(config.training.device):
+        result = run_experiment(
+            config, run_dir, resume=resume, overwrite=args.overwrite, report=not args.no_report
+        )
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     m = result.metrics
     print(f"run directory: {result.run_dir}")
     print(

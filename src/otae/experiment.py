@@ -192,15 +192,30 @@ def run_experiment(
     overwrite: bool = False,
     report: bool = True,
     log=None,
-) -> RunResult:
-    """Train ``config`` (continuing from the last checkpoint with ``resume``), then evaluate."""
+) -> RunResult | None:
+    """Train ``config`` (continuing from the last checkpoint with ``resume``), then evaluate.
+
+    Under torchrun every rank trains; rank 0 alone prepares the run directory,
+    evaluates and writes the report; the other ranks return ``None``.
+    """
+    from .training import distributed
+
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    prepare_run_dir(run_dir, resume, overwrite)
+    is_main = distributed.world()[1] == 0
+    if is_main:
+        prepare_run_dir(run_dir, resume, overwrite)
+    distributed.barrier()
     trainer = Trainer(config, run_dir, log=log)
     start = time.perf_counter()
     history = trainer.fit(resume=resume)
     wall = time.perf_counter() - start
-    extra: dict[str, Any] = {"device": str(trainer.device), "train_wall_time_s": wall}
+    if not is_main:
+        return None
+    extra: dict[str, Any] = {
+        "device": str(trainer.device),
+        "processes": trainer.world_size,
+        "train_wall_time_s": wall,
+    }
     if config.evaluation.timing_steps > 0:
         extra.update(trainer.regulariser_share(config.evaluation.timing_steps))
     return evaluate_model(

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import Decoder, Encoder
+from ..parallel import BatchShards
 from ..priors import Prior, build_prior
 from ..typed_config import from_dict
 
@@ -74,6 +75,12 @@ class Autoencoder(nn.Module):
     probabilistic: ClassVar[bool] = False
     #: models with an adversarial critic (GWAE) set this and implement critic_loss
     has_critic: ClassVar[bool] = False
+    #: whether :meth:`regulariser` is one scalar of the whole batch (an OT discrepancy
+    #: between point clouds) rather than per-sample values: in data-parallel training
+    #: its inputs are then gathered from every rank (``otae.parallel``)
+    batch_regulariser: ClassVar[bool] = False
+    #: a batch-level regulariser that also needs the images (gathered too)
+    regulariser_reads_images: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, encoder: Encoder, decoder: Decoder, prior: Prior):
         super().__init__()
@@ -95,6 +102,8 @@ class Autoencoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior
+        #: this process's share of the batch in data-parallel training (set by the trainer)
+        self.shards = BatchShards()
         # A prior built on the model's own encoder (VampPrior) holds an unregistered
         # reference to it, so the encoder's weights are stored once, under ``encoder.``.
         bind = getattr(prior, "bind", None)
@@ -123,11 +132,21 @@ class Autoencoder(nn.Module):
     def reparameterise(
         self, mean: Tensor, logvar: Tensor | None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """One reparameterised draw ``mean + exp(logvar / 2) * eps`` (or ``mean``)."""
+        """One reparameterised draw ``mean + exp(logvar / 2) * eps`` (or ``mean``).
+
+        In data-parallel training the noise is drawn for the whole global batch and
+        each rank keeps its rows, so every row gets the noise it gets in one process.
+        """
         if logvar is None:
             return mean
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        eps = self.batch_randn(mean, generator)
         return mean + torch.exp(0.5 * logvar) * eps
+
+    def batch_randn(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Standard normal noise shaped like the local rows ``like`` (drawn globally)."""
+        shape = (self.shards.global_rows(like.shape[0]), *like.shape[1:])
+        eps = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+        return self.shards.local_rows(eps)
 
     def embed(self, x: Tensor) -> Tensor:
         """Codes used for downstream use and latent plots: the posterior means."""
@@ -164,18 +183,44 @@ class Autoencoder(nn.Module):
         raise NotImplementedError
 
     def reduce(self, values: Tensor) -> Tensor:
-        """Reduce a per-sample ``(N,)`` term by ``config.reduction``; scalars pass through."""
+        """Reduce a per-sample ``(N,)`` term by ``config.reduction``; scalars pass through.
+
+        In data-parallel training ``values`` are this rank's rows and the result is
+        this rank's share, scaled so that the ranks' *average* is the global
+        reduction (a local sum is multiplied by the world size).
+        """
         if values.dim() == 0:
             return values
-        return values.sum() if self.config.reduction == "sum" else values.mean()
+        if self.config.reduction == "sum":
+            return values.sum() * self.shards.sum_scale
+        return values.mean()
+
+    def batch_regulariser_inputs(
+        self, x: Tensor, mean: Tensor, logvar: Tensor | None, z: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """The regulariser's inputs, gathered over ranks (with gradients) for batch-level
+        terms in ``global`` mode, and in float32: OT discrepancies are not computed in
+        reduced precision (sorted-projection differences, moment expansions of the FGW
+        cost and Sinkhorn's ``cost / epsilon`` cancel or amplify rounding that bf16's
+        8-bit mantissa makes large)."""
+        if self.batch_regulariser:
+            gather = self.shards.gather
+            mean, z = gather(mean), gather(z)
+            logvar = None if logvar is None else gather(logvar)
+            if self.regulariser_reads_images:  # none of the shipped batch-level terms does
+                x = gather(x)
+        return upcast(x), upcast(mean), None if logvar is None else upcast(logvar), upcast(z)
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
         """Loss terms of a batch: ``reconstruction``, ``regulariser``, ``total`` (+ extras)."""
         mean, logvar = self.encode(x)
         z = self.reparameterise(mean, logvar, generator)
         x_hat = self.decode(z)
-        sse = (x_hat - x).pow(2).flatten(1).sum(1)
-        reg, extras = self.regulariser(x, mean, logvar, z, generator)
+        sse = (upcast(x_hat) - x).pow(2).flatten(1).sum(1)
+        with full_precision(x):
+            reg, extras = self.regulariser(
+                *self.batch_regulariser_inputs(x, mean, logvar, z), generator
+            )
         reg = self.reduce(reg)
         total = self.reduce(sse) + self.config.gamma * reg
         return {"total": total, "reconstruction": sse.mean(), "regulariser": reg, **extras}
@@ -189,7 +234,7 @@ class Autoencoder(nn.Module):
         """
         mean, logvar = self.encode(x)
         z = self.reparameterise(mean, logvar, generator)
-        return self.reduce((self.decode(z) - x).pow(2).flatten(1).sum(1))
+        return self.reduce((upcast(self.decode(z)) - x).pow(2).flatten(1).sum(1))
 
     def critic_loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
         raise NotImplementedError(f"{type(self).__name__} has no critic")
@@ -215,6 +260,7 @@ class PriorSampleAutoencoder(Autoencoder):
     """
 
     probabilistic = False
+    batch_regulariser = True
 
     def regulariser(self, x, mean, logvar, z, generator):
         y = self.prior.sample(z.shape[0], generator)
@@ -223,6 +269,16 @@ class PriorSampleAutoencoder(Autoencoder):
     def discrepancy(self, z: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
         """Scalar discrepancy between codes ``z`` and prior samples ``y``, both ``(N, d)``."""
         raise NotImplementedError
+
+
+def upcast(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is in a reduced precision (bf16/fp16 under autocast)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def full_precision(like: Tensor):
+    """Autocast off for ``like``'s device type (a no-op outside autocast regions)."""
+    return torch.autocast(like.device.type, enabled=False)
 
 
 # ---------------------------------------------------------------------- registry

@@ -61,7 +61,7 @@ from torch.func import functional_call
 
 from ..priors import GaussianMixturePrior, Prior, StandardNormalPrior
 from ..priors.meta import FactorisedPrior, NeuralSamplerPrior
-from .base import Autoencoder, LossTerms, ModelConfig, register_model
+from .base import Autoencoder, LossTerms, ModelConfig, full_precision, register_model, upcast
 
 #: meta-prior names accepted by ``model.prior`` for GWAE
 META_PRIORS = ("neural", "factorised", "gmm", "normal")
@@ -220,15 +220,18 @@ class GWAE(Autoencoder):
 
     def _joint_samples(
         self, x: Tensor, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-        """Encoder pair code ``z``, its ``logvar``, decoder pair ``(z_prior, x_prior)``.
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
+        """Encoder pair code ``z`` and its ``logvar``; the prior samples of the whole batch;
+        this rank's decoder pairs ``(z_prior, x_prior)``.
 
-        Randomness from ``generator``, in order: posterior draw, prior samples.
+        Randomness from ``generator``, in order: posterior draw, prior samples (both
+        drawn for the global batch in data-parallel training; each rank decodes its rows).
         """
         mean, logvar = self.encode(x)
         z = self.reparameterise(mean, logvar, generator)
-        z_prior = self.prior.sample(x.shape[0], generator)
-        return z, logvar, z_prior, self.decode(z_prior)
+        z_prior_all = self.prior.sample(self.shards.global_rows(x.shape[0]), generator)
+        z_prior = self.shards.local_rows(z_prior_all)
+        return z, logvar, z_prior_all, z_prior, self.decode(z_prior)
 
     # ------------------------------------------------------------------ objective
     def regulariser(self, x, mean, logvar, z, generator):
@@ -243,10 +246,12 @@ class GWAE(Autoencoder):
         then the prior samples.
         """
         cfg = self.config
-        z, logvar, z_prior, x_prior = self._joint_samples(x, generator)
+        z, logvar, z_prior_all, z_prior, x_prior = self._joint_samples(x, generator)
         x_rec = self.decode(z)
-        sse = (x_rec - x).pow(2).flatten(1).sum(1)
-        gw = self.gw_term(z_prior, x_prior)
+        sse = (upcast(x_rec) - x).pow(2).flatten(1).sum(1)
+        # the relational term sees the global batch (x_prior gathered with gradients), in fp32
+        with full_precision(x):
+            gw = self.gw_term(upcast(z_prior_all), upcast(self.shards.gather(x_prior)))
         frozen = {name: p.detach() for name, p in self.critic.named_parameters()}
         f_enc = functional_call(self.critic, frozen, (x, z))
         f_dec = functional_call(self.critic, frozen, (x_prior, z_prior))
@@ -277,10 +282,13 @@ class GWAE(Autoencoder):
         draw, prior samples, ``t`` (``rand (N, 1)``).
         """
         with torch.no_grad():
-            z, _, z_prior, x_prior = self._joint_samples(x, generator)
+            z, _, _, z_prior, x_prior = self._joint_samples(x, generator)
         n = x.shape[0]
         w = self.critic(x, z).mean() - self.critic(x_prior, z_prior).mean()
-        t = torch.rand(n, 1, generator=generator, device=x.device, dtype=x.dtype)
+        t = torch.rand(
+            self.shards.global_rows(n), 1, generator=generator, device=x.device, dtype=x.dtype
+        )
+        t = self.shards.local_rows(t)
         t_x = t.view(n, *([1] * (x.dim() - 1)))
         x_hat = t_x * x + (1.0 - t_x) * x_prior
         z_hat = t * z + (1.0 - t) * z_prior

@@ -74,6 +74,7 @@ class ProbabilisticRAE(Autoencoder):
 
     config_class = PRAEConfig
     probabilistic = True
+    batch_regulariser = True
 
     def regulariser(self, x, mean, logvar, z, generator):
         c = self.config

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..discrepancies.kl import log_prob_gaussian_mixture
+from ..parallel import local_batches
 from .base import Prior
 
 
@@ -82,7 +83,10 @@ class VampPrior(Prior):
 
     def _components(self) -> tuple[Tensor, Tensor]:
         """Means and log-variances ``(K, d)`` of the posteriors at the pseudo-inputs."""
-        mean, logvar = self.encoder(self.pseudo_inputs)
+        # The pseudo-inputs are the same on every rank of a data-parallel run: their
+        # batch-norm statistics are local (no collectives), which is exact.
+        with local_batches(self.encoder):
+            mean, logvar = self.encoder(self.pseudo_inputs)
         return mean, logvar
 
     # ------------------------------------------------------------------ distribution

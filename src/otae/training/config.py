@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..models import ModelConfig, model_config_from_dict
+from ..parallel import REGULARISER_MODES
 from ..typed_config import from_dict, to_dict
 
 
@@ -58,6 +59,7 @@ class OptimizerConfig:
 @dataclass
 class TrainingConfig:
     epochs: int = 50
+    #: the global batch: under torchrun each of W processes holds batch_size / W rows
     batch_size: int = 100
     seed: int = 0
     #: auto (CUDA when available), cpu, cuda, cuda:1, ...
@@ -70,6 +72,15 @@ class TrainingConfig:
     eval_batch_size: int = 500
     #: DataLoader workers for datasets read from disk (0: load in the main process)
     num_workers: int = 0
+    #: page-locked host batches for asynchronous copies to CUDA (ignored on CPU)
+    pin_memory: bool = True
+    #: fp32, or bf16 (autocast of the networks; losses and OT terms stay in float32)
+    precision: str = "fp32"
+    #: torch.compile the encoder and decoder (in place: checkpoints are unchanged)
+    compile: bool = False
+    #: under torchrun, batch-level regularisers see the global batch (exact) or each
+    #: process's rows only (per_rank: no gathering, a different, noisier objective)
+    regulariser_mode: str = "global"
     progress: bool = True
     tensorboard: bool = True
 
@@ -109,6 +120,13 @@ class ExperimentConfig:
                 raise ValueError(f"training.{name} must be >= 1, got {getattr(t, name)}")
         if t.num_workers < 0:
             raise ValueError(f"training.num_workers must be >= 0, got {t.num_workers}")
+        if t.precision not in ("fp32", "bf16"):
+            raise ValueError(f"training.precision must be 'fp32' or 'bf16', got {t.precision!r}")
+        if t.regulariser_mode not in REGULARISER_MODES:
+            raise ValueError(
+                f"training.regulariser_mode must be one of {', '.join(REGULARISER_MODES)}, "
+                f"got {t.regulariser_mode!r}"
+            )
         if t.optimizer.name not in ("adam", "rmsprop"):
             raise ValueError(
                 f"training.optimizer.name must be 'adam' or 'rmsprop', got {t.optimizer.name!r}"

@@ -1,5 +1,14 @@
 """One trainer for every model: epochs, critic schedule, logs, checkpoints, resume.
 
+Data parallelism (``torchrun``, :mod:`otae.training.distributed`). ``batch_size`` is
+the global batch; rank ``r`` of ``W`` trains on rows ``r, r + W, ...`` of each
+global batch (:class:`EpochSampler`, a ``DistributedSampler``), the networks are
+wrapped in ``DistributedDataParallel``, batch norm uses global-batch statistics
+and batch-level regularisers gather the global batch (:mod:`otae.parallel`): one
+step equals the one-process step at the same global batch up to float rounding
+(tested with gloo). Rank 0 alone evaluates, logs and writes checkpoints; every
+rank reads the checkpoint to resume.
+
 Reproducibility. All randomness of an epoch (data order, reparameterisation
 noise, prior samples, random projections) comes from generators seeded by
 ``(training.seed, epoch)``, and network weights/prior parameters are seeded
@@ -23,9 +32,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 from ..data import ImageDataset, build_dataset
 from ..models import Autoencoder, build_model
+from ..parallel import BatchShards, convert_batchnorm, local_batches
+from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import DataConfig, ExperimentConfig, config_from_dict, config_to_dict, save_config
 
@@ -84,6 +96,49 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite during training."""
 
 
+class EpochSampler(DistributedSampler):
+    """The epoch's shuffled order (seeded by ``(seed, epoch)``), this rank's share of it.
+
+    A :class:`~torch.utils.data.DistributedSampler` whose permutation is
+    ``randperm(n)`` under the generator seeded with ``derived_seed(seed, epoch, 1)``, so
+    that one process (``num_replicas=1``) visits the data in the same order as every
+    otae version before data parallelism. With ``W`` replicas the order is padded to a
+    multiple of ``W`` by repeating its start (DistributedSampler's rule) and rank ``r``
+    takes positions ``r, r + W, ...``; cutting that into batches of ``B / W`` gives
+    exactly the one-process batches of ``B`` when ``n`` is a multiple of ``B``.
+    """
+
+    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+
+    def __iter__(self):
+        seed = derived_seed(self.seed, self.epoch, _STREAM_ORDER)
+        order_gen = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(len(self.dataset), generator=order_gen).tolist()
+        padding = self.total_size - len(indices)
+        while padding > 0:
+            indices += indices[:padding]
+            padding = self.total_size - len(indices)
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
+class _Objective(nn.Module):
+    """The model's objectives behind one ``forward``, which DistributedDataParallel wraps."""
+
+    def __init__(self, model: Autoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, generator: torch.Generator, kind: str) -> dict[str, Tensor]:
+        if kind == "loss":
+            return self.model.loss(x, generator)
+        if kind == "critic":
+            return self.model.critic_loss(x, generator)
+        if kind == "reconstruction":
+            return {"total": self.model.reconstruction_objective(x, generator)}
+        raise ValueError(f"unknown objective {kind!r}")
+
+
 class Trainer:
     """Train ``config.model`` on ``config.data``; write everything under ``run_dir``.
 
@@ -103,10 +158,18 @@ class Trainer:
         config.validate()
         self.config = config
         self.run_dir = Path(run_dir)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.world_size, self.rank = distributed.world()
+        self.is_main = self.rank == 0
+        log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = log if self.is_main else (lambda msg: None)
+        if config.training.batch_size % self.world_size:
+            raise ValueError(
+                f"training.batch_size={config.training.batch_size} is the global batch and must "
+                f"be divisible by the number of processes ({self.world_size})"
+            )
         self.train_data = train_data or build_split(config.data, "train")
         self.test_data = test_data or build_split(config.data, "test")
-        self.device = select_device(config.training.device)
+        self.device = distributed.rank_device(select_device(config.training.device))
         if config.training.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -119,6 +182,28 @@ class Trainer:
             dict(config.network.options),
             generator=torch.Generator().manual_seed(derived_seed(seed, 0, 0)),
         ).to(self.device)
+        shards = BatchShards(self.world_size, self.rank, config.training.regulariser_mode)
+        self.model.shards = shards
+        if shards.gathers:
+            convert_batchnorm(self.model, shards)
+        if config.training.compile:
+            # in place (nn.Module.compile): parameter names, hence checkpoints, are unchanged
+            self.model.encoder.compile()
+            self.model.decoder.compile()
+        self.objective: nn.Module = _Objective(self.model)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.objective = DistributedDataParallel(
+                self.objective,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # GWAE's critic and generator steps each leave the other's parameters
+                # unused; every other model uses all its parameters in every step
+                find_unused_parameters=self.model.has_critic,
+                # buffers (batch-norm statistics, search locations) are computed from the
+                # global batch on every rank alike: nothing to broadcast
+                forward_sync_buffers=False,
+            )
         critic = {id(p) for p in self.model.critic_parameters()}
         main_params = [p for p in self.model.parameters() if id(p) not in critic]
         opt_config = config.training.optimizer
@@ -189,19 +274,47 @@ class Trainer:
         return list(order.split(batch_size))
 
     def _iterate(self, data: ImageDataset, batches: list[Tensor]):
+        # page-locked batches let the copy to the GPU overlap the previous step
+        pin = self.config.training.pin_memory and self.device.type == "cuda"
         if self.config.training.num_workers > 0:
             loader = torch.utils.data.DataLoader(
                 data,
                 batch_sampler=[b.tolist() for b in batches],
                 num_workers=self.config.training.num_workers,
-                pin_memory=self.device.type == "cuda",
+                pin_memory=pin,
+                persistent_workers=False,
             )
             for images, labels in loader:
                 yield images.to(self.device, non_blocking=True), labels
         else:
             for indices in batches:
                 images, labels = data.get_batch(indices)
+                if pin:
+                    images = images.pin_memory()
                 yield images.to(self.device, non_blocking=True), labels
+
+    def _autocast(self):
+        """bf16 autocast of the networks if ``training.precision`` asks for it.
+
+        The models compute their losses and OT regularisers in float32 inside it
+        (``otae.models.base.full_precision``).
+        """
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.config.training.precision == "bf16"
+        )
+
+    def backward(
+        self, x: Tensor, generator: torch.Generator, kind: str = "loss"
+    ) -> tuple[dict[str, Tensor], bool]:
+        """Objective ``kind`` (loss, critic, reconstruction) on this rank's rows ``x``, and its
+        backward pass (gradients averaged over ranks) unless the value is not finite on
+        some rank. Returns the terms and whether gradients were computed."""
+        with self._autocast():
+            terms = self.objective(x, generator, kind)
+        finite = distributed.all_ranks_true(bool(torch.isfinite(terms["total"])), self.device)
+        if finite:
+            terms["total"].backward()
+        return terms, finite
 
     def step(
         self, x: Tensor, generator: torch.Generator, regularise: bool = True
@@ -210,25 +323,23 @@ class Trainer:
 
         ``regularise=False`` takes a plain autoencoder step instead (reconstruction
         only, no critic): the baseline of :meth:`regulariser_share`. A non-finite
-        loss is returned without stepping, for the caller to report.
+        loss is returned without stepping, for the caller to report
+        (:attr:`last_step_finite` is False; on every rank alike).
         """
         critic_terms: dict[str, Tensor] = {}
         if self.critic_optimizer is not None and regularise:
             for _ in range(self.model.config.n_critic):
                 self.critic_optimizer.zero_grad(set_to_none=True)
-                critic_terms = self.model.critic_loss(x, generator)
-                critic_terms["total"].backward()
-                self.critic_optimizer.step()
+                critic_terms, finite = self.backward(x, generator, "critic")
+                if finite:
+                    self.critic_optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if regularise:
-            terms = self.model.loss(x, generator)
-        else:
-            terms = {"total": self.model.reconstruction_objective(x, generator)}
-        if not torch.isfinite(terms["total"]):
-            return terms, critic_terms
-        terms["total"].backward()
-        self.optimizer.step()
-        self.model.end_of_batch()
+        terms, self.last_step_finite = self.backward(
+            x, generator, "loss" if regularise else "reconstruction"
+        )
+        if self.last_step_finite:
+            self.optimizer.step()
+            self.model.end_of_batch()
         return terms, critic_terms
 
     def regulariser_share(self, n_steps: int = 10, n_warmup: int = 2) -> dict[str, float]:
@@ -242,8 +353,9 @@ class Trainer:
         import copy
 
         cfg = self.config.training
-        original = (self.model, self.optimizer, self.critic_optimizer)
+        original = (self.model, self.optimizer, self.critic_optimizer, self.objective)
         self.model = copy.deepcopy(self.model).train()
+        self.objective = _Objective(self.model)
         critic = {id(p) for p in self.model.critic_parameters()}
         self.optimizer = make_optimizer(
             [p for p in self.model.parameters() if id(p) not in critic], cfg.optimizer
@@ -257,16 +369,18 @@ class Trainer:
         x, _ = next(self._iterate(self.train_data, [batch]))
         times: dict[bool, list[float]] = {True: [], False: []}
         try:
-            for i in range(n_warmup + n_steps):
-                for regularise in (True, False):
-                    _synchronize(self.device)
-                    start = time.perf_counter()
-                    self.step(x, gen, regularise)
-                    _synchronize(self.device)
-                    if i >= n_warmup:
-                        times[regularise].append(time.perf_counter() - start)
+            # one process alone: the copy's collectives are off
+            with local_batches(self.model):
+                for i in range(n_warmup + n_steps):
+                    for regularise in (True, False):
+                        _synchronize(self.device)
+                        start = time.perf_counter()
+                        self.step(x, gen, regularise)
+                        _synchronize(self.device)
+                        if i >= n_warmup:
+                            times[regularise].append(time.perf_counter() - start)
         finally:
-            self.model, self.optimizer, self.critic_optimizer = original
+            self.model, self.optimizer, self.critic_optimizer, self.objective = original
         with_reg = min(times[True])
         without = min(times[False])
         return {
@@ -275,24 +389,45 @@ class Trainer:
             "regulariser_share": 1.0 - without / with_reg,
         }
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        cfg = self.config.training
-        seed = cfg.seed
-        order_gen = torch.Generator().manual_seed(derived_seed(seed, epoch, _STREAM_ORDER))
-        gen = torch.Generator(device=self.device).manual_seed(
-            derived_seed(seed, epoch, _STREAM_TRAIN)
+    def epoch_batches(self, epoch: int) -> list[Tensor]:
+        """This rank's batches of epoch ``epoch``: its rows of each global batch."""
+        sampler = EpochSampler(
+            len(self.train_data), self.world_size, self.rank, self.config.training.seed
         )
-        batches = self._batches(len(self.train_data), cfg.batch_size, order_gen)
+        sampler.set_epoch(epoch)
+        local_batch = self.config.training.batch_size // self.world_size
+        return list(torch.tensor(list(sampler), dtype=torch.long).split(local_batch))
+
+    def noise_generator(self, epoch: int) -> torch.Generator:
+        """The epoch's noise (reparameterisation, prior samples, projections).
+
+        Seeded alike on every rank, as the global-batch regularisers require; in
+        ``per_rank`` mode each rank draws its own (independent small-batch estimates).
+        """
+        stream = _STREAM_TRAIN
+        if self.model.shards.active and not self.model.shards.gathers:
+            stream += 16 * self.rank
+        return torch.Generator(device=self.device).manual_seed(
+            derived_seed(self.config.training.seed, epoch, stream)
+        )
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch; returns the mean loss terms over the global batches (all ranks)."""
+        cfg = self.config.training
+        gen = self.noise_generator(epoch)
+        batches = self.epoch_batches(epoch)
         self.model.train()
         sums: dict[str, Tensor] = {}
         seen = 0
-        progress = _progress(len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress)
+        progress = _progress(
+            len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress and self.is_main
+        )
         for step, (x, _) in enumerate(self._iterate(self.train_data, batches)):
             terms, critic_terms = self.step(x, gen)
             for key, value in critic_terms.items():
                 key = key if key.startswith("critic") else f"critic_{key}"
                 sums[key] = sums.get(key, 0) + value.detach() * len(x)
-            if not torch.isfinite(terms["total"]):
+            if not self.last_step_finite:
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 raise NonFiniteLossError(
                     f"loss is not finite at epoch {epoch}, batch {step}: {values}; "
@@ -308,7 +443,13 @@ class Trainer:
                     reg=f"{float(terms['regulariser'].detach()):.4g}",
                 )
         progress.close()
-        return {f"train_{k}": float(v) / seen for k, v in sums.items()}
+        # each rank's terms are its share; their average over ranks is the global value
+        keys = list(sums)
+        totals = distributed.sum_over_ranks(
+            torch.stack([torch.as_tensor(sums[k], device=self.device).float() for k in keys])
+        )
+        seen *= self.world_size
+        return {f"train_{k}": float(v) / seen for k, v in zip(keys, totals.tolist(), strict=True)}
 
     def evaluate(self, data: ImageDataset | None = None) -> dict[str, float]:
         """Held-out loss terms (fixed noise) and the reconstruction metric (posterior means)."""
@@ -322,17 +463,19 @@ class Trainer:
         sums: dict[str, float] = {}
         sse_sum = 0.0
         n = len(data)
-        try:
-            for x, _ in self._iterate(data, self._batches(n, cfg.eval_batch_size, None)):
-                # Not under no_grad: some regularisers search directions by autograd.
-                terms = self.model.loss(x, gen)
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * len(x)
-                with torch.no_grad():
-                    sse = (self.model.reconstruct(x) - x).pow(2).flatten(1).sum(1)
-                sse_sum += float(sse.sum())
-        finally:
-            self.model.train(was_training)
+        # evaluation is one process's work (rank 0 in a parallel run): no collectives
+        with local_batches(self.model):
+            try:
+                for x, _ in self._iterate(data, self._batches(n, cfg.eval_batch_size, None)):
+                    # Not under no_grad: some regularisers search directions by autograd.
+                    terms = self.model.loss(x, gen)
+                    for key, value in terms.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.detach()) * len(x)
+                    with torch.no_grad():
+                        sse = (self.model.reconstruct(x) - x).pow(2).flatten(1).sum(1)
+                    sse_sum += float(sse.sum())
+            finally:
+                self.model.train(was_training)
         pixels = math.prod(data.image_shape)
         metrics = {f"test_{k}": v / n for k, v in sums.items()}
         metrics["test_rec_loss"] = sse_sum / n
@@ -341,15 +484,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ driver
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train the remaining epochs; returns the per-epoch history."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Train the remaining epochs; returns the per-epoch history (rank 0's: complete)."""
         if resume:
             if not self.resume():
                 self.log(f"no checkpoint in {self.checkpoint_dir}: starting from scratch")
-        save_config(self.config, self.run_dir / "config.yaml")
-        writer = _tensorboard_writer(
-            self.run_dir / "tensorboard", self.epoch + 1, self.config, self.log
-        )
+        writer = None
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.yaml")
+            writer = _tensorboard_writer(
+                self.run_dir / "tensorboard", self.epoch + 1, self.config, self.log
+            )
         cfg = self.config.training
         try:
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
@@ -357,28 +502,37 @@ class Trainer:
                 row: dict[str, float] = {"epoch": epoch}
                 row.update(self.train_epoch(epoch))
                 row["epoch_time_s"] = time.perf_counter() - start
-                row.update(self.evaluate())
-                self.history.append(row)
                 self.epoch = epoch
-                self._write_csv()
-                if writer is not None:
-                    for key, value in row.items():
-                        if key != "epoch":
-                            writer.add_scalar(key.replace("_", "/", 1), value, epoch)
-                    writer.flush()
-                self.log(
-                    f"epoch {epoch}: train rec {row.get('train_reconstruction', float('nan')):.3f}"
-                    f" | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
-                )
-                if row.get("test_total", math.inf) < self.best_value:
-                    self.best_value = row["test_total"]
-                    save_checkpoint(self.state_dict(), self.checkpoint_dir / "best.pt")
-                if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
-                    save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
+                if self.is_main:
+                    self._end_epoch(row, writer)
+                # the other ranks wait while rank 0 evaluates and writes checkpoints
+                distributed.barrier()
         finally:
             if writer is not None:
                 writer.close()
         return self.history
+
+    def _end_epoch(self, row: dict[str, float], writer) -> None:
+        """Held-out evaluation, history, logs and checkpoints of a finished epoch (rank 0)."""
+        epoch = self.epoch
+        row.update(self.evaluate())
+        self.history.append(row)
+        self._write_csv()
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+            writer.flush()
+        self.log(
+            f"epoch {epoch}: train rec {row.get('train_reconstruction', float('nan')):.3f}"
+            f" | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
+        )
+        if row.get("test_total", math.inf) < self.best_value:
+            self.best_value = row["test_total"]
+            save_checkpoint(self.state_dict(), self.checkpoint_dir / "best.pt")
+        cfg = self.config.training
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
 
     def _write_csv(self) -> None:
         keys: list[str] = []

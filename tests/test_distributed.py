@@ -1,0 +1,235 @@
+"""Data-parallel training: 2 gloo processes under torchrun equal 1 process at the same batch.
+
+The multi-process tests launch ``python -m torch.distributed.run --standalone
+--nproc_per_node=2`` (torchrun) on CPU with the gloo backend, as a user would.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from otae.parallel import BatchShards, GlobalBatchNorm, convert_batchnorm, local_batches
+from otae.training import load_config
+from otae.training.trainer import EpochSampler, derived_seed
+
+from . import ddp_worker
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_MODELS = [
+    "vae", "wae", "swae", "gmvae", "vampprior", "prae", "drae",
+    "ssfg", "mssfg", "pssfg", "maxsfg", "gwae", "sae",
+]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        command + args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / (b.double().abs().max() + 1e-12))
+
+
+# ---------------------------------------------------------------------- one process
+def test_shards_split_and_scale_the_batch():
+    shards = BatchShards(world_size=3, rank=1)
+    rows = torch.arange(12).view(6, 2)
+    assert shards.gathers and shards.global_rows(2) == 6 and shards.sum_scale == 3
+    assert shards.local_rows(rows).tolist() == [[2, 3], [8, 9]]
+    per_rank = BatchShards(world_size=3, rank=1, mode="per_rank")
+    assert per_rank.active and not per_rank.gathers
+    assert per_rank.global_rows(2) == 2 and per_rank.local_rows(rows) is rows
+    single = BatchShards()
+    assert not single.active and single.sum_scale == 1 and single.gather(rows) is rows
+    with pytest.raises(ValueError, match="per_rank"):
+        BatchShards(2, 0, mode="everything")
+    with pytest.raises(ValueError, match="rank 2"):
+        BatchShards(2, 2)
+
+
+def test_epoch_sampler_one_process_keeps_the_seeded_order():
+    sampler = EpochSampler(10, seed=7)
+    sampler.set_epoch(3)
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(derived_seed(7, 3, 1)))
+    assert list(sampler) == expected.tolist()
+
+
+@pytest.mark.parametrize("n, world", [(12, 2), (12, 3), (11, 2), (13, 4)])
+def test_epoch_sampler_ranks_interleave_into_the_global_batches(n, world):
+    """Rank r's k-th batch of B/W rows = rows r, r+W, ... of the one-process k-th batch."""
+    batch = 2 * world
+    one = list(EpochSampler(n, seed=1))
+    ranks = [list(EpochSampler(n, world, r, seed=1)) for r in range(world)]
+    assert all(len(r) == len(ranks[0]) for r in ranks)
+    padded = one + one[: len(ranks[0]) * world - n]  # DistributedSampler's padding rule
+    for k in range(0, len(ranks[0]), batch // world):
+        rows = [r[k : k + batch // world] for r in ranks]
+        interleaved = [rows[r][j] for j in range(len(rows[0])) for r in range(world)]
+        start = k * world
+        assert interleaved == padded[start : start + len(interleaved)]
+
+
+def test_global_batch_norm_without_ranks_is_batch_norm():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.BatchNorm1d(12))
+    reference = nn.Sequential(*[m for m in net])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    converted = convert_batchnorm(
+        nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.BatchNorm1d(12)),
+        BatchShards(),
+    )
+    converted.load_state_dict(state)
+    assert isinstance(converted[1], GlobalBatchNorm) and isinstance(converted[3], GlobalBatchNorm)
+    assert list(converted.state_dict()) == list(state)
+    x = torch.randn(5, 2, 4, 4)
+    torch.testing.assert_close(converted(x), reference(x))
+    torch.testing.assert_close(converted.state_dict(), reference.state_dict())
+    converted.eval(), reference.eval()
+    torch.testing.assert_close(converted(x), reference(x))
+
+
+def test_global_batch_norm_two_pass_statistics_match_batch_norm(monkeypatch):
+    """With active shards (collectives faked for one rank holding the whole batch)."""
+    shards = BatchShards(world_size=2, rank=0)
+    monkeypatch.setattr(BatchShards, "sum_over_ranks", lambda self, t: 2 * t)
+    bn = GlobalBatchNorm(3, shards, momentum=0.3)
+    reference = nn.BatchNorm2d(3, momentum=0.3)
+    with torch.no_grad():
+        for m in (bn, reference):
+            m.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+            m.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64).mul(3).add(10).float()
+    # two ranks each holding x: global mean and biased variance are those of x
+    torch.testing.assert_close(bn(x), reference(x))
+    torch.testing.assert_close(bn.running_mean, reference.running_mean)
+    n = x.numel() // 3
+    unbiased_two = x.var(dim=(0, 2, 3), unbiased=False) * (2 * n) / (2 * n - 1)
+    torch.testing.assert_close(bn.running_var, 0.7 + 0.3 * unbiased_two)
+    with local_batches(nn.Sequential(bn)):
+        assert not shards.active
+    assert shards.active
+
+
+def test_new_training_options_are_validated():
+    for key, value, message in [
+        ("precision", "fp8", "precision"),
+        ("regulariser_mode", "sometimes", "regulariser_mode"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_config("mnist/drae-quick", [f"training.{key}={value}"])
+
+
+def test_batch_must_split_evenly_over_processes(monkeypatch, tmp_path):
+    from otae.training import Trainer, distributed
+
+    monkeypatch.setattr(distributed, "world", lambda: (3, 0))
+    with pytest.raises(ValueError, match="divisible by the number of processes"):
+        Trainer(
+            ddp_worker.tiny_config("drae"),
+            tmp_path,
+            train_data=ddp_worker.images(),
+            test_data=ddp_worker.images(),
+        )
+
+
+# ---------------------------------------------------------------------- two processes
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "global.pt"
+    torchrun([str(REPO / "tests" / "ddp_worker.py"), str(out), "global", *ALL_MODELS], out.parent)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_two_processes_equal_one_process_at_the_same_global_batch(model, two_process_results):
+    """Loss terms, every parameter gradient (critic included), one epoch's logged means and
+    the state after its two steps (weights, batch-norm statistics, search locations)."""
+    two = two_process_results[model]
+    assert two_process_results["_world"] == (2, 0)
+    torch.set_num_threads(1)
+    one = ddp_worker.run_case(model)
+    assert two["finite"] and one["finite"]
+    for key, value in one["terms"].items():
+        assert two["terms"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert set(two["grads"]) == set(one["grads"]) and one["grads"]
+    for name, grad in one["grads"].items():
+        assert _max_rel(two["grads"][name], grad) < 1e-3, name
+    for name, grad in one.get("critic_grads", {}).items():
+        assert _max_rel(two["critic_grads"][name], grad) < 1e-4, name
+    for key, value in one["epoch"].items():
+        assert two["epoch"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for key, value in one["state"].items():
+        if value.is_floating_point():
+            assert _max_rel(two["state"][key], value) < 1e-3, key
+        else:
+            assert torch.equal(two["state"][key], value), key
+
+
+def test_per_rank_mode_is_a_different_objective(tmp_path):
+    """per_rank regularises each rank's rows alone (and batch norm is per rank): D-RAE's
+    batch-level term is no longer the one-process term at the same global batch."""
+    out = tmp_path / "per_rank.pt"
+    torchrun([str(REPO / "tests" / "ddp_worker.py"), str(out), "per_rank", "drae"], tmp_path)
+    per_rank = torch.load(out, weights_only=True)["drae"]
+    torch.set_num_threads(1)
+    one = ddp_worker.run_case("drae")
+    assert per_rank["finite"] and all(map(math.isfinite, per_rank["epoch"].values()))
+    assert abs(per_rank["terms"]["regulariser"] - one["terms"]["regulariser"]) > 1e-3 * abs(
+        one["terms"]["regulariser"]
+    )
+
+
+def _history(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "history.csv") as handle:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+
+def test_torchrun_cli_trains_resumes_and_matches_one_process(tmp_path):
+    from otae.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "base: mnist/drae-quick\n"
+        "network: {options: {channels: [4, 8], hidden: 16}}\n"
+        "data: {train_subset: 200, test_subset: 100}\n"
+        "training: {batch_size: 50, epochs: 2, progress: false, tensorboard: false,"
+        " device: cpu}\n"
+        "evaluation: {report: false, timing_steps: 0}\n"
+    )
+    two = tmp_path / "two"
+    torchrun(
+        ["-m", "otae", "train", str(config), "training.epochs=1", "--run-dir", str(two)], tmp_path
+    )
+    assert (two / "checkpoints" / "last.pt").is_file() and len(_history(two)) == 1
+    result = torchrun(
+        ["-m", "otae", "train", str(config), "--resume", "--run-dir", str(two)], tmp_path
+    )
+    assert result.stdout.count("run directory:") == 1  # rank 0 alone reports
+    one = tmp_path / "one"
+    assert main(["train", str(config), "--run-dir", str(one)]) == 0
+    rows_two, rows_one = _history(two), _history(one)
+    assert len(rows_two) == len(rows_one) == 2
+    for row_two, row_one in zip(rows_two, rows_one, strict=True):
+        for key in ("train_total", "train_reconstruction", "test_rec_loss", "test_total"):
+            assert row_two[key] == pytest.approx(row_one[key], rel=1e-4), key
+    metrics = (two / "metrics.json").read_text()
+    assert '"processes": 2' in metrics
