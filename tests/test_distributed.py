@@ -213,7 +213,7 @@ def test_torchrun_cli_trains_resumes_and_matches_one_process(tmp_path):
         "data: {train_subset: 200, test_subset: 100}\n"
         "training: {batch_size: 50, epochs: 2, progress: false, tensorboard: false,"
         " device: cpu}\n"
-        "evaluation: {report: false, timing_steps: 0}\n"
+        "evaluation: {report: true, timing_steps: 2, latent_points: 100}\n"
     )
     two = tmp_path / "two"
     torchrun(
@@ -232,4 +232,69 @@ def test_torchrun_cli_trains_resumes_and_matches_one_process(tmp_path):
         for key in ("train_total", "train_reconstruction", "test_rec_loss", "test_total"):
             assert row_two[key] == pytest.approx(row_one[key], rel=1e-4), key
     metrics = (two / "metrics.json").read_text()
-    assert '"processes": 2' in metrics
+    assert '"processes": 2' in metrics and '"regulariser_share"' in metrics
+    assert (two / "report.html").is_file()
+
+
+# ---------------------------------------------------------------------- fast steps
+@pytest.mark.parametrize("model", ["drae", "prae", "sae", "gwae"])
+def test_bf16_autocast_keeps_the_ot_terms_in_float32(model, monkeypatch, tmp_path):
+    """Under bf16 autocast the networks run in bf16 but every regulariser input and loss
+    term is float32, and the loss stays close to the float32 loss."""
+    from otae.models.gwae import relational_gw_loss
+    from otae.training import Trainer
+
+    seen: list[torch.dtype] = []
+    if model == "gwae":
+        import otae.models.gwae as gwae_module
+
+        def spy(z, x, nu, **kw):
+            seen.extend([z.dtype, x.dtype])
+            return relational_gw_loss(z, x, nu, **kw)
+
+        monkeypatch.setattr(gwae_module, "relational_gw_loss", spy)
+    data = ddp_worker.images()
+    results = {}
+    for precision in ("fp32", "bf16"):
+        config = ddp_worker.tiny_config(model)
+        config.training.precision = precision
+        torch.manual_seed(0)
+        trainer = Trainer(config, tmp_path, train_data=data, test_data=data)
+        if model != "gwae":
+            original = trainer.model.regulariser
+
+            def recording(x, mean, logvar, z, generator, original=original):
+                seen.extend(t.dtype for t in (mean, z) if t is not None)
+                return original(x, mean, logvar, z, generator)
+
+            trainer.model.regulariser = recording
+        x = data.get_batch(torch.arange(8))[0]
+        terms, finite = trainer.backward(x, torch.Generator().manual_seed(0))
+        assert finite and all(t.dtype == torch.float32 for t in terms.values())
+        results[precision] = {k: v.detach() for k, v in terms.items()}
+    assert seen and set(seen) == {torch.float32}
+    for key in ("reconstruction", "regulariser"):
+        assert float(results["bf16"][key]) == pytest.approx(float(results["fp32"][key]), rel=0.1)
+    # the networks did run in bf16: the results are not bit-identical
+    assert float(results["bf16"]["reconstruction"]) != float(results["fp32"]["reconstruction"])
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_like_eager_ones(tmp_path):
+    """training.compile=true (needs a C compiler for the CPU backend): same loss, same
+    parameter names."""
+    from otae.training import Trainer
+
+    data = ddp_worker.images()
+    losses, keys = {}, {}
+    for compiled in (False, True):
+        config = ddp_worker.tiny_config("drae")
+        config.training.compile = compiled
+        torch.manual_seed(0)
+        trainer = Trainer(config, tmp_path, train_data=data, test_data=data)
+        x = data.get_batch(torch.arange(8))[0]
+        terms, _ = trainer.step(x, torch.Generator().manual_seed(0))
+        losses[compiled] = float(terms["total"])
+        keys[compiled] = list(trainer.model.state_dict())
+    assert keys[True] == keys[False]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

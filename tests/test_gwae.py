@@ -386,3 +386,25 @@ def test_state_dict_round_trip_gives_identical_outputs(prior):
         atol=0,
     )
     assert "nu" in source.state_dict() and any(k.startswith("critic.") for k in source.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["fresh", "shared"])
+def test_shared_critic_samples_reuse_the_first_steps_pairs(mode):
+    """Later critic steps of a batch reuse the first step's pairs only in "shared" mode."""
+    config = GWAEConfig(latent_dim=3, critic_hidden=(8,), sampler_hidden=(8,), critic_samples=mode)
+    torch.manual_seed(0)
+    model = build_model(config, (1, 4, 4), "mlp", {"hidden": (16,)})
+    x = torch.rand(6, 1, 4, 4)
+    gen = torch.Generator().manual_seed(1)
+    first = model.critic_loss(x, gen)
+    second = model.critic_loss(x, gen, reuse_samples=True)
+    same = torch.equal(first["critic_w"], second["critic_w"])
+    assert same == (mode == "shared")
+    # with shared pairs the second call drew only the interpolation weights t
+    replay = torch.Generator().manual_seed(1)
+    model.critic_loss(x, replay)
+    if mode == "shared":
+        torch.rand(6, 1, generator=replay)
+        assert torch.equal(replay.get_state(), gen.get_state())
+    with pytest.raises(ValueError, match="critic_samples"):
+        GWAEConfig(critic_samples="sometimes").validate()

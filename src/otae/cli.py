@@ -33,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model from a YAML config")
+    train = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train a model from a YAML config. Several GPUs or nodes: launch with "
+        "`torchrun --nproc_per_node=N -m otae train CONFIG` (training.batch_size is then the "
+        "global batch; see docs/distributed.md).",
+    )
     train.add_argument(
         "config", help="config file, shipped config name (see `otae list`), or a run directory"
     )

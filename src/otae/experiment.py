@@ -25,6 +25,7 @@ import torch
 
 from .evaluation.metrics import mean_image_baseline, reconstruction_metrics
 from .nn import count_parameters
+from .parallel import local_batches
 from .training import (
     CheckpointError,
     ExperimentConfig,
@@ -216,19 +217,21 @@ def run_experiment(
         "processes": trainer.world_size,
         "train_wall_time_s": wall,
     }
-    if config.evaluation.timing_steps > 0:
-        extra.update(trainer.regulariser_share(config.evaluation.timing_steps))
-    return evaluate_model(
-        trainer.model,
-        config,
-        run_dir,
-        history,
-        train_data=trainer.train_data,
-        test_data=trainer.test_data,
-        report=report,
-        extra=extra,
-        log=trainer.log,
-    )
+    # rank 0 alone from here on: the model must not wait for the other ranks
+    with local_batches(trainer.model):
+        if config.evaluation.timing_steps > 0:
+            extra.update(trainer.regulariser_share(config.evaluation.timing_steps))
+        return evaluate_model(
+            trainer.model,
+            config,
+            run_dir,
+            history,
+            train_data=trainer.train_data,
+            test_data=trainer.test_data,
+            report=report,
+            extra=extra,
+            log=trainer.log,
+        )
 
 
 def evaluate_run(

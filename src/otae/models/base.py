@@ -236,7 +236,11 @@ class Autoencoder(nn.Module):
         z = self.reparameterise(mean, logvar, generator)
         return self.reduce((upcast(self.decode(z)) - x).pow(2).flatten(1).sum(1))
 
-    def critic_loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
+    def critic_loss(
+        self, x: Tensor, generator: torch.Generator | None = None, reuse_samples: bool = False
+    ) -> LossTerms:
+        """Loss of the adversarial critic on batch ``x``; ``reuse_samples``: a later critic
+        step on the same batch (a model may reuse the first step's samples)."""
         raise NotImplementedError(f"{type(self).__name__} has no critic")
 
     def critic_parameters(self) -> list[nn.Parameter]:

@@ -146,6 +146,10 @@ class GWAEConfig(ModelConfig):
     #: hidden sizes of the "neural" sampler; tanh units per coordinate of "factorised"
     sampler_hidden: tuple[int, ...] = (128, 128)
     factorised_hidden: int = 16
+    #: critic steps of a batch draw "fresh" encoder/decoder pairs each (an encoder and a
+    #: decoder pass per step), or "shared": the first step's pairs serve all n_critic
+    #: steps (one pass per batch; the interpolation points are still redrawn)
+    critic_samples: str = "fresh"
 
     def validate(self) -> None:
         super().validate()
@@ -163,6 +167,10 @@ class GWAEConfig(ModelConfig):
         for field in ("critic_hidden", "sampler_hidden"):
             if any(int(h) < 1 for h in getattr(self, field)):
                 raise ValueError(f"model.{field} sizes must be >= 1, got {getattr(self, field)}")
+        if self.critic_samples not in ("fresh", "shared"):
+            raise ValueError(
+                f"model.critic_samples must be 'fresh' or 'shared', got {self.critic_samples!r}"
+            )
         if self.factorised_hidden < 1:
             raise ValueError(f"model.factorised_hidden must be >= 1, got {self.factorised_hidden}")
 
@@ -199,6 +207,8 @@ class GWAE(Autoencoder):
         super().__init__(config, encoder, decoder, prior)
         self.critic = JointCritic(self.image_shape, config.latent_dim, config.critic_hidden)
         self.nu = nn.Parameter(torch.tensor(float(config.nu_init)))
+        #: the pairs of the batch's first critic step, with critic_samples="shared"
+        self._critic_pairs: tuple[Tensor, Tensor, Tensor] | None = None
 
     @classmethod
     def build_prior(cls, config, image_shape, generator):
@@ -215,7 +225,7 @@ class GWAE(Autoencoder):
         z_hat = z_hat.detach().requires_grad_(True)
         values = self.critic(x_hat, z_hat)
         gx, gz = torch.autograd.grad(values.sum(), (x_hat, z_hat), create_graph=True)
-        norms = torch.cat([gx.flatten(1), gz.flatten(1)], dim=1).norm(dim=1)
+        norms = upcast(torch.cat([gx.flatten(1), gz.flatten(1)], dim=1)).norm(dim=1)
         return (norms - 1.0).pow(2).mean()
 
     def _joint_samples(
@@ -253,11 +263,11 @@ class GWAE(Autoencoder):
         with full_precision(x):
             gw = self.gw_term(upcast(z_prior_all), upcast(self.shards.gather(x_prior)))
         frozen = {name: p.detach() for name, p in self.critic.named_parameters()}
-        f_enc = functional_call(self.critic, frozen, (x, z))
-        f_dec = functional_call(self.critic, frozen, (x_prior, z_prior))
+        f_enc = upcast(functional_call(self.critic, frozen, (x, z)))
+        f_dec = upcast(functional_call(self.critic, frozen, (x_prior, z_prior)))
         w_bound = f_enc.mean() - f_dec.mean()
         assert logvar is not None
-        neg_logvar = self.reduce(-logvar.sum(1))
+        neg_logvar = self.reduce(-upcast(logvar).sum(1))
         total = (
             cfg.lambda_rec * self.reduce(sse)
             + cfg.gamma * gw
@@ -273,18 +283,27 @@ class GWAE(Autoencoder):
             "nu": self.nu.detach().clone(),
         }
 
-    def critic_loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
+    def critic_loss(
+        self, x: Tensor, generator: torch.Generator | None = None, reuse_samples: bool = False
+    ) -> LossTerms:
         """Critic objective ``-W + gp_weight * GP`` (to minimise over the critic only).
 
         Encoder pairs ``(x, z ~ q(z|x))`` and decoder pairs ``(dec(z'), z' ~ prior)`` are
         drawn without gradient; the penalty is taken at ``t * enc + (1 - t) * dec``,
         ``t ~ U(0, 1)`` per pair. Randomness from ``generator``, in order: posterior
-        draw, prior samples, ``t`` (``rand (N, 1)``).
+        draw, prior samples, ``t`` (``rand (N, 1)``). With ``critic_samples="shared"`` a
+        call with ``reuse_samples=True`` reuses the previous call's pairs (only ``t`` is
+        drawn): the trainer's later critic steps on a batch then cost no network pass.
         """
-        with torch.no_grad():
-            z, _, _, z_prior, x_prior = self._joint_samples(x, generator)
+        shared = self.config.critic_samples == "shared"
+        if shared and reuse_samples and self._critic_pairs is not None:
+            z, z_prior, x_prior = self._critic_pairs
+        else:
+            with torch.no_grad():
+                z, _, _, z_prior, x_prior = self._joint_samples(x, generator)
+            self._critic_pairs = (z, z_prior, x_prior) if shared else None
         n = x.shape[0]
-        w = self.critic(x, z).mean() - self.critic(x_prior, z_prior).mean()
+        w = upcast(self.critic(x, z)).mean() - upcast(self.critic(x_prior, z_prior)).mean()
         t = torch.rand(
             self.shards.global_rows(n), 1, generator=generator, device=x.device, dtype=x.dtype
         )

@@ -1,0 +1,248 @@
+"""Time per training step of the paper's MNIST net, and the regulariser's share of it.
+
+For each model (default: WAE, SWAE, D-RAE, P-RAE, SSFG-RAE, PSSFG-RAE, GWAE, SAE),
+with its ``configs/mnist/<model>-paper.yaml`` settings at batch 100:
+
+* ``step_s``: the fastest full training step (critic steps included for GWAE);
+* ``ae_step_s``: the fastest plain autoencoder step on the same model and batch
+  (the same networks, reconstruction only);
+* ``share_step``: ``1 - ae_step_s / step_s``, the overhead as a user sees it. On a
+  loaded CPU this difference is noisy (a few %), so also:
+* ``regulariser_s``: forward + backward of the OT term alone, on the batch's codes
+  (for GWAE: the relational GW term on decoded prior samples; its critic steps and
+  the decoding of prior samples, network passes the method needs, are timed
+  separately as ``gwae_critic_s`` and counted in ``share_step``);
+* ``share_direct``: ``regulariser_s / step_s``.
+
+Writes ``benchmarks/results/training_step[_<device>].{json,md}``. Floor (issue 6): every
+OT regulariser adds < 3% to the step on CPU.
+
+    python benchmarks/training_step.py [--device cuda] [--models drae sae] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import RESULTS, machine, machine_markdown, write_results  # noqa: E402
+
+MODELS = ["wae", "swae", "drae", "prae", "ssfg", "pssfg", "gwae", "sae"]
+LABELS = {
+    "wae": "WAE (MMD)",
+    "swae": "SWAE (sliced W)",
+    "drae": "D-RAE (sliced FGW)",
+    "prae": "P-RAE (hierarchical FGW)",
+    "ssfg": "SSFG-RAE",
+    "pssfg": "PSSFG-RAE",
+    "gwae": "GWAE",
+    "sae": "SAE (Sinkhorn)",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _fastest(fn, device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def regulariser_time(trainer, x: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
+    """Forward + backward of the OT term alone on this batch's codes (module docstring)."""
+    from otae.models.gwae import GWAE
+
+    model = trainer.model.train()
+    device = trainer.device
+    gen = torch.Generator(device=device).manual_seed(0)
+    out: dict[str, float] = {}
+    if isinstance(model, GWAE):
+        with torch.no_grad():
+            z_prior = model.prior.sample(x.shape[0], gen)
+            x_prior = model.decode(z_prior)
+
+        def term():
+            zp = z_prior.detach().requires_grad_(True)
+            xp = x_prior.detach().requires_grad_(True)
+            model.gw_term(zp, xp).backward()
+
+        def critic():
+            for step in range(model.config.n_critic):
+                trainer.critic_optimizer.zero_grad(set_to_none=True)
+                model.critic_loss(x, gen, reuse_samples=step > 0)["total"].backward()
+                trainer.critic_optimizer.step()
+
+        out["gwae_critic_s"] = _fastest(critic, device, repeats, warmup)
+    else:
+        with torch.no_grad():
+            mean, logvar = model.encode(x)
+            z = model.reparameterise(mean, logvar, gen)
+
+        def term():
+            leaves = [
+                t.detach().requires_grad_(True) if t is not None else None
+                for t in (mean, logvar, z)
+            ]
+            reg, _ = model.regulariser(x, *leaves, gen)
+            model.reduce(reg).backward()
+
+    out["regulariser_s"] = _fastest(term, device, repeats, warmup)
+    return out
+
+
+def run_model(name: str, args) -> dict:
+    from otae.data import build_dataset
+    from otae.training import Trainer, load_config
+
+    overrides = [
+        f"training.batch_size={args.batch_size}",
+        f"training.device={args.device}",
+        f"training.precision={args.precision}",
+        "training.tensorboard=false",
+        "training.progress=false",
+    ]
+    name, *extra = name.split(":")  # e.g. gwae:model.critic_samples=shared
+    config = load_config(f"mnist/{name}-{args.config}", overrides + extra)
+    train = build_dataset("mnist", "train", subset=args.batch_size)
+    test = build_dataset("mnist", "test", subset=args.batch_size)
+    trainer = Trainer(
+        config, "/nonexistent-run-dir", train_data=train, test_data=test, log=lambda m: None
+    )
+    share = trainer.regulariser_share(args.steps, args.warmup)
+    x = train.get_batch(torch.arange(args.batch_size))[0].to(trainer.device)
+    row = {
+        "model": name,
+        "overrides": extra,
+        "label": LABELS.get(name, name) + "".join(f" ({e.split('.')[-1]})" for e in extra),
+        "architecture": config.network.architecture,
+        "batch_size": args.batch_size,
+        "step_s": share["step_time_s"],
+        "ae_step_s": share["step_time_without_regulariser_s"],
+        "share_step": share["regulariser_share"],
+        "share_step_min": share["regulariser_share_min"],
+    }
+    row.update(regulariser_time(trainer, x, args.steps, args.warmup))
+    row["share_direct"] = row["regulariser_s"] / row["step_s"]
+    return row
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with the rows of the same (model, overrides) replaced by ``new``'s."""
+
+    def key(row: dict) -> tuple:
+        return row["model"], tuple(row["overrides"])
+
+    replaced = {key(r): r for r in new}
+    merged = [replaced.pop(key(r), r) for r in old]
+    return merged + list(replaced.values())
+
+
+def markdown(info: dict, rows: list[dict], args) -> str:
+    lines = [
+        f"# Training step of the paper's MNIST net, batch {args.batch_size} "
+        f"({args.device}, {args.precision})",
+        "",
+        machine_markdown(info),
+        "",
+        f"{args.steps} pairs of steps (a full training step and a reconstruction-only "
+        f"step of the same networks, alternating order) after {args.warmup} warm-up pairs. "
+        "`step` / `AE step`: the fastest of each; `share (step)`: median paired "
+        "difference / median full step (`1 - AE/step` of the fastest in brackets: noisier "
+        "on a shared CPU); `OT term`: forward + backward of the regulariser alone on the "
+        "batch's codes; `share (direct)`: OT term / step.",
+        "",
+        "| model | step (s) | AE step (s) | share (step) | OT term (ms) | share (direct) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['step_s']:.3f} | {r['ae_step_s']:.3f} | "
+            f"{100 * r['share_step']:.1f}% [{100 * r['share_step_min']:.1f}%] | "
+            f"{1000 * r['regulariser_s']:.2f} | {100 * r['share_direct']:.2f}% |"
+        )
+    for r in rows:
+        if "gwae_critic_s" in r:
+            lines += [
+                "",
+                f"{r['label']}: the critic steps take {r['gwae_critic_s']:.3f} s per batch and "
+                "the generator step decodes the batch's prior samples (a second decoder pass, "
+                "forward and backward): network passes the method needs, which `share (step)` "
+                "counts. The relational GW term itself is the `OT term` column.",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--config", default="paper", help="paper or quick (small conv net)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default=None, help="results file name")
+    parser.add_argument(
+        "--update", action="store_true", help="replace these models' rows in the results file"
+    )
+    parser.add_argument("--render", type=Path, help="only rewrite the Markdown of a results JSON")
+    args = parser.parse_args()
+    if args.render:
+        payload = json.loads(args.render.read_text())
+        settings = argparse.Namespace(**payload["settings"])
+        args.render.with_suffix(".md").write_text(
+            markdown(payload["machine"], payload["rows"], settings)
+        )
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine()
+    rows = []
+    for name in args.models:
+        row = run_model(name, args)
+        print(
+            f"{name:6s} step {row['step_s']:.3f}s  AE {row['ae_step_s']:.3f}s  "
+            f"share(step) {100 * row['share_step']:.1f}%  "
+            f"OT term {1000 * row['regulariser_s']:.2f}ms "
+            f"share(direct) {100 * row['share_direct']:.2f}%",
+            flush=True,
+        )
+        rows.append(row)
+    name = args.name or (
+        "training_step"
+        + ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}")
+        + ("" if args.precision == "fp32" else f"_{args.precision}")
+        + ("" if args.config == "paper" else f"_{args.config}")
+    )
+    if args.update and (RESULTS / f"{name}.json").exists():
+        rows = merge_rows(json.loads((RESULTS / f"{name}.json").read_text())["rows"], rows)
+    payload = {
+        "machine": info,
+        "settings": vars(args),
+        "rows": rows,
+        "median_share_direct": statistics.median(r["share_direct"] for r in rows),
+    }
+    paths = write_results(name, payload, markdown(info, rows, args))
+    print("wrote", *paths)
+
+
+if __name__ == "__main__":
+    main()
