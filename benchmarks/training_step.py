@@ -137,6 +137,9 @@ def run_model(name: str, args) -> dict:
         "ae_step_s": share["step_time_without_regulariser_s"],
         "share_step": share["regulariser_share"],
         "share_step_min": share["regulariser_share_min"],
+        "share_step_quartiles": share["regulariser_share_quartiles"],
+        "step_times_s": share["step_times_s"],
+        "ae_step_times_s": share["step_times_without_regulariser_s"],
     }
     row.update(regulariser_time(trainer, x, args.steps, args.warmup))
     row["share_direct"] = row["regulariser_s"] / row["step_s"]
@@ -163,18 +166,22 @@ def markdown(info: dict, rows: list[dict], args) -> str:
         "",
         f"{args.steps} pairs of steps (a full training step and a reconstruction-only "
         f"step of the same networks, alternating order) after {args.warmup} warm-up pairs. "
-        "`step` / `AE step`: the fastest of each; `share (step)`: median paired "
-        "difference / median full step (`1 - AE/step` of the fastest in brackets: noisier "
-        "on a shared CPU); `OT term`: forward + backward of the regulariser alone on the "
-        "batch's codes; `share (direct)`: OT term / step.",
+        "`step` / `AE step`: the fastest of each; `share (step)`: the median paired "
+        "difference of each order, averaged over the two orders, / median full step "
+        "(Trainer.regulariser_share), with the quartiles of the paired differences in "
+        "brackets (the machine's noise: step times on a shared CPU vary by several %); "
+        "`OT term`: forward + backward of the regulariser alone on the batch's codes, "
+        "which is all the regulariser adds to a step (its gradient joins the "
+        "reconstruction's at the codes); `share (direct)`: OT term / step.",
         "",
         "| model | step (s) | AE step (s) | share (step) | OT term (ms) | share (direct) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
+        low, high = (100 * q for q in r["share_step_quartiles"])
         lines.append(
             f"| {r['label']} | {r['step_s']:.3f} | {r['ae_step_s']:.3f} | "
-            f"{100 * r['share_step']:.1f}% [{100 * r['share_step_min']:.1f}%] | "
+            f"{100 * r['share_step']:.1f}% [{low:.1f}, {high:.1f}] | "
             f"{1000 * r['regulariser_s']:.2f} | {100 * r['share_direct']:.2f}% |"
         )
     for r in rows:

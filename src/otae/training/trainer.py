@@ -354,9 +354,11 @@ class Trainer:
         training batch, as ``n_steps`` pairs of a full step and a reconstruction-only
         step, the order alternating between pairs so that neither kind always runs
         first. Reports the fastest of each kind (the least disturbed by other load)
-        and ``regulariser_share = median_i (t_full_i - t_ae_i) / median_i t_full_i``
-        over the pairs: paired differences cancel the slow drifts of a shared machine
-        that make ``1 - min t_ae / min t_full`` (``regulariser_share_min``) noisy.
+        and ``regulariser_share``: the median paired difference ``t_full_i - t_ae_i`` of
+        each order, averaged over the two orders, over the median full step. Paired
+        differences cancel the slow drifts of a shared machine that make
+        ``1 - min t_ae / min t_full`` (``regulariser_share_min``) noisy; balancing the
+        orders cancels a cost that always falls on the first (or second) step of a pair.
         """
         import copy
         import statistics
@@ -392,11 +394,20 @@ class Trainer:
             self.model, self.optimizer, self.critic_optimizer, self.objective = original
         with_reg, without = min(times[True]), min(times[False])
         paired = [a - b for a, b in zip(times[True], times[False], strict=True)]
+        # pairs run in both orders; the median of each order's differences, averaged,
+        # cancels a cost that falls on whichever step of a pair runs first (or second)
+        by_order = [statistics.median(paired[order::2]) for order in (0, 1) if paired[order::2]]
+        typical = statistics.median(times[True])
+        quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else [paired[0]] * 3
         return {
             "step_time_s": with_reg,
             "step_time_without_regulariser_s": without,
-            "regulariser_share": statistics.median(paired) / statistics.median(times[True]),
+            "regulariser_share": statistics.fmean(by_order) / typical,
+            # the spread of the paired differences: how noisy the machine was
+            "regulariser_share_quartiles": [q / typical for q in (quartiles[0], quartiles[2])],
             "regulariser_share_min": 1.0 - without / with_reg,
+            "step_times_s": times[True],
+            "step_times_without_regulariser_s": times[False],
         }
 
     def epoch_batches(self, epoch: int) -> list[Tensor]:
