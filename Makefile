@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-discrepancies test test-slow bench bench-mnist-quick lint clean
+.PHONY: demo demo-ddp demo-discrepancies test test-slow bench bench-training-step bench-mnist-quick lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/otae train mnist/drae-quick --run-dir runs/demo --overwrite
 
+# The demo as 2 data-parallel CPU processes (torchrun, gloo): same objective at the same
+# global batch; rank 0 writes runs/demo-ddp.
+demo-ddp: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=2 -m otae train \
+	    mnist/drae-quick training.device=cpu --run-dir runs/demo-ddp --overwrite
+
 demo-discrepancies: $(STAMP)
 	$(PY) examples/discrepancies_demo.py
 
@@ -31,6 +37,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/discrepancies.py
+
+# Seconds per training step of the paper's MNIST net and the regulariser's share (~25 min on
+# 2 CPU cores); pass ARGS="--device cuda" on a GPU.
+bench-training-step: $(STAMP)
+	$(PY) benchmarks/training_step.py --steps 12 --warmup 1 $(ARGS)
 
 # Table 2 / Table 3 of the RAE paper under the CPU protocol (3 seeds, ~1 hour on 2 cores);
 # the tables are copied to benchmarks/results/mnist-quick/.

@@ -34,7 +34,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import RESULTS, machine, machine_markdown, write_results  # noqa: E402
 
-MODELS = ["wae", "swae", "drae", "prae", "ssfg", "pssfg", "gwae", "sae"]
+MODELS = [
+    "wae",
+    "swae",
+    "drae",
+    "prae",
+    "ssfg",
+    "pssfg",
+    "gwae",
+    "gwae:model.critic_samples=shared",
+    "sae",
+]
 LABELS = {
     "wae": "WAE (MMD)",
     "swae": "SWAE (sliced W)",

@@ -6,7 +6,8 @@ lays them out: rank ``r`` holds the rows at positions ``r, r + W, r + 2W, ...`` 
 the global batch. Batch-level OT regularisers (sliced / spherical FGW,
 hierarchical FGW, MMD, Sinkhorn, GWAE's relational term) are not sums over
 samples, so they must see the whole batch: :meth:`BatchShards.gather`
-all-gathers the rank-local rows *with gradients* (``torch.distributed.nn``),
+all-gathers the rank-local rows *with gradients* (the functional collective
+``all_gather_single_autograd``, successor of ``torch.distributed.nn.all_gather``),
 restores the one-process row order, and every rank then evaluates the same
 scalar ``R`` on the same global point clouds, with the same prior samples and
 projections (the noise generators are seeded identically on every rank).
@@ -17,10 +18,10 @@ per-sample terms are averaged locally (``reduction="mean"``) or summed locally
 and multiplied by ``W`` (``reduction="sum"``); the batch-level ``R`` enters
 every ``L_r`` whole. Data-parallel training averages parameter gradients over
 ranks, i.e. follows ``grad (1/W) sum_r L_r = grad L``, provided every
-collective's backward *sums* the incoming gradients over ranks, which
-``torch.distributed.nn.all_gather`` does (its backward is a reduce-scatter /
-all-to-all-and-sum). ``R`` appears ``W`` times in ``sum_r L_r`` and is averaged
-once, so its gradient is exact too. :class:`GlobalBatchNorm` applies the same
+collective's backward *sums* the incoming gradients over ranks, which the
+autograd all-gather does (its backward is a summing reduce-scatter). ``R``
+appears ``W`` times in ``sum_r L_r`` and is averaged once, so its gradient is
+exact too. :class:`GlobalBatchNorm` applies the same
 reasoning to batch-norm statistics.
 
 ``mode="per_rank"`` is the cheaper alternative: no gathering, each rank
@@ -100,20 +101,23 @@ class BatchShards:
         """
         if not self.gathers:
             return local
-        parts = _all_gather(local)
-        return torch.stack(parts, dim=1).flatten(0, 1)
+        by_rank = _all_gather_rows(local).view(self.world_size, *local.shape)
+        return by_rank.transpose(0, 1).flatten(0, 1)
 
     def sum_over_ranks(self, local: Tensor) -> Tensor:
         """Differentiable sum of a tensor over ranks (identity unless active)."""
         if not self.active:
             return local
-        return torch.stack(_all_gather(local)).sum(0)
+        return _all_gather_rows(local.unsqueeze(0)).sum(0)
 
 
-def _all_gather(tensor: Tensor) -> tuple[Tensor, ...]:
-    import torch.distributed.nn as dist_nn
+def _all_gather_rows(tensor: Tensor) -> Tensor:
+    """Every rank's ``tensor`` stacked along dim 0 in rank order, differentiable (the
+    backward is a reduce-scatter that sums the gradients over ranks)."""
+    import torch.distributed as dist
+    from torch.distributed._functional_collectives import all_gather_single_autograd
 
-    return dist_nn.all_gather(tensor)
+    return all_gather_single_autograd(tensor.contiguous(), 0, dist.group.WORLD)
 
 
 @contextmanager
