@@ -79,11 +79,40 @@ def run_case(model: str, mode: str = "global") -> dict:
     return out
 
 
+def nan_on_last_rank(model: str) -> dict:
+    """The last rank's loss is not finite (its loss is patched), the others' is: every
+    rank must skip the step together (no rank may wait in a collective)."""
+    world_size, rank = distributed.world()
+    data = images()
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(tiny_config(model), run_dir, train_data=data, test_data=data)
+    if rank == world_size - 1:
+        loss = trainer.model.loss
+
+        def non_finite_loss(x, generator=None):
+            terms = loss(x, generator)
+            return {**terms, "total": terms["total"] * float("nan")}
+
+        trainer.model.loss = non_finite_loss
+    x = data.get_batch(torch.arange(GLOBAL_BATCH))[0][rank::world_size]
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    terms, _ = trainer.step(x, torch.Generator().manual_seed(0))
+    unchanged = all(torch.equal(v, before[k]) for k, v in trainer.model.named_parameters())
+    return {
+        "local_total_finite": bool(torch.isfinite(terms["total"])),
+        "stepped": trainer.last_step_finite,
+        "weights_unchanged": unchanged,
+    }
+
+
 def main(argv: list[str]) -> None:
     out_path, mode, models = argv[0], argv[1], argv[2:]
     torch.set_num_threads(1)
     with distributed.distributed_session("cpu"):
-        results = {name: run_case(name, mode) for name in models}
+        if mode == "nan":
+            results = {name: nan_on_last_rank(name) for name in models}
+        else:
+            results = {name: run_case(name, mode) for name in models}
         results["_world"] = distributed.world()
         if distributed.world()[1] == 0:
             torch.save(results, out_path)

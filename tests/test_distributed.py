@@ -198,6 +198,17 @@ def test_per_rank_mode_is_a_different_objective(tmp_path):
     )
 
 
+@pytest.mark.parametrize("model", ["drae", "vae"])
+def test_a_nan_on_one_rank_stops_every_rank_together(model, tmp_path):
+    """Rank 0's own loss is finite, rank 1's is not: rank 0 must not step (nor wait for a
+    backward pass that rank 1 skips)."""
+    out = tmp_path / "nan.pt"
+    torchrun([str(REPO / "tests" / "ddp_worker.py"), str(out), "nan", model], tmp_path)
+    rank0 = torch.load(out, weights_only=True)[model]
+    assert rank0["local_total_finite"]
+    assert not rank0["stepped"] and rank0["weights_unchanged"]
+
+
 def _history(run_dir: Path) -> list[dict[str, float]]:
     with open(run_dir / "history.csv") as handle:
         return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
