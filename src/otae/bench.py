@@ -287,8 +287,12 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     baseline = _mean_std([r.get("mean_image_baseline_rec_loss") for r in records])[0]
     lines += ["", f"Mean-image baseline reconstruction loss: {baseline:.2f}."]
     acc = [r.get("classifier_test_accuracy") for r in records if r.get("classifier_test_accuracy")]
+    trained_on = sorted(
+        {r["classifier_trained_on"] for r in records if r.get("classifier_trained_on")}
+    )
     if acc:
-        lines.append(f"Classifier of the classifier FD: test accuracy {acc[0]:.4f}.")
+        on = f", trained on {' / '.join(trained_on)}" if trained_on else ""
+        lines.append(f"Classifier of the classifier FD: test accuracy {acc[0]:.4f}{on}.")
     lines.append(_machine_line(records))
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
     with (out_dir / "table.csv").open("w", newline="") as handle:

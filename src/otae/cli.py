@@ -156,9 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"training.device={args.device}")
     if args.no_progress:
         overrides.append("training.progress=false")
+    # a resumed run keeps the name in its config.yaml (not its folder's name)
     config = load_config(config_source, overrides)
-    if target.is_dir() and "name=" not in " ".join(overrides):
-        config.name = target.name
     from .training.distributed import distributed_session
 
     with distributed_session(config.training.device):
@@ -193,6 +192,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for key in (*keys, "classifier_fd", "fid"):
         if key in result.metrics:
             print(f"{key}: {result.metrics[key]:.4f}")
+    if "classifier_fd" in result.metrics:
+        accuracy = result.metrics.get("classifier_test_accuracy")
+        print(
+            f"classifier FD features: {result.metrics['classifier_name']}, trained on "
+            f"{result.metrics['classifier_trained_on']}"
+            + ("" if accuracy is None else f" (test accuracy {accuracy:.4f})")
+        )
     print(f"metrics: {result.run_dir / 'metrics.json'}")
     if result.report is not None:
         print(f"report: {result.report.resolve()}")

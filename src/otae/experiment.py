@@ -28,6 +28,7 @@ from .nn import count_parameters
 from .parallel import local_batches
 from .training import (
     CheckpointError,
+    DataConfig,
     ExperimentConfig,
     Trainer,
     build_split,
@@ -59,28 +60,30 @@ def frechet_metrics(
 ) -> dict[str, float]:
     """Classifier FD and/or FID between ``n`` generated and ``n`` test images (0: skip).
 
-    The classifier FD is measured in the feature space of a small MNIST
-    classifier trained once and cached (:mod:`otae.evaluation.classifier`); it
-    is a cheap CPU comparison, not FID. FID uses Inception-v3 pool3 features
+    The classifier FD is measured in the feature space of a small classifier
+    trained once and cached (:mod:`otae.evaluation.classifier`): the MNIST one for
+    MNIST runs, otherwise one trained on the run's own labelled training data
+    (:func:`fd_classifier`); ``classifier_trained_on`` records which. It is a cheap
+    CPU comparison, not FID. FID uses Inception-v3 pool3 features
     (:mod:`otae.evaluation.fid`). Real-image statistics are cached.
     """
     from .evaluation import fid as fid_lib
 
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     device = next(model.parameters()).device
     dataset_key = slug(f"{config.data.name}-test-{config.data.root or 'embedded'}")
     jobs = []
     if classifier_fd_samples > 0:
-        from .evaluation.classifier import (
-            ClassifierFeatureExtractor,
-            load_or_train_mnist_classifier,
-        )
+        from .evaluation.classifier import ClassifierFeatureExtractor
 
-        classifier, info = load_or_train_mnist_classifier(log=log)
+        classifier, info = fd_classifier(config.data, log=log)
         jobs.append(
             ("classifier_fd", ClassifierFeatureExtractor(classifier), classifier_fd_samples)
         )
-        out["classifier_test_accuracy"] = float(info["test_accuracy"])
+        accuracy = info.get("test_accuracy")
+        out["classifier_trained_on"] = info["trained_on"]
+        out["classifier_name"] = info["name"]
+        out["classifier_test_accuracy"] = None if accuracy is None else float(accuracy)
     if fid_samples > 0:
         jobs.append(("fid", fid_lib.InceptionFeatureExtractor(device=device), fid_samples))
     for key, extractor, n in jobs:
@@ -96,6 +99,56 @@ def frechet_metrics(
     return out
 
 
+def uses_mnist_classifier(data: DataConfig) -> bool:
+    """Whether ``data`` is MNIST as the MNIST classifier of classifier FD saw it."""
+    return data.name == "mnist" and data.root is None and data.image_size in (None, 28)
+
+
+def fd_classifier(data: DataConfig, log=print):
+    """``(classifier, info)`` whose features define the classifier FD of runs on ``data``.
+
+    MNIST (:func:`uses_mnist_classifier`): the cached MNIST classifier. Any other
+    data: a classifier trained on that data's whole labelled training split, cached
+    by the data's identity; unlabelled data raises ``ValueError``. ``info["trained_on"]``
+    says which data the classifier was trained on.
+    """
+    from .evaluation.classifier import (
+        load_or_train_data_classifier,
+        load_or_train_mnist_classifier,
+    )
+
+    if uses_mnist_classifier(data):
+        classifier, info = load_or_train_mnist_classifier(log=log)
+        return classifier, {"trained_on": "mnist (the MNIST training set)", **info}
+    full = DataConfig(name=data.name, root=data.root, image_size=data.image_size)
+    where = f" at {data.root}" if data.root else ""
+    return load_or_train_data_classifier(
+        build_split(full, "train"),
+        build_split(full, "test"),
+        dataset=f"{data.name}{where}",
+        log=log,
+    )
+
+
+def check_frechet_possible(config: ExperimentConfig, train_data=None) -> None:
+    """Raise ``ValueError`` now if the requested Fréchet metrics cannot be computed later.
+
+    Classifier FD on data other than MNIST needs labelled training data (a classifier
+    is trained on it).
+    """
+    if config.evaluation.classifier_fd_samples <= 0 or uses_mnist_classifier(config.data):
+        return
+    from .evaluation.classifier import _labels_of
+
+    data = train_data if train_data is not None else build_split(config.data, "train")
+    if _labels_of(data) is None:
+        raise ValueError(
+            "classifier FD needs a classifier trained on the run's own data, and the "
+            f"{config.data.name} training images are not labelled; use FID "
+            "(evaluation.fid_samples / --fid) instead, or set evaluation.classifier_fd_samples=0"
+        )
+
+
 def default_run_dir(config: ExperimentConfig) -> Path:
     return Path(config.output_dir) / config.name
 
@@ -103,6 +156,11 @@ def default_run_dir(config: ExperimentConfig) -> Path:
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber an existing run unless asked to (nothing is lost by accident)."""
     has_run = (run_dir / "checkpoints").exists() or (run_dir / "history.csv").exists()
+    if resume and not has_run and not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"--resume: {run_dir} holds no otae run to continue (no checkpoints/, "
+            "history.csv or config.yaml); check the path, or drop --resume to start a new run"
+        )
     if has_run and not resume:
         if not overwrite:
             raise FileExistsError(
@@ -154,6 +212,7 @@ def evaluate_model(
         metrics.update({f"last_{k}": v for k, v in history[-1].items() if k != "epoch"})
     metrics.update(extra or {})
     ev = config.evaluation
+    check_frechet_possible(config, train_data)
     if ev.classifier_fd_samples > 0 or ev.fid_samples > 0:
         metrics.update(
             frechet_metrics(
@@ -207,30 +266,65 @@ def run_experiment(
         prepare_run_dir(run_dir, resume, overwrite)
     distributed.barrier()
     trainer = Trainer(config, run_dir, log=log)
+    # refused now, not after training: a Fréchet metric the data cannot have
+    check_frechet_possible(config, trainer.train_data)
     start = time.perf_counter()
-    history = trainer.fit(resume=resume)
-    wall = time.perf_counter() - start
-    if not is_main:
-        return None
-    extra: dict[str, Any] = {
-        "device": str(trainer.device),
-        "processes": trainer.world_size,
-        "train_wall_time_s": wall,
-    }
-    # rank 0 alone from here on: the model must not wait for the other ranks
-    with local_batches(trainer.model):
-        if config.evaluation.timing_steps > 0:
-            extra.update(trainer.regulariser_share(config.evaluation.timing_steps))
-        return evaluate_model(
-            trainer.model,
-            config,
-            run_dir,
-            history,
-            train_data=trainer.train_data,
-            test_data=trainer.test_data,
-            report=report,
-            extra=extra,
-            log=trainer.log,
+    if resume and not trainer.resume():
+        trainer.log(f"no checkpoint in {trainer.checkpoint_dir}: starting from scratch")
+    resumed_at = trainer.epoch
+    try:
+        history = trainer.fit()
+        wall = time.perf_counter() - start
+        if not is_main:
+            return None
+        extra: dict[str, Any] = {
+            "device": str(trainer.device),
+            "processes": trainer.world_size,
+            "train_wall_time_s": wall,
+        }
+        # rank 0 alone from here on: the model must not wait for the other ranks
+        with local_batches(trainer.model):
+            if config.evaluation.timing_steps > 0:
+                extra.update(_step_timings(trainer, config.evaluation.timing_steps))
+            return evaluate_model(
+                trainer.model,
+                config,
+                run_dir,
+                history,
+                train_data=trainer.train_data,
+                test_data=trainer.test_data,
+                report=report,
+                extra=extra,
+                log=trainer.log,
+            )
+    except BaseException:
+        if is_main and trainer.epoch != resumed_at:
+            _drop_stale_metrics(run_dir, trainer.epoch, trainer.log)
+        raise
+
+
+def _step_timings(trainer: Trainer, steps: int) -> dict[str, Any]:
+    """The step-timing pass; a failure there is reported, never the end of a trained run."""
+    try:
+        return trainer.regulariser_share(steps)
+    except Exception as err:  # a measurement: the trained run and its metrics come first
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        trainer.log(f"warning: the step-timing pass failed ({reason}); no step timings")
+        return {"timing_error": reason}
+
+
+def _drop_stale_metrics(run_dir: Path, epoch: int, log) -> None:
+    """Remove metrics.json if it describes an earlier state than the run's checkpoints now."""
+    path = run_dir / "metrics.json"
+    try:
+        recorded = json.loads(path.read_text()).get("epochs")
+    except (OSError, ValueError, AttributeError):
+        return
+    if recorded != epoch:
+        path.unlink(missing_ok=True)
+        log(
+            f"removed {path}: it described epoch {recorded}, the run has gone on to epoch "
+            f"{epoch}; `otae eval {run_dir}` evaluates the latest checkpoint"
         )
 
 

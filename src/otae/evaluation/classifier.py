@@ -6,6 +6,11 @@ comparisons between MNIST models this module trains, once, a small CNN classifie
 the 10 classes) and uses its penultimate activations as features
 (:class:`ClassifierFeatureExtractor`, 128-d, thousands of images per second).
 
+Data other than MNIST gets a classifier of its own (:func:`load_or_train_data_classifier`:
+the same network, sized to its images and classes, trained on its labelled training
+set and cached under a hash of that set), since a Fréchet distance must be measured in a
+feature space of the data it compares; unlabelled data has no classifier FD (use FID).
+
 The Fréchet distance computed from these features (with :func:`otae.evaluation.fid.fid`
 and the other functions of :mod:`otae.evaluation.fid`) is a Fréchet distance in *this
 small classifier's* feature space. Call it **"classifier FD"** in tables. It is **not
@@ -27,8 +32,11 @@ one core and reach about 98.3% test accuracy.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +56,8 @@ __all__ = [
     "MnistClassifier",
     "classifier_accuracy",
     "classifier_name",
+    "dataset_identity",
+    "load_or_train_data_classifier",
     "load_or_train_mnist_classifier",
     "train_mnist_classifier",
 ]
@@ -72,33 +82,52 @@ class MnistClassifier(nn.Module):
 
     :meth:`penultimate` returns the 128 ReLU activations that the last linear layer
     reads: the features of classifier FD. ``name`` identifies the trained weights.
+    The same network serves other labelled image data (:func:`load_or_train_data_classifier`):
+    ``image_shape`` ``(C, H, W)`` (``H, W >= 4``), ``n_classes`` and the pixel ``mean`` /
+    ``std`` of its training set.
     """
 
-    image_shape = (1, 28, 28)
-
-    def __init__(self, name: str = f"mnist-classifier-fd-{CLASSIFIER_VERSION}-untrained"):
+    def __init__(
+        self,
+        name: str = f"mnist-classifier-fd-{CLASSIFIER_VERSION}-untrained",
+        *,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        n_classes: int = 10,
+        mean: float = MNIST_MEAN,
+        std: float = MNIST_STD,
+    ):
         super().__init__()
         self.name = name
+        self.image_shape = tuple(int(s) for s in image_shape)
+        channels, height, width = self.image_shape
+        if min(height, width) < 4 or int(n_classes) < 2 or not std > 0:
+            raise ValueError(
+                f"the classifier needs images of at least 4x4 pixels, 2 classes and std > 0, "
+                f"got shape {self.image_shape}, {n_classes} classes, std {std}"
+            )
+        self.mean, self.std = float(mean), float(std)
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
+            nn.Conv2d(channels, 16, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(32 * 7 * 7, FEATURE_DIM),
+            nn.Linear(32 * (height // 4) * (width // 4), FEATURE_DIM),
             nn.ReLU(),
         )
-        self.head = nn.Linear(FEATURE_DIM, 10)
+        self.head = nn.Linear(FEATURE_DIM, int(n_classes))
 
     def penultimate(self, x: Tensor) -> Tensor:
-        """``(N, 128)`` penultimate activations of ``(N, 1, 28, 28)`` images in ``[0, 1]``."""
+        """``(N, 128)`` penultimate activations of ``(N, C, H, W)`` images in ``[0, 1]``."""
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            shape = ", ".join(str(s) for s in self.image_shape)
             raise ValueError(
-                f"the MNIST classifier takes images of shape (N, 1, 28, 28), got {tuple(x.shape)}"
+                f"the classifier {self.name} takes images of shape (N, {shape}), "
+                f"got {tuple(x.shape)}"
             )
-        return self.features((x - MNIST_MEAN) / MNIST_STD)
+        return self.features((x - self.mean) / self.std)
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits ``(N, 10)``."""
@@ -134,12 +163,15 @@ def train_mnist_classifier(
     lr: float = LEARNING_RATE,
     name: str | None = None,
     log: Callable[[str], Any] | None = print,
+    network: dict[str, Any] | None = None,
 ) -> MnistClassifier:
     """A :class:`MnistClassifier` trained on ``train_set`` (deterministic given ``seed``).
 
     Initialised under ``torch.manual_seed(seed)`` in a forked RNG (the global RNG is
     left as it was), shuffled each epoch by a ``torch.Generator`` seeded with ``seed``,
     Adam (``lr``) on the cross-entropy, one CPU thread (restored afterwards).
+    ``network``: keyword arguments of :class:`MnistClassifier` (image shape, classes,
+    normalisation) for data other than MNIST.
     """
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -148,7 +180,7 @@ def train_mnist_classifier(
         raise ValueError("the training set is empty")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        classifier = MnistClassifier(name or classifier_name(seed, epochs))
+        classifier = MnistClassifier(name or classifier_name(seed, epochs), **(network or {}))
     generator = torch.Generator().manual_seed(int(seed))
     optimiser = torch.optim.Adam(classifier.parameters(), lr=lr)
     threads = torch.get_num_threads()
@@ -194,9 +226,9 @@ def _load_cached(weights: Path, meta: Path, name: str) -> tuple[MnistClassifier,
         return None
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
-        classifier = MnistClassifier(name)
+        classifier = MnistClassifier(name, **dict(info.get("network") or {}))
         classifier.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, RuntimeError, KeyError, EOFError):
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, TypeError):
         return None
     if not isinstance(info, dict) or info.get("name") != name or "test_accuracy" not in info:
         return None
@@ -261,13 +293,139 @@ def load_or_train_mnist_classifier(
         "lr": LEARNING_RATE,
         "train_seconds": round(seconds, 2),
         "torch": torch.__version__,
+        "trained_on": "mnist (the MNIST training set)",
     }
     if log is not None:
         log(f"{name}: test accuracy {accuracy:.4f} after {seconds:.1f} s of training")
+    _save_cached(weights, meta, classifier, info)
+    return classifier, {**info, "cached": False}
+
+
+def _save_cached(weights: Path, meta: Path, classifier: MnistClassifier, info: dict) -> None:
     _atomic_write(weights, lambda f: torch.save(classifier.state_dict(), f))
     _atomic_write(
         meta, lambda f: f.write(json.dumps(info, indent=2, sort_keys=True) + "\n"), mode="w"
     )
+
+
+def dataset_identity(dataset: Any, batch_size: int = 4096) -> str:
+    """A 16-hex-digit hash of every image and label of ``dataset`` (its cache identity).
+
+    Two datasets share it only if they hold the same images (at 8-bit precision, in
+    the same order), with the same labels and shape.
+    """
+    n = num_items(dataset)
+    digest = hashlib.sha256(f"{CLASSIFIER_VERSION}:{n}:".encode())
+    for x, y in _batches_of(dataset, batch_size):
+        pixels = x.detach().to("cpu", torch.float32).mul(255).round().to(torch.uint8)
+        digest.update(str(tuple(pixels.shape[1:])).encode())
+        digest.update(pixels.contiguous().numpy().tobytes())
+        labels = torch.full((len(x),), -1) if y is None else y
+        digest.update(labels.to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _labels_of(dataset: Any) -> Tensor | None:
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        parts = [y for _, y in _batches_of(dataset, 4096)]
+        if not parts or any(y is None for y in parts):
+            return None
+        labels = torch.cat(parts)
+    labels = torch.as_tensor(labels).long()
+    return None if labels.numel() == 0 or bool((labels < 0).any()) else labels
+
+
+def load_or_train_data_classifier(
+    train_set: Any,
+    test_set: Any | None,
+    *,
+    dataset: str,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    epochs: int = 2,
+    log: Callable[[str], Any] | None = print,
+) -> tuple[MnistClassifier, dict[str, Any]]:
+    """The classifier-FD classifier of a labelled dataset other than MNIST.
+
+    A Fréchet distance needs a feature space of the data it compares: the MNIST
+    classifier's features say little about other images. This trains the same small
+    CNN (:class:`MnistClassifier`, sized to the images and classes, normalised by the
+    training set's pixel mean and std) on ``train_set``, once, and caches it in
+    ``cache_dir`` under a name made of ``dataset`` (a short description) and
+    :func:`dataset_identity` of ``train_set``, so another dataset never reuses it.
+    The accuracy is measured on ``test_set`` (None or unlabelled: not measured).
+
+    Raises ``ValueError`` if ``train_set`` is not labelled (every label ``>= 0``) with
+    at least 2 classes. Returns ``(classifier, info)`` like
+    :func:`load_or_train_mnist_classifier`, ``info["trained_on"]`` naming the data.
+    """
+    labels = _labels_of(train_set)
+    if labels is None or int(labels.max()) < 1:
+        raise ValueError(
+            f"classifier FD needs a classifier trained on the run's own data, and the "
+            f"{dataset} training images are not labelled with at least 2 classes; "
+            "use FID (--fid) for this data"
+        )
+    identity = dataset_identity(train_set)
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-").lower()[:40] or "data"
+    name = f"{tag}-classifier-fd-{CLASSIFIER_VERSION}-{identity}-seed{int(seed)}-e{int(epochs)}"
+    directory = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    weights, meta = directory / f"{name}.pt", directory / f"{name}.json"
+    cached = _load_cached(weights, meta, name)
+    if cached is not None:
+        classifier, info = cached
+        if log is not None:
+            log(f"loaded {name} from {weights} (trained on {info['trained_on']})")
+        return classifier, {**info, "cached": True}
+
+    n = num_items(train_set)
+    total, total_sq = 0.0, 0.0
+    for x, _ in _batches_of(train_set, 4096):
+        x = x.double()
+        total, total_sq = total + float(x.sum()), total_sq + float(x.pow(2).sum())
+    shape = tuple(int(s) for s in take_batch(train_set, torch.arange(1))[0].shape[1:])
+    count = n * math.prod(shape)
+    mean = total / count
+    std = math.sqrt(max(total_sq / count - mean**2, 0.0)) or 1.0
+    network = {
+        "image_shape": list(shape),
+        "n_classes": int(labels.max()) + 1,
+        "mean": mean,
+        "std": std,
+    }
+    if log is not None:
+        log(
+            f"training {name} for classifier FD on {dataset} ({n} images, "
+            f"{network['n_classes']} classes, {epochs} epochs, seed {seed}); cached in {directory}"
+        )
+    start = time.perf_counter()
+    classifier = train_mnist_classifier(
+        train_set, seed=seed, epochs=epochs, name=name, log=log, network=network
+    )
+    seconds = time.perf_counter() - start
+    accuracy = None
+    if test_set is not None and _labels_of(test_set) is not None:
+        accuracy = classifier_accuracy(classifier, test_set)
+    info = {
+        "name": name,
+        "trained_on": f"{dataset} ({n} training images)",
+        "dataset_identity": identity,
+        "network": network,
+        "test_accuracy": accuracy,
+        "n_test": None if accuracy is None else num_items(test_set),
+        "seed": int(seed),
+        "epochs": int(epochs),
+        "n_train": n,
+        "batch_size": BATCH_SIZE,
+        "lr": LEARNING_RATE,
+        "train_seconds": round(seconds, 2),
+        "torch": torch.__version__,
+    }
+    if log is not None:
+        shown = "not measured (unlabelled test set)" if accuracy is None else f"{accuracy:.4f}"
+        log(f"{name}: test accuracy {shown} after {seconds:.1f} s of training")
+    _save_cached(weights, meta, classifier, info)
     return classifier, {**info, "cached": False}
 
 

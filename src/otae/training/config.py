@@ -177,6 +177,67 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
     return to_dict(config)
 
 
+# ---------------------------------------------------------------------- resume
+#: Settings a resumed run may change: they do not change what has been trained (how
+#: long to go on, where and how fast it runs, what is logged and evaluated).
+RESUME_FREE = (
+    "name",
+    "output_dir",
+    "evaluation",
+    "training.epochs",
+    "training.device",
+    "training.deterministic",
+    "training.checkpoint_every",
+    "training.eval_batch_size",
+    "training.num_workers",
+    "training.pin_memory",
+    "training.compile",
+    "training.progress",
+    "training.tensorboard",
+)
+#: Settings a resumed run applies to its restored optimisers from the next step on.
+RESUME_APPLIED = ("training.optimizer.lr", "training.optimizer.critic_lr")
+
+
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict) or (prefix and not values):
+        return {prefix: values}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
+
+
+def resume_changes(saved: ExperimentConfig, new: ExperimentConfig) -> dict[str, list[str]]:
+    """The settings in which ``new`` differs from the config a run was trained with.
+
+    Returns ``{"free": [...], "applied": [...], "refused": [...]}``, each a list of
+    ``"key (old -> new)"``: ``free`` changes (:data:`RESUME_FREE`) do not change what
+    was trained, ``applied`` ones (:data:`RESUME_APPLIED`, the learning rates) are
+    set on the restored optimisers, ``refused`` ones (model, network, data, objective,
+    batch, seed, optimiser type and hyper-parameters other than the learning rates)
+    would silently not apply, or make the run a different experiment.
+    """
+    old_flat = _flatten(config_to_dict(saved))
+    new_flat = _flatten(config_to_dict(new))
+    out: dict[str, list[str]] = {"free": [], "applied": [], "refused": []}
+    for key in sorted(set(old_flat) | set(new_flat)):
+        old, value = old_flat.get(key), new_flat.get(key)
+        if old == value:
+            continue
+        kind = (
+            "free"
+            if _under(key, RESUME_FREE)
+            else "applied" if _under(key, RESUME_APPLIED) else "refused"
+        )
+        out[kind].append(f"{key} ({old!r} -> {value!r})")
+    return out
+
+
 # ---------------------------------------------------------------------- files
 def shipped_config_dir() -> Path:
     """The configs shipped with the package (``otae list`` shows them)."""
@@ -285,6 +346,8 @@ __all__ = [
     "ExperimentConfig",
     "NetworkConfig",
     "OptimizerConfig",
+    "RESUME_APPLIED",
+    "RESUME_FREE",
     "TrainingConfig",
     "apply_overrides",
     "config_from_dict",
@@ -292,6 +355,7 @@ __all__ = [
     "load_config",
     "load_config_dict",
     "resolve_config_path",
+    "resume_changes",
     "save_config",
     "shipped_configs",
 ]

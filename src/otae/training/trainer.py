@@ -38,8 +38,20 @@ from ..data import ImageDataset, build_dataset
 from ..models import Autoencoder, build_model
 from ..parallel import BatchShards, convert_batchnorm, local_batches
 from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import DataConfig, ExperimentConfig, config_from_dict, config_to_dict, save_config
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from .config import (
+    DataConfig,
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    resume_changes,
+    save_config,
+)
 
 _STREAM_ORDER, _STREAM_TRAIN, _STREAM_TEST = 1, 2, 3
 
@@ -247,6 +259,7 @@ class Trainer:
                 f"{path} holds a {state.get('model_name')!r} model, "
                 f"the config asks for {self.config.model.name!r}"
             )
+        self._check_resume_config(state, path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -257,10 +270,48 @@ class Trainer:
                 f"{path} does not match this model's architecture or optimiser: "
                 f"{str(err).splitlines()[0]}"
             ) from None
+        # the restored optimisers carry the checkpoint's learning rates: set this config's
+        opt = self.config.training.optimizer
+        for optimizer, lr in ((self.optimizer, opt.lr), (self.critic_optimizer, opt.critic_lr)):
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = opt.lr if lr is None else lr
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.best_value = float(state["best_value"])
         _set_rng_state(state["rng"])
+
+    def _check_resume_config(self, state: dict[str, Any], path: Path | str) -> None:
+        """Refuse to resume under settings that would change what is trained (ValueError).
+
+        Free changes (epochs, device, logging, evaluation...) pass, the learning rates
+        are applied by :meth:`load_state_dict`; any other change (model, network, data,
+        batch size, seed, optimiser...) would not apply to the restored state or would
+        make the run a different experiment under the same name.
+        """
+        if "config" not in state:
+            raise CheckpointError(f"{path} lacks its config")
+        try:
+            saved = config_from_dict(state["config"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{path} holds an invalid config: {err}") from None
+        changes = resume_changes(saved, self.config)
+        if changes["refused"]:
+            raise ValueError(
+                f"cannot resume {self.run_dir} with changed "
+                f"{'setting' if len(changes['refused']) == 1 else 'settings'} "
+                f"{', '.join(changes['refused'])}: they change what is trained; drop them, "
+                "or start a new run (another --run-dir, or --overwrite). A resumed run may "
+                "change training.epochs, training.optimizer.lr / critic_lr, device, logging "
+                "and evaluation settings"
+            )
+        done = int(state.get("epoch", 0))
+        if self.config.training.epochs < done:
+            raise ValueError(
+                f"training.epochs={self.config.training.epochs} but {path} has already "
+                f"completed {done} epochs: a resumed run can only train longer"
+            )
+        for change in changes["applied"]:
+            self.log(f"resuming with {change}")
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load ``path`` (default: the run's last.pt); False if there is none yet."""
@@ -512,6 +563,8 @@ class Trainer:
         writer = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in remove_stale_temporaries(self.checkpoint_dir):
+                self.log(f"removed {stale.name}, left by a checkpoint write that was killed")
             save_config(self.config, self.run_dir / "config.yaml")
             writer = _tensorboard_writer(
                 self.run_dir / "tensorboard", self.epoch + 1, self.config, self.log
@@ -572,12 +625,26 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def _progress(total: int, desc: str, enabled: bool):
+    """A per-batch progress bar on stderr, only when stderr is a terminal.
+
+    Redirected to a file or a pipe, a bar is thousands of carriage-return updates in
+    the log; the one line per epoch that the trainer logs is the progress there.
+    """
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         enabled = False
-    if not enabled:
+    # a Jupyter widget bar (tqdm.auto's choice in a notebook) is one updating widget
+    widget = enabled and "notebook" in tqdm.__module__
+    if not enabled or not (widget or _is_terminal(sys.stderr)):
         return _NoProgress()
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
