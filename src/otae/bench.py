@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from .training import load_config, resolve_config_path
+from .training import load_config, resolve_config_path, shipped_configs
+from .training.config import read_yaml_mapping
 from .typed_config import from_dict
 
 
@@ -74,7 +74,7 @@ class BenchConfig:
 
 def load_bench(name_or_path: str | Path) -> BenchConfig:
     path = _resolve_bench(name_or_path)
-    values = yaml.safe_load(path.read_text()) or {}
+    values = read_yaml_mapping(path, "a bench set (a mapping with runs:, seeds:, ...)")
     config = from_dict(BenchConfig, values, "bench")
     config.validate()
     return config
@@ -87,7 +87,14 @@ def _resolve_bench(name_or_path: str | Path) -> Path:
     stem = str(name_or_path).removesuffix(".yaml")
     if not stem.startswith("bench/"):
         stem = f"bench/{stem}"
-    return resolve_config_path(stem)
+    try:
+        return resolve_config_path(stem)
+    except FileNotFoundError:
+        shipped = ", ".join(n.removeprefix("bench/") for n in shipped_configs(bench_sets=True))
+        raise FileNotFoundError(
+            f"bench set {str(name_or_path)!r} not found: not a file, and not one of the "
+            f"shipped sets ({shipped})"
+        ) from None
 
 
 def _slug(text: str) -> str:

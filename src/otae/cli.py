@@ -1,8 +1,12 @@
 """The ``otae`` command: train, eval, sample, list.
 
-Errors a user can fix (bad config, missing data, corrupted checkpoint...) are
-printed as one ``otae: error: ...`` line with exit status 2, not a traceback;
-``OTAE_DEBUG=1`` shows the traceback.
+Errors a user can fix (bad config, missing or damaged data, corrupted checkpoint, a
+diverging run...) are printed as one ``otae: error: ...`` line with exit status 2, not
+a traceback; the code raises them as ``ValueError`` / ``OSError`` (``FileNotFoundError``
+...), :class:`~otae.training.CheckpointError` or
+:class:`~otae.training.NonFiniteLossError`, with a message naming the culprit. Any other
+exception is a bug in otae: one ``otae: internal error: ...`` line, exit status 1.
+``OTAE_DEBUG=1`` re-raises either kind with its traceback.
 """
 
 from __future__ import annotations
@@ -177,14 +181,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(spec: str) -> str:
+    from .training import select_device
+
+    return str(select_device(spec, "--device"))
+
+
+def _count(value: int | None, option: str, minimum: int = 0) -> int | None:
+    if value is not None and value < minimum:
+        raise ValueError(f"{option} must be >= {minimum}, got {value}")
+    return value
+
+
+def _seed_list(text: str, option: str = "--seeds") -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"{option} must be comma-separated integers (e.g. 0,1,2), got {text!r}"
+        ) from None
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{option} lists a seed twice: {text!r}")
+    return seeds
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .experiment import evaluate_run
 
+    _count(args.classifier_fd, "--classifier-fd")
+    _count(args.fid, "--fid")
     result = evaluate_run(
         args.run_dir,
         args.checkpoint,
         report=not args.no_report,
-        device=args.device,
+        device=_device(args.device),
         classifier_fd_samples=args.classifier_fd,
         fid_samples=args.fid,
     )
@@ -211,10 +241,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .evaluation.figures import save_image_grid
     from .training import load_run
 
-    if args.n < 1:
-        raise ValueError(f"-n must be >= 1, got {args.n}")
-    _, model, _ = load_run(args.run_dir, args.checkpoint, device=args.device)
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    _count(args.n, "-n", 1)
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    device = _device(args.device)
+    _, model, _ = load_run(args.run_dir, args.checkpoint, device=device)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
         if args.component is None:
             images = model.sample(args.n, gen)
@@ -233,7 +265,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     bench = load_bench(args.set)
     out = args.out or Path("runs") / "bench" / bench.name
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = _seed_list(args.seeds) if args.seeds else None
     only = [m.strip() for m in args.models.split(",")] if args.models else None
     out = run_bench(
         bench, out, overrides=list(args.overrides), only=only, seeds=seeds, retime=args.retime
@@ -271,11 +303,22 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
             f"{len(data.views)}-view run",
             file=sys.stderr,
         )
-    seeds = (
-        list(range(int(args.seeds)))
-        if "," not in args.seeds
-        else [int(s) for s in args.seeds.split(",")]
-    )
+    if "," in args.seeds:
+        seeds = _seed_list(args.seeds)
+    else:
+        count = args.seeds.strip()
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(
+                f"--seeds must be a count N >= 1 (seeds 0..N-1) or a comma-separated list of "
+                f"seeds, got {args.seeds!r}"
+            )
+        seeds = list(range(int(count)))
+    _count(args.epochs, "--epochs", 1)
+    _count(args.latent_dim, "--latent-dim", 1)
+    if args.tau is not None and not 0.0 <= args.tau <= 1.0:
+        raise ValueError(f"--tau must lie in [0, 1], got {args.tau}")
+    if args.gamma is not None and not 0.0 <= args.gamma < float("inf"):
+        raise ValueError(f"--gamma must be finite and >= 0, got {args.gamma}")
     settings = {
         k: v
         for k, v in {
@@ -370,18 +413,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("otae: interrupted; `otae train RUN_DIR --resume` continues the run", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:
+    except Exception as err:
         if os.environ.get("OTAE_DEBUG"):
             raise
-        print(f"otae: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        from .training import CheckpointError
-
-        if isinstance(err, CheckpointError) and not os.environ.get("OTAE_DEBUG"):
-            print(f"otae: error: {err}", file=sys.stderr)
+        if _is_user_error(err):
+            print(f"otae: error: {_one_line(_describe(err))}", file=sys.stderr)
             return 2
-        raise
+        print(
+            f"otae: internal error: {type(err).__name__}: {_one_line(str(err))} (a bug in otae, "
+            "not in your input); rerun with OTAE_DEBUG=1 for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Errors that bad input, bad files or a diverging run cause: one line, exit status 2."""
+    from .training import CheckpointError, NonFiniteLossError
+
+    return isinstance(err, (ValueError, OSError, CheckpointError, NonFiniteLossError))
+
+
+def _describe(err: BaseException) -> str:
+    # "[Errno 13] Permission denied: 'x'" reads better as "x: permission denied"
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        target = f" -> {err.filename2}" if err.filename2 is not None else ""
+        return f"{err.filename}{target}: {err.strerror[0].lower()}{err.strerror[1:]}"
+    return str(err) or type(err).__name__
+
+
+def _one_line(text: str) -> str:
+    """The message on one line (some messages from libraries span several)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

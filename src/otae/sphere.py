@@ -138,7 +138,9 @@ def sample_beta(
     checks = _checks()
     for value, name in ((a, "a"), (b, "b")):
         if isinstance(value, torch.Tensor):
-            if not bool((value > 0).all()) or not bool(torch.isfinite(value).all()):
+            if not bool(torch.isfinite(value).all()):
+                raise checks.NonFiniteInputError(f"{name} contains NaN or Inf")
+            if not bool((value > 0).all()):
                 raise ValueError(f"{name} must be finite and > 0")
         else:
             checks.check_positive(value, name)

@@ -43,6 +43,11 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
             value = [v.strip() for v in value.split(",")]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{path}: expected a list, got {value!r}")
+        if (origin or annotation) is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"{path}: expected {len(args)} values, got {value!r}")
+            pairs = enumerate(zip(value, args, strict=True))
+            return tuple(_coerce(v, t, f"{path}[{i}]") for i, (v, t) in pairs)
         item_type = args[0] if args else Any
         items = [_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if (origin or annotation) is tuple else items

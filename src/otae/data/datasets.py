@@ -32,7 +32,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .idx import load_mnist, read_idx
+from .idx import check_images_and_labels, load_mnist, read_idx
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
@@ -52,6 +52,27 @@ def _pil_to_tensor(image: Image.Image) -> Tensor:
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.transpose(2, 0, 1).copy()).float().div_(255)
+
+
+def _load_image(path: Path, mode: str) -> Image.Image:
+    """The image file converted to ``mode``; a damaged file raises ValueError naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for damaged files
+        raise ValueError(f"{path}: cannot read this image file, it is damaged ({err})") from None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read this image file, it is damaged ({err})") from None
 
 
 def _size_pair(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -225,16 +246,7 @@ def load_idx_dataset(root: str | os.PathLike, split: str = "train") -> TensorIma
     images_path = _idx_file(root, split, "images")
     labels_path = _idx_file(root, split, "labels")
     images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError(
-            f"{images_path}: expected unsigned-byte images of shape (N, H, W), "
-            f"got {images.dtype} of shape {images.shape}"
-        )
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"{labels_path}: expected {images.shape[0]} labels (one per image), "
-            f"got shape {labels.shape}"
-        )
+    check_images_and_labels(images, labels, images_path, labels_path)
     return TensorImageDataset(torch.from_numpy(images)[:, None], torch.from_numpy(labels).long())
 
 
@@ -287,21 +299,24 @@ class CelebADataset(ImageDataset):
     @staticmethod
     def _read_partition(path: Path, wanted: int) -> list[str]:
         names = []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                fields = line.replace(",", " ").split()
-                if not fields:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not a text file (not UTF-8: {err.reason})") from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            fields = line.replace(",", " ").split()
+            if not fields:
+                continue
+            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                if number == 1 and len(fields) == 2 and not fields[1].isdigit():
+                    # a header such as 'image_id,partition' (the CSV variant of the file)
                     continue
-                if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-                    if number == 1 and len(fields) == 2 and not fields[1].isdigit():
-                        # a header such as 'image_id,partition' (the CSV variant of the file)
-                        continue
-                    raise ValueError(
-                        f"{path}, line {number}: expected '<file name> <0|1|2>', "
-                        f"got {line.strip()!r}"
-                    )
-                if int(fields[1]) == wanted:
-                    names.append(fields[0])
+                raise ValueError(
+                    f"{path}, line {number}: expected '<file name> <0|1|2>', "
+                    f"got {line.strip()!r}"
+                )
+            if int(fields[1]) == wanted:
+                names.append(fields[0])
         return names
 
     def __len__(self) -> int:
@@ -313,8 +328,7 @@ class CelebADataset(ImageDataset):
 
     def load_image(self, path: str | os.PathLike) -> Tensor:
         """One file through the preprocessing: centre crop, resize, float (3, S, S)."""
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        image = _load_image(Path(path), "RGB")
         if self.crop is not None:
             width, height = image.size
             if width < self.crop or height < self.crop:
@@ -383,8 +397,7 @@ class ImageFolderDataset(ImageDataset):
         if self.size is None:
             sizes: dict[tuple[int, int], Path] = {}
             for path in files:
-                with Image.open(path) as image:
-                    sizes.setdefault(image.size, path)
+                sizes.setdefault(_image_size(path), path)
                 if len(sizes) > 1:
                     (s1, p1), (s2, p2) = list(sizes.items())[:2]
                     raise ValueError(
@@ -410,8 +423,7 @@ class ImageFolderDataset(ImageDataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         index = self._check_index(index)
         path = self.files[index]
-        with Image.open(path) as image:
-            image = image.convert("RGB" if self.channels == 3 else "L")
+        image = _load_image(path, "RGB" if self.channels == 3 else "L")
         height, width = self._shape[1:]
         if image.size != (width, height):
             if self.size is None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from importlib.resources import files
 from pathlib import Path
 
@@ -33,25 +35,51 @@ def default_mnist_dir() -> Path:
     return Path(str(files("otae.data") / "files" / "mnist"))
 
 
+_FIX = "copy or download the file again"
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped if it is gzip data (by content, not by name)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != b"\x1f\x8b":
+        if path.suffix == ".gz":
+            raise ValueError(f"{path} is not gzip data although named .gz: it is damaged; {_FIX}")
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        raise ValueError(
+            f"{path} is truncated: its gzip data ends early ({len(raw)} bytes on disk); {_FIX}"
+        ) from None
+    except (zlib.error, gzip.BadGzipFile) as err:  # flipped bits: bad data, CRC or length
+        raise ValueError(f"{path} is corrupt: damaged gzip data ({err}); {_FIX}") from None
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (``.gz`` or raw) into a numpy array of its stored dtype and shape."""
+    """Read an IDX file (``.gz`` or raw) into a numpy array of its stored dtype and shape.
+
+    A damaged file (truncated, flipped bits, wrong header) raises ``ValueError`` naming
+    the file and what is wrong.
+    """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    data = _read_bytes(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
-        raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}")
+        raise ValueError(f"{path}: unknown IDX type code 0x{code:02x} (not an IDX file?)")
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path} is truncated: its IDX header is cut short; {_FIX}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:
+        damage = "truncated" if len(data) - header < expected else "longer than its header says"
         raise ValueError(
-            f"{path}: IDX header announces shape {shape} ({expected} bytes) "
-            f"but the file holds {len(data) - header} bytes of data"
+            f"{path} is {damage}: its IDX header announces shape {shape} ({expected} bytes) "
+            f"but the file holds {len(data) - header} bytes of data; {_FIX}"
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
@@ -68,7 +96,7 @@ def load_mnist(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root) if root is not None else default_mnist_dir()
-    arrays = []
+    arrays, paths = [], []
     for kind in ("images", "labels"):
         name = MNIST_FILES[(split, kind)]
         candidates = [root / f"{name}.gz", root / name]
@@ -79,7 +107,23 @@ def load_mnist(
                 f"or point OTAE_MNIST_DIR at the folder holding the four MNIST IDX files"
             )
         arrays.append(read_idx(found))
+        paths.append(found)
     images, labels = arrays
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    check_images_and_labels(images, labels, *paths)
     return images, labels
+
+
+def check_images_and_labels(
+    images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path
+) -> None:
+    """Unsigned-byte images ``(N, H, W)`` and ``N`` labels, or ValueError naming the file."""
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise ValueError(
+            f"{images_path}: expected unsigned-byte images of shape (N, H, W), "
+            f"got {images.dtype} of shape {images.shape}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{labels_path}: expected {images.shape[0]} labels (one per image of "
+            f"{images_path.name}), got shape {labels.shape}"
+        )

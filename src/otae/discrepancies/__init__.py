@@ -8,7 +8,7 @@ or ``TypeError`` naming the argument (switch the checks off in hot loops with
 :func:`input_checks`).
 """
 
-from ._validation import input_checks
+from ._validation import NonFiniteInputError, input_checks
 from .gaussian import gaussian_w2_squared, pairwise_gaussian_w2_squared
 from .gromov import empirical_fgw, empirical_gw
 from .hierarchical import fgw_objective, fgw_proximal_point, hierarchical_fgw
@@ -27,6 +27,7 @@ from .sliced import sliced_fgw, sliced_gw, sliced_wasserstein
 from .spherical import max_sliced_fgw, mssfg, pssfg, spherical_sliced_fgw, ssfg
 
 __all__ = [
+    "NonFiniteInputError",
     "input_checks",
     # 1-D and sliced
     "fgw_1d",

@@ -19,6 +19,14 @@ import torch
 _state = threading.local()
 
 
+class NonFiniteInputError(ValueError):
+    """An input tensor holds NaN or Inf.
+
+    A ``ValueError`` for library callers; the trainer catches it to report a diverging
+    run (codes or prior parameters gone non-finite) like a non-finite loss.
+    """
+
+
 def _enabled() -> bool:
     return getattr(_state, "enabled", True)
 
@@ -61,7 +69,7 @@ def check_tensor(
             f"{name} needs at least {min_rows} samples along dim 0, got {t.shape[0]}"
         )
     if finite and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
+        raise NonFiniteInputError(f"{name} contains NaN or Inf")
     return t
 
 

@@ -11,6 +11,7 @@ Every unknown key is an error that names it.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -118,6 +119,8 @@ class ExperimentConfig:
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
             if getattr(t, name) < 1:
                 raise ValueError(f"training.{name} must be >= 1, got {getattr(t, name)}")
+        if not -(2**63) <= t.seed < 2**63:
+            raise ValueError(f"training.seed must fit in 64 bits, got {t.seed}")
         if t.num_workers < 0:
             raise ValueError(f"training.num_workers must be >= 0, got {t.num_workers}")
         if t.precision not in ("fp32", "bf16"):
@@ -131,8 +134,19 @@ class ExperimentConfig:
             raise ValueError(
                 f"training.optimizer.name must be 'adam' or 'rmsprop', got {t.optimizer.name!r}"
             )
-        if t.optimizer.lr <= 0:
-            raise ValueError(f"training.optimizer.lr must be > 0, got {t.optimizer.lr}")
+        opt = t.optimizer
+        for name in ("lr", "critic_lr"):
+            value = getattr(opt, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"training.optimizer.{name} must be finite and > 0, got {value}")
+        if not (math.isfinite(opt.weight_decay) and opt.weight_decay >= 0):
+            raise ValueError(
+                f"training.optimizer.weight_decay must be finite and >= 0, got {opt.weight_decay}"
+            )
+        if not all(0.0 <= b < 1.0 for b in opt.betas):
+            raise ValueError(
+                f"training.optimizer.betas must both lie in [0, 1), got {list(opt.betas)}"
+            )
         if self.evaluation.latent_method not in ("pca", "tsne"):
             raise ValueError(
                 "evaluation.latent_method must be 'pca' or 'tsne', "
@@ -166,6 +180,8 @@ def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
     model_values = values.pop("model", None)
     if model_values is None:
         raise ValueError("the config has no 'model' section (it needs at least model.name)")
+    if not isinstance(model_values, dict):
+        raise ValueError(f"model: expected a mapping (name: ..., ...), got {model_values!r}")
     model = model_config_from_dict(dict(model_values))
     config = from_dict(ExperimentConfig, values)
     config.model = model
@@ -288,17 +304,39 @@ def load_config_dict(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> 
     path = resolve_config_path(name_or_path).resolve()
     if path in _seen:
         raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, _seen + (path,)))}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must contain a mapping of sections")
+    values = read_yaml_mapping(path, "a mapping of sections (model:, training:, ...)")
     base = values.pop("base", None)
     if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ValueError(f"{path}: base must be the path or name of a config, got {base!r}")
         base_path = resolve_config_path(base, relative_to=path.parent)
         values = _merge(load_config_dict(base_path, _seen + (path,)), values)
     return values
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The YAML file's top-level mapping; ValueError naming the file (and line) otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a YAML text file (not UTF-8: {err.reason})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {_yaml_problem(err)}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must contain {what}, got a {type(values).__name__}")
+    return values
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 from ..data import ImageDataset, build_dataset
+from ..discrepancies import NonFiniteInputError
 from ..models import Autoencoder, build_model
 from ..parallel import BatchShards, convert_batchnorm, local_batches
 from . import distributed
@@ -70,13 +71,21 @@ def build_split(data: DataConfig, split: str) -> ImageDataset:
     )
 
 
-def select_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when available; otherwise the named device (checked)."""
+def select_device(spec: str, option: str = "training.device") -> torch.device:
+    """``auto`` picks CUDA when available; otherwise the named device (checked).
+
+    Errors name ``option``, the setting the device came from.
+    """
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{option}={spec!r} is not a device: use auto, cpu, cuda, cuda:1, mps, ..."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"training.device={spec!r} but CUDA is not available on this machine")
+        raise ValueError(f"{option}={spec!r} but CUDA is not available on this machine")
     return device
 
 
@@ -89,6 +98,20 @@ def make_optimizer(params: list[nn.Parameter], config, lr: float | None = None):
     if config.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer {config.name!r}")
+
+
+def _apply_hyperparameters(optimizer, config, lr: float | None = None) -> None:
+    """The config's lr / betas / weight decay over those a loaded optimiser state carries.
+
+    ``load_state_dict`` restores the saved hyperparameters; a run resumed with, say, a
+    lower ``training.optimizer.lr`` (after a divergence) must train with the new value.
+    Unchanged configs see no change (nothing schedules these values).
+    """
+    values = {"lr": config.lr if lr is None else lr, "weight_decay": config.weight_decay}
+    if "betas" in optimizer.defaults:
+        values["betas"] = tuple(config.betas)
+    for group in optimizer.param_groups:
+        group.update(values)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -105,7 +128,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite during training."""
+    """The loss became NaN or infinite during training (the run diverged)."""
+
+
+_DIVERGENCE_FIX = "lower training.optimizer.lr (or model.gamma)"
+
+
+def _short_values(terms: dict[str, Tensor]) -> str:
+    return ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
 
 
 class EpochSampler(DistributedSampler):
@@ -229,6 +259,10 @@ class Trainer:
             )
         self.epoch = 0  # completed epochs
         self.last_step_finite = True
+        #: why the last step's objective was not finite (None: it was, or only the value)
+        self.nonfinite_reason: str | None = None
+        #: the epoch of the last checkpoint written or resumed from (None: none yet)
+        self.checkpoint_epoch: int | None = None
         self.history: list[dict[str, float]] = []
         self.best_value = math.inf
 
@@ -254,6 +288,7 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any], path: Path | str = "checkpoint") -> None:
+        _require(state, ("model", "optimizer", "epoch", "history", "best_value", "rng"), path)
         if state.get("model_name") != self.config.model.name:
             raise CheckpointError(
                 f"{path} holds a {state.get('model_name')!r} model, "
@@ -265,10 +300,14 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.critic_optimizer is not None:
                 self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            _apply_hyperparameters(self.optimizer, self.config.training.optimizer)
+            if self.critic_optimizer is not None:
+                opt = self.config.training.optimizer
+                _apply_hyperparameters(self.critic_optimizer, opt, opt.critic_lr)
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(
                 f"{path} does not match this model's architecture or optimiser: "
-                f"{str(err).splitlines()[0]}"
+                f"{_load_error(err)}"
             ) from None
         # the restored optimisers carry the checkpoint's learning rates: set this config's
         opt = self.config.training.optimizer
@@ -319,6 +358,7 @@ class Trainer:
         if not path.exists():
             return False
         self.load_state_dict(load_checkpoint(path, map_location=self.device), path)
+        self.checkpoint_epoch = self.epoch
         self.log(f"resumed from {path} after epoch {self.epoch}")
         return True
 
@@ -362,10 +402,22 @@ class Trainer:
     ) -> tuple[dict[str, Tensor], bool]:
         """Objective ``kind`` (loss, critic, reconstruction) on this rank's rows ``x``, and its
         backward pass (gradients averaged over ranks) unless the value is not finite on
-        some rank. Returns the terms and whether gradients were computed."""
-        with self._autocast():
-            terms = self.objective(x, generator, kind, critic_step)
-        finite = bool(torch.isfinite(terms["total"]))
+        some rank. Returns the terms and whether gradients were computed.
+
+        Codes or prior parameters that went non-finite (a diverging run) can trip a
+        regulariser's input check before the loss exists: that counts as a non-finite
+        value too, its message kept in :attr:`nonfinite_reason`."""
+        self.nonfinite_reason = None
+        try:
+            with self._autocast():
+                terms = self.objective(x, generator, kind, critic_step)
+            finite = bool(torch.isfinite(terms["total"]))
+        except NonFiniteInputError as err:
+            self.nonfinite_reason = (
+                f"codes or prior parameters are no longer finite ({err}, in the {kind} objective)"
+            )
+            terms = {"total": torch.full((), math.nan, device=self.device)}
+            finite = False
         if self.model.shards.active:  # not while one rank works alone (local_batches)
             finite = distributed.all_ranks_true(finite, self.device)
         if finite:
@@ -500,10 +552,10 @@ class Trainer:
                 key = key if key.startswith("critic") else f"critic_{key}"
                 sums[key] = sums.get(key, 0) + value.detach() * len(x)
             if not self.last_step_finite:
-                values = {k: float(v.detach()) for k, v in terms.items()}
+                progress.close()  # the error line must not share the bar's line
+                what = self.nonfinite_reason or f"loss is not finite ({_short_values(terms)})"
                 raise NonFiniteLossError(
-                    f"loss is not finite at epoch {epoch}, batch {step}: {values}; "
-                    "lower training.optimizer.lr or model.gamma"
+                    f"training diverged at epoch {epoch}, batch {step}: {what}; {_DIVERGENCE_FIX}"
                 )
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach() * len(x)
@@ -581,15 +633,48 @@ class Trainer:
                     self._end_epoch(row, writer)
                 # the other ranks wait while rank 0 evaluates and writes checkpoints
                 distributed.barrier()
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(f"{err}; {self._recovery_hint()}") from None
         finally:
             if writer is not None:
                 writer.close()
         return self.history
 
+    def _recovery_hint(self) -> str:
+        """What is kept after a divergence and how to go on (for the error message)."""
+        run = self.run_dir
+        if self.checkpoint_epoch is None:
+            return (
+                "no epoch completed, so there is no checkpoint to keep; "
+                f"`otae train {run} training.optimizer.lr=<lower>` starts the run again"
+            )
+        return (
+            f"the checkpoints of epoch {self.checkpoint_epoch} are kept in {run / 'checkpoints'}; "
+            f"continue from there with `otae train {run} training.optimizer.lr=<lower>`"
+        )
+
     def _end_epoch(self, row: dict[str, float], writer) -> None:
-        """Held-out evaluation, history, logs and checkpoints of a finished epoch (rank 0)."""
+        """Held-out evaluation, history, logs and checkpoints of a finished epoch (rank 0).
+
+        An epoch whose last updates left the model non-finite (its held-out loss is NaN
+        or Inf) raises :class:`NonFiniteLossError` here, before anything is written: the
+        previous epoch's checkpoints stay as they were.
+        """
         epoch = self.epoch
-        row.update(self.evaluate())
+        try:
+            metrics = self.evaluate()
+            reason = ""
+        except NonFiniteInputError as err:
+            metrics = {}
+            reason = f"codes or prior parameters are no longer finite ({err}, in evaluation)"
+        checked = {k: metrics[k] for k in ("test_total", "test_rec_loss") if k in metrics}
+        if reason or not all(math.isfinite(v) for v in checked.values()):
+            values = ", ".join(f"{k}={v:.4g}" for k, v in checked.items())
+            raise NonFiniteLossError(
+                f"training diverged at epoch {epoch}, after its last batch: "
+                f"{reason or f'held-out loss is not finite ({values})'}; {_DIVERGENCE_FIX}"
+            )
+        row.update(metrics)
         self.history.append(row)
         self._write_csv()
         if writer is not None:
@@ -607,6 +692,7 @@ class Trainer:
         cfg = self.config.training
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
             save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
+            self.checkpoint_epoch = epoch
 
     def _write_csv(self) -> None:
         keys: list[str] = []
@@ -676,7 +762,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu")
             f"no checkpoint {path}: is {run_dir} an otae run directory (made by `otae train`)?"
         )
     state = load_checkpoint(path, map_location=device)
-    config = config_from_dict(state["config"])
+    _require(state, ("config", "model", "image_shape"), path)
+    try:
+        config = config_from_dict(state["config"])
+    except ValueError as err:
+        raise CheckpointError(f"{path} holds an invalid config: {err}") from None
     model = build_model(
         config.model,
         _image_shape_from_state(state, config),
@@ -686,14 +776,29 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise CheckpointError(
-            f"{path} does not match its config: {str(err).splitlines()[0]}"
-        ) from None
+        raise CheckpointError(f"{path} does not match its config: {_load_error(err)}") from None
     return config, model.to(device).eval(), state
+
+
+def _require(state: dict[str, Any], keys: tuple[str, ...], path: Path | str) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is incomplete (it lacks {', '.join(missing)}): not a checkpoint written "
+            "by `otae train`; use another checkpoint (best.pt / last.pt) or start the run again"
+        )
+
+
+def _load_error(err: Exception) -> str:
+    """The informative line of a ``load_state_dict`` error ("size mismatch for ...")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
+    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return line if len(line) <= 300 else f"{line[:297]}..."
 
 
 def _image_shape_from_state(state: dict[str, Any], config: ExperimentConfig) -> tuple[int, ...]:
     shape = state.get("image_shape")
-    if shape is not None:
+    try:
         return tuple(int(s) for s in shape)
-    raise CheckpointError("checkpoint lacks the image shape")
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint has an invalid image shape {shape!r}") from None
