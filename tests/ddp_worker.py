@@ -114,8 +114,12 @@ def main(argv: list[str]) -> None:
         else:
             results = {name: run_case(name, mode) for name in models}
         results["_world"] = distributed.world()
-        if distributed.world()[1] == 0:
-            torch.save(results, out_path)
+        results["_backend_threads_during"] = distributed.backend_threads()
+    # the session has released the group: no backend thread may outlive it (they would
+    # race the interpreter's exit and could abort the process)
+    results["_backend_threads_after"] = distributed.backend_threads()
+    if results["_world"][1] == 0:
+        torch.save(results, out_path)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,15 @@ def two_process_results(tmp_path_factory):
     return torch.load(out, weights_only=True)
 
 
+def test_process_group_is_released_at_the_end_of_a_session(two_process_results):
+    """After every model's DDP steps and global-batch gathers, leaving the session frees
+    gloo's threads: none may live on into interpreter shutdown, where they raced the
+    teardown and aborted workers now and then (SIGABRT, "terminate called without an
+    active exception")."""
+    assert any("gloo" in name for name in two_process_results["_backend_threads_during"])
+    assert two_process_results["_backend_threads_after"] == []
+
+
 @pytest.mark.parametrize("model", ALL_MODELS)
 def test_two_processes_equal_one_process_at_the_same_global_batch(model, two_process_results):
     """Loss terms, every parameter gradient (critic included), one epoch's logged means and

@@ -10,9 +10,12 @@ them (NCCL for CUDA, gloo for CPU) and tears it down at the end; everything else
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -62,11 +65,49 @@ def distributed_session(device_spec: str = "auto") -> Iterator[None]:
     backend = backend_for(device_spec)
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
+    # Imported *before* the group exists: importing torch._dynamo (which DDP and the
+    # functional collectives do lazily) while a group exists keeps a reference to it, so
+    # destroy_process_group could not free it and gloo's threads ran on into interpreter
+    # shutdown, where they raced the teardown and now and then aborted a worker at exit
+    # ("terminate called without an active exception", SIGABRT).
+    importlib.import_module("torch._dynamo")
+
     dist.init_process_group(backend=backend)
     try:
         yield
     finally:
-        dist.destroy_process_group()
+        release_process_group()
+
+
+def release_process_group() -> None:
+    """Destroy the default group so that its backend (gloo's threads, NCCL's communicators)
+    is freed *now*, not while the interpreter shuts down.
+
+    ``destroy_process_group`` only drops the registry's reference: anything else still
+    holding the group keeps its threads running into interpreter finalisation, where they
+    race the teardown and can abort the process (``terminate called without an active
+    exception``). Collecting garbage first drops holders that sit in reference cycles
+    (a trainer and its DistributedDataParallel wrapper, say), so the destroy frees the
+    backend; :func:`distributed_session` avoids the one holder that gc cannot drop.
+    """
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
+
+
+def backend_threads() -> list[str]:
+    """Names of this process's threads that belong to a c10d backend (Linux; empty
+    elsewhere): none should be left once :func:`release_process_group` has run."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return []
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(n for n in names if "gloo" in n or "nccl" in n.lower())
 
 
 def barrier() -> None:

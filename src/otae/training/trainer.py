@@ -105,7 +105,8 @@ def _apply_hyperparameters(optimizer, config, lr: float | None = None) -> None:
 
     ``load_state_dict`` restores the saved hyperparameters; a run resumed with, say, a
     lower ``training.optimizer.lr`` (after a divergence) must train with the new value.
-    Unchanged configs see no change (nothing schedules these values).
+    Betas and weight decay cannot change on resume (``resume_changes`` refuses them), so
+    only the learning rates can differ here (nothing schedules these values).
     """
     values = {"lr": config.lr if lr is None else lr, "weight_decay": config.weight_decay}
     if "betas" in optimizer.defaults:
@@ -309,11 +310,6 @@ class Trainer:
                 f"{path} does not match this model's architecture or optimiser: "
                 f"{_load_error(err)}"
             ) from None
-        # the restored optimisers carry the checkpoint's learning rates: set this config's
-        opt = self.config.training.optimizer
-        for optimizer, lr in ((self.optimizer, opt.lr), (self.critic_optimizer, opt.critic_lr)):
-            for group in optimizer.param_groups if optimizer is not None else ():
-                group["lr"] = opt.lr if lr is None else lr
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.best_value = float(state["best_value"])
