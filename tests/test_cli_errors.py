@@ -305,9 +305,20 @@ def test_incomplete_checkpoint_is_named(vae_run, tmp_path, capsys):
     one_error_line(capsys, "last.pt is incomplete (it lacks optimizer)")
 
 
-def test_resume_with_another_architecture_names_the_mismatch(vae_run, tmp_path, capsys):
+def test_resume_with_another_architecture_is_refused_by_name(vae_run, tmp_path, capsys):
     copy, _ = _copy_run(vae_run, tmp_path)
     assert main(["train", str(copy), "model.latent_dim=3"]) == 2
+    one_error_line(capsys, "cannot resume", "model.latent_dim")
+
+
+def test_weights_of_another_architecture_name_the_mismatch(vae_run, tmp_path, capsys):
+    """A checkpoint whose config matches but whose weights do not (edited by hand)."""
+    copy, last = _copy_run(vae_run, tmp_path)
+    state = torch.load(last, weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.ndim == 2)
+    state["model"][name] = torch.zeros(3, 3)
+    torch.save(state, last)
+    assert main(["train", str(copy)]) == 2
     one_error_line(capsys, "does not match this model's architecture", "size mismatch for")
 
 
