@@ -37,13 +37,44 @@ def test_interpolations_are_straight_lines_between_codes():
                 assert torch.allclose(rows[pair, 1 + step], expected, atol=1e-6)
 
 
-def test_regulariser_share_times_both_steps_without_touching_the_run(tmp_path):
+def test_regulariser_share_times_both_steps_without_touching_the_run(tmp_path, monkeypatch):
+    """The real steps run (on a copy of the model), timed by a fake clock that advances by
+    known durations: full steps 4, 3, 5 s after a 9 s warm-up, reconstruction-only steps
+    2, 1.5, 1 s after a 7 s warm-up. Warm-up excluded, the fastest are 3 s and 1 s:
+    share_min = 1 - 1/3; paired differences 2, 1.5, 4 s (orders FT, TF, FT: median 3 s,
+    then 1.5 s, mean 2.25 s) over the median full step 4 s: share = 0.5625."""
+    import types
+
+    import otae.training.trainer as trainer_module
+
     trainer = make_trainer(tiny_config("drae", epochs=1), tmp_path / "run")
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    durations = {True: [9.0, 4.0, 3.0, 5.0], False: [7.0, 2.0, 1.5, 1.0]}
+    clock = types.SimpleNamespace(now=0.0)
+    real_step = trainer.step
+    stepped: list[tuple[bool, int]] = []
+
+    def step(x, generator, regularise=True):
+        terms = real_step(x, generator, regularise)
+        stepped.append((regularise, id(trainer.model)))
+        clock.now += durations[regularise].pop(0)
+        return terms
+
+    monkeypatch.setattr(trainer, "step", step)
+    monkeypatch.setattr(
+        trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock.now)
+    )
     timing = trainer.regulariser_share(n_steps=3, n_warmup=1)
-    assert timing["step_time_s"] > 0 and timing["step_time_without_regulariser_s"] > 0
-    share = 1 - timing["step_time_without_regulariser_s"] / timing["step_time_s"]
-    assert timing["regulariser_share_min"] == pytest.approx(share)
+    assert [r for r, _ in stepped] == [True, False, False, True, True, False, False, True]
+    assert all(model != id(trainer.model) for _, model in stepped)  # a copy was stepped
+    assert timing["step_times_s"] == [4.0, 3.0, 5.0]
+    assert timing["step_times_without_regulariser_s"] == [2.0, 1.5, 1.0]
+    assert timing["step_time_s"] == 3.0 and timing["step_time_without_regulariser_s"] == 1.0
+    assert timing["regulariser_share_min"] == pytest.approx(2.0 / 3.0, rel=1e-12)
+    assert timing["regulariser_share"] == pytest.approx(0.5625, rel=1e-12)
+    assert timing["regulariser_share_quartiles"] == pytest.approx(
+        [q / 4.0 for q in statistics.quantiles([2.0, 1.5, 4.0], n=4)[::2]], rel=1e-12
+    )
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 

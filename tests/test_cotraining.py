@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import ot
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from otae.cotraining import (
     write_table,
 )
 from otae.discrepancies import fgw_objective, fgw_proximal_point, hierarchical_fgw
+from otae.sphere import uniform_directions
 
 
 def _orthogonal(d: int, seed: int) -> torch.Tensor:
@@ -280,3 +282,81 @@ def test_other_discrepancies_train_with_unequal_latent_sizes(kind, probabilistic
     history = train_cotraining(model, views, epochs=2, batch_size=16, lr=1e-2, seed=0)
     assert all(np.isfinite(h["total"]) and h["relational"] > 0 for h in history)
     assert model.features(views).shape == (32, 5)
+
+    # The trained model's terms on one batch against independent computations, with the
+    # noise redrawn by hand in the documented order (posterior noise per view, the prior
+    # draws per view, then per pair the shared directions).
+    batch = [v[:16] for v in views]
+    with torch.no_grad():
+        terms = model.loss(batch, torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)
+        posts = []
+        for i, x in enumerate(batch):
+            mean, logvar = model.encode(i, x)
+            std = None if logvar is None else torch.exp(0.5 * logvar)
+            code = mean if std is None else mean + std * torch.randn(mean.shape, generator=g)
+            posts.append((mean, std, code))
+            rec = (model.decode(i, code) - x).square().sum(1).mean()
+            torch.testing.assert_close(terms[f"rec_view{i}"], rec)
+        for i, (mean, std, code) in enumerate(posts):
+            k = mean.shape[1]
+            got = float(terms[f"reg_view{i}"])
+            if kind == "hierarchical":
+                y = torch.randn(16, k, generator=g)
+                # a feasible plan of the exact W problem: never below POT's exact optimum
+                cost = ot.dist(mean.double().numpy(), y.double().numpy())
+                cost += (std.double().numpy() ** 2).sum(1, keepdims=True)
+                assert got >= ot.emd2(ot.unif(16), ot.unif(16), cost) * (1 - 1e-6)
+                want = float(hierarchical_fgw(mean, std, y, torch.zeros_like(y), beta=0.0))
+            elif extra.get("prior_term") == "mmd":
+                want = mmd_imq_numpy(code, torch.randn(16, k, generator=g))
+            else:
+                y = torch.randn(16, k, generator=g)
+                want = sliced_w_numpy(code, y, uniform_directions(50, k, generator=g).T)
+            assert got == pytest.approx(want, rel=1e-4, abs=1e-6), i
+        (m0, s0, c0), (m1, s1, c1) = posts
+        got = float(terms["relational"])
+        assert got == pytest.approx(float(terms["pair_view0_view1"]), rel=1e-12)
+        pad = torch.zeros(16, 1)
+        if kind == "sliced":
+            want = sliced_gw_numpy(c0, torch.cat((c1, pad), 1), uniform_directions(50, 3, generator=g).T)
+        elif kind == "empirical":
+            a, b = c0.double().numpy(), c1.double().numpy()
+            want = ot.gromov.gromov_wasserstein2(ot.dist(a, a), ot.dist(b, b), ot.unif(16), ot.unif(16))
+        else:
+            want = float(hierarchical_fgw(m0, s0, torch.cat((m1, pad), 1), torch.cat((s1, pad), 1), beta=1.0))
+        assert got == pytest.approx(float(want), rel=1e-4, abs=1e-6)
+        expected = sum(terms[f"rec_view{i}"] for i in range(2)) + model.prior_weight * sum(
+            terms[f"reg_view{i}"] for i in range(2)
+        ) + model.pair_weight * terms["relational"]
+        torch.testing.assert_close(terms["total"], expected)
+
+
+def sliced_w_numpy(x, y, directions) -> float:
+    """Mean over directions of mean_i (sorted x.theta - sorted y.theta)_i^2, in float64."""
+    px = np.sort(x.double().numpy() @ directions.double().numpy(), axis=0)
+    py = np.sort(y.double().numpy() @ directions.double().numpy(), axis=0)
+    return float(((px - py) ** 2).mean())
+
+
+def sliced_gw_numpy(x, y, directions) -> float:
+    """Mean over directions of the 1-D GW, min over the identity and anti-identity
+    matchings of the sorted projections (Vayer et al. 2019), by N x N matrices."""
+    values = []
+    for theta in directions.double().numpy().T:
+        px, py = np.sort(x.double().numpy() @ theta), np.sort(y.double().numpy() @ theta)
+        dx = (px[:, None] - px[None, :]) ** 2
+        values.append(min(((dx - (q[:, None] - q[None, :]) ** 2) ** 2).mean() for q in (py, py[::-1])))
+    return float(np.mean(values))
+
+
+def mmd_imq_numpy(x, y) -> float:
+    """Unbiased squared MMD, IMQ kernel C / (C + |a - b|^2) with C = 2 d, double loop."""
+    a, b = x.double().numpy(), y.double().numpy()
+    c = 2.0 * a.shape[1]
+    k = lambda u, v: c / (c + ((u - v) ** 2).sum())  # noqa: E731
+    n, m = len(a), len(b)
+    xx = sum(k(a[i], a[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(b[i], b[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a[i], b[j]) for i in range(n) for j in range(m)) / (n * m)
+    return xx + yy - 2 * xy

@@ -299,22 +299,88 @@ def test_bf16_autocast_keeps_the_ot_terms_in_float32(model, monkeypatch, tmp_pat
     assert float(results["bf16"]["reconstruction"]) != float(results["fp32"]["reconstruction"])
 
 
+@pytest.mark.parametrize("model", ["drae", "prae", "sae", "gwae"])
+def test_bf16_autocast_runs_the_ot_term_in_float32(model, tmp_path):
+    """The OT term inside a bf16-autocast step (its inputs come from bf16 networks) is
+    float32 of float32 inputs and equals, to float32 rounding (1e-6), the term recomputed
+    outside autocast on the SAME inputs and noise. The term computed in bf16 (inputs
+    rounded to bf16, under autocast) differs by more than 1e-4 of its value, so the
+    comparison would catch an OT term that ran in bf16."""
+    from otae.training import Trainer
+
+    config = ddp_worker.tiny_config(model)
+    config.training.precision = "bf16"
+    torch.manual_seed(0)
+    data = ddp_worker.images()
+    trainer = Trainer(config, tmp_path, train_data=data, test_data=data)
+    name = "gw_term" if model == "gwae" else "regulariser"
+    original = getattr(trainer.model, name)
+    calls = []
+
+    def spy(*args):
+        *tensors, generator = args if name == "regulariser" else (*args, None)
+        state = None if generator is None else generator.get_state()
+        out = original(*args)
+        value = out[0] if name == "regulariser" else out
+        calls.append(([None if t is None else t.detach().clone() for t in tensors], state, value))
+        return out
+
+    setattr(trainer.model, name, spy)
+    x = data.get_batch(torch.arange(8))[0]
+    trainer.backward(x, torch.Generator().manual_seed(0))
+    inputs, state, value = calls[0]
+    assert all(t.dtype == torch.float32 for t in inputs if t is not None and t.is_floating_point())
+
+    def again(autocast: bool):
+        # bf16: the inputs rounded to bf16 as well (what the networks emit); GWAE's term
+        # (cdist, a float32 op under autocast) takes them as bf16 tensors instead
+        rounded = (lambda t: t.bfloat16()) if model == "gwae" else (lambda t: t.bfloat16().float())
+        args = [rounded(t) if autocast and t is not None else t for t in inputs]
+        if state is not None:
+            args.append(torch.Generator().set_state(state))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = original(*args)
+        return (out[0] if name == "regulariser" else out).float()
+
+    fp32, bf16 = again(False), again(True)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value.detach(), fp32, rtol=1e-6, atol=1e-7)
+    assert (bf16 - fp32).abs().max() > 1e-4 * fp32.abs().max(), (bf16, fp32)
+
+
 @pytest.mark.slow
 def test_compiled_networks_train_like_eager_ones(tmp_path):
     """training.compile=true (needs a C compiler for the CPU backend): same loss, same
-    parameter names."""
+    parameter names, the same gradient of every parameter and the same weights and
+    batch-norm statistics after two optimiser steps as eager networks."""
     from otae.training import Trainer
 
     data = ddp_worker.images()
-    losses, keys = {}, {}
+    losses, grads, states = {}, {}, {}
     for compiled in (False, True):
         config = ddp_worker.tiny_config("drae")
         config.training.compile = compiled
         torch.manual_seed(0)
         trainer = Trainer(config, tmp_path, train_data=data, test_data=data)
-        x = data.get_batch(torch.arange(8))[0]
-        terms, _ = trainer.step(x, torch.Generator().manual_seed(0))
-        losses[compiled] = float(terms["total"])
-        keys[compiled] = list(trainer.model.state_dict())
-    assert keys[True] == keys[False]
+        losses[compiled], grads[compiled] = [], []
+        for step in range(2):
+            x = data.get_batch(torch.arange(8 * step, 8 * step + 8))[0]
+            terms, _ = trainer.step(x, torch.Generator().manual_seed(step))
+            losses[compiled].append(float(terms["total"]))
+            grads[compiled].append(
+                {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+            )
+        states[compiled] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert list(states[True]) == list(states[False])
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    for eager, compiled in zip(grads[False], grads[True], strict=True):
+        assert eager.keys() == compiled.keys() and len(eager) > 4
+        largest = max(float(g.abs().max()) for g in eager.values())
+        for name, g in eager.items():
+            torch.testing.assert_close(compiled[name], g, rtol=1e-3, atol=1e-4 * largest)
+    moved = 0
+    initial = Trainer(ddp_worker.tiny_config("drae"), tmp_path, train_data=data, test_data=data)
+    for name, value in states[False].items():
+        torch.testing.assert_close(states[True][name], value, rtol=1e-4, atol=1e-6)
+        moved += not torch.equal(value, initial.model.state_dict()[name])
+    assert moved > 4  # the steps did change the weights being compared

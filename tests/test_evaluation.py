@@ -8,6 +8,7 @@ import html
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_rgb
 from PIL import Image
 
 from otae.evaluation import (
@@ -275,8 +276,7 @@ def test_latent_embedding_uses_model_codes_and_prior_means(tmp_path):
     from_ds = latent_embedding(model, ds, None, method="pca", max_points=25, seed=3)
     assert np.array_equal(from_ds["labels"], data["labels"])
 
-    path = latent_plot(model, x, labels, tmp_path / "latent.png", method="pca", max_points=25)
-    assert png_array(path).ndim == 3
+    # the plot itself: latent_plot_draws_the_embedding_it_returns checks its content
     # t-SNE: fitted jointly on codes + means, deterministic for a seed
     t1 = latent_embedding(model, x, labels, method="tsne", max_points=30, seed=0)
     t2 = latent_embedding(model, x, labels, method="tsne", max_points=30, seed=0)
@@ -285,18 +285,123 @@ def test_latent_embedding_uses_model_codes_and_prior_means(tmp_path):
     assert "t-SNE" in t1["description"]
 
 
+def saved_figures(monkeypatch) -> list:
+    """Every matplotlib Figure the figures module saves, in order (the PNG is still written)."""
+    import otae.evaluation.figures as figures_module
+
+    saved = []
+    original = figures_module._save_figure
+
+    def spy(fig, path):
+        saved.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(figures_module, "_save_figure", spy)
+    return saved
+
+
+def pixel_at(png: np.ndarray, ax, point) -> np.ndarray:
+    """RGB of the PNG pixel under data point ``point`` of axes ``ax`` (PNG rows run down)."""
+    px, py = ax.transData.transform(point)
+    return png[int(png.shape[0] - py), int(px), :3].astype(float)
+
+
+def closest_colour(rgb: np.ndarray, colours) -> int:
+    """Index of the colour whose direction from white is closest to ``rgb``'s (alpha
+    blending on white and overlaps of one colour keep that direction)."""
+    v = 255.0 - rgb
+    cos = [v @ (255.0 - c) / (np.linalg.norm(v) * np.linalg.norm(255.0 - c) + 1e-12)
+           for c in colours]  # fmt: skip
+    return int(np.argmax(cos))
+
+
+def test_latent_plot_draws_the_embedding_it_returns(tmp_path, monkeypatch):
+    """Each class's scatter holds exactly that class's projected codes in its tab10 colour,
+    the prior means are black crosses, and the PNG shows them there: the pixel under
+    every prior mean is black, and the pixel under a code has its class's hue."""
+    from matplotlib import colormaps
+
+    saved = saved_figures(monkeypatch)
+    model = tiny_gmm_model(latent_dim=3, n_components=4)
+    x = images(40)
+    labels = torch.arange(40) % 3
+    path = latent_plot(model, x, labels, tmp_path / "latent.png", method="pca", max_points=25)
+    data = latent_embedding(model, x, labels, method="pca", max_points=25)
+    (fig,) = saved
+    ax = fig.axes[0]
+    palette = [np.array(colormaps["tab10"](i)[:3]) for i in range(3)]
+    *classes, means = ax.collections
+    assert len(classes) == 3
+    for cls, collection in enumerate(classes):
+        np.testing.assert_allclose(
+            collection.get_offsets(), data["codes_2d"][data["labels"] == cls], rtol=1e-6
+        )
+        np.testing.assert_allclose(collection.get_facecolor()[0, :3], palette[cls])
+    np.testing.assert_allclose(means.get_offsets(), data["means_2d"], rtol=1e-6)
+    np.testing.assert_allclose(means.get_edgecolor()[0], [0, 0, 0, 1])
+    assert "PCA" in ax.get_title() and "25 test codes" in ax.get_title()
+
+    png = png_array(path)
+    assert png.shape[:2] == (550, 650)  # 6.5 x 5.5 in at 100 dpi
+    for mean in data["means_2d"]:
+        assert pixel_at(png, ax, mean).max() < 60, mean
+    hues = [
+        closest_colour(pixel_at(png, ax, code), [255 * c for c in palette])
+        for code in data["codes_2d"]
+    ]
+    # overlapping points of two classes may blend; 1/3 would be chance
+    assert np.mean(np.array(hues) == data["labels"]) >= 0.8
+
+
 # ---------------------------------------------------------------------- curves and reports
-def test_loss_curves_and_convergence_plot_write_pngs(tmp_path):
+def test_loss_curves_and_convergence_plot_draw_the_values(tmp_path, monkeypatch):
+    """One subplot per quantity with the logged values at the logged epochs (splits as
+    separate lines, text skipped); the convergence plot sorts each model's points; the
+    PNGs show the markers in their lines' colours."""
+    saved = saved_figures(monkeypatch)
     history = [
-        {"epoch": e, "train_reconstruction": 30.0 / e, "test_reconstruction": 32.0 / e,
+        {"epoch": e, "train_reconstruction": 30.0 / e, "test_reconstruction": 40.0 / e + 5,
          "regulariser": 1.0 + e, "total": 31.0 / e + 1, "time": 2.5, "note": "text"}
-        for e in range(1, 5)
+        for e in (1, 2, 4, 8)
     ]  # fmt: skip
+    epochs = [1.0, 2.0, 4.0, 8.0]
     path = loss_curves(history, tmp_path / "loss.png")
-    assert png_array(path).ndim == 3
-    curves = {"wae": [(1, 3.0), (2, 2.0)], "rae": [(1, 4.0), (2, 1.5)]}
-    path = convergence_plot(curves, tmp_path / "conv.png", ylabel="test rec loss")
-    assert png_array(path).ndim == 3
+    fig = saved[-1]
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["reconstruction", "regulariser", "total", "time"]
+    want = {
+        "reconstruction": {"train": [30.0 / e for e in epochs],
+                           "test": [40.0 / e + 5 for e in epochs]},
+        "regulariser": {"regulariser": [1.0 + e for e in epochs]},
+        "total": {"total": [31.0 / e + 1 for e in epochs]},
+        "time": {"time": [2.5] * 4},
+    }  # fmt: skip
+    png = png_array(path)
+    assert png.shape[:2] == (640, 1260)  # 2 x 3 subplots of 4.2 x 3.2 in at 100 dpi
+    for ax in axes:
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == set(want[ax.get_title()])
+        for label, values in want[ax.get_title()].items():
+            line = lines[label]
+            assert list(line.get_xdata()) == epochs
+            np.testing.assert_allclose(line.get_ydata(), values, rtol=1e-12)
+            colour = 255 * np.array(to_rgb(line.get_color()))
+            for point in zip(epochs, values, strict=True):
+                assert np.abs(pixel_at(png, ax, point) - colour).max() < 40, (label, point)
+
+    curves = {"wae": [(2, 2.0), (1, 3.0), (3, 1.0)], "rae": [(3, 0.5), (1, 4.0), (2, 1.5)]}
+    path = convergence_plot(curves, tmp_path / "conv.png", ylabel="test rec loss", title="T")
+    ax = saved[-1].axes[0]
+    assert ax.get_ylabel() == "test rec loss" and ax.get_title() == "T"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["wae", "rae"]
+    png = png_array(path)
+    for line, name in zip(ax.get_lines(), ("wae", "rae"), strict=True):
+        points = sorted(curves[name])
+        assert line.get_label() == name
+        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == points
+        colour = 255 * np.array(to_rgb(line.get_color()))
+        for point in points:
+            assert np.abs(pixel_at(png, ax, point) - colour).max() < 40, (name, point)
 
 
 def test_write_report_escapes_text_and_embeds_figures(tmp_path):

@@ -180,6 +180,36 @@ def test_training_decreases_loss_and_trains_the_prior(case, x):
     assert last < 0.9 * first, (first, last)
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_regulariser_gradient_is_its_finite_difference_slope(case, x):
+    """The regulariser alone, not the total (which the reconstruction dominates): along
+    its own autograd gradient g, the central difference of R with the same noise has
+    slope |g|^2 (a flipped or mis-scaled regulariser gradient gives -|g|^2 or another
+    multiple); the step is sized to change R by 1%, and R(theta - eta g) < R < R(+)."""
+    model = make(case)
+    state = copy.deepcopy(model.state_dict())
+    value = model.loss(x, gen(7))["regulariser"]
+    named = list(model.named_parameters())
+    grads = torch.autograd.grad(value, [p for _, p in named], allow_unused=True)
+    pairs = [(p, g) for (_, p), g in zip(named, grads, strict=True) if g is not None]
+    assert pairs, "the regulariser reaches no parameter"
+    norm2 = sum(float(g.square().sum()) for _, g in pairs)
+    r0 = float(value.detach())
+    eta = 0.01 * abs(r0) / norm2
+
+    def moved(t):
+        model.load_state_dict(state)  # also resets the spherical models' warm start
+        with torch.no_grad():
+            for p, g in pairs:
+                p.add_(t * eta * g)
+            return float(model.loss(x, gen(7))["regulariser"])
+
+    up, down = moved(1.0), moved(-1.0)
+    model.load_state_dict(state)
+    assert down < r0 < up, (down, r0, up)
+    assert (up - down) / (2 * eta) == pytest.approx(norm2, rel=0.1)
+
+
 # ------------------------------------------------------------------ values
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_regulariser_equals_discrepancy(case, x):

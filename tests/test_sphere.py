@@ -164,8 +164,19 @@ def test_vmf_large_kappa_is_stable_and_accurate(d, dtype):
     expected = 2 * (1 - vmf_mean_resultant_length(kappa, d))
     se = phi2.std().item() / math.sqrt(n)
     assert abs(phi2.mean().item() - expected) < 5 * se + 1e-3 * expected
-    huge = sample_von_mises_fisher(loc, 1e12, 100, generator=gen(6))
-    assert torch.isfinite(huge).all()
+    # kappa = 1e12: b of Wood's sampler is 1e-12; computed as the textbook difference
+    # (-2 kappa + sqrt(4 kappa^2 + (d-1)^2)) / (d-1) it rounds to 0 and every sample is loc.
+    # The tangent part is N(0, I / kappa) in d - 1 dimensions: E[phi^2] = (d - 1) / kappa
+    # up to O(1 / kappa^2), and phi^2 kappa ~ chi^2_{d-1} (standard error from that).
+    kappa, n = 1e12, 2000
+    huge = sample_von_mises_fisher(loc, kappa, n, generator=gen(6))
+    assert huge.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    assert (huge.double().norm(dim=-1) - 1).abs().max().item() < tol
+    phi2 = angles(huge, loc).square()
+    expected = (d - 1) / kappa
+    assert abs(phi2.mean().item() - expected) < 5 * math.sqrt(2 * (d - 1) / n) / kappa
+    assert phi2.max().item() < 100 * expected
 
 
 def test_vmf_several_locations_and_determinism():

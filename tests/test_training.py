@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import pytest
 import torch
@@ -228,3 +229,47 @@ def test_dataclass_fields_have_defaults():
     for section in ("network", "data", "training", "evaluation"):
         cls = type(getattr(ExperimentConfig(), section))
         assert dataclasses.is_dataclass(cls)
+
+
+# ---------------------------------------------------------------------- loaders and determinism
+def _timeless(history):
+    return [{k: v for k, v in row.items() if "time" not in k} for row in history]
+
+
+def test_dataloader_workers_give_the_same_batches_and_run(tmp_path):
+    """training.num_workers=2 (a DataLoader over the same batch lists): every batch equals
+    the in-process batch, and two epochs give the same history and weights, bit for bit."""
+    runs = {}
+    for workers in (0, 2):
+        config = tiny_config("drae", epochs=2)
+        config.training.num_workers = workers
+        trainer = make_trainer(config, tmp_path / f"w{workers}")
+        batches = trainer.epoch_batches(0)
+        got = list(trainer._iterate(trainer.train_data, batches))
+        assert len(got) == len(batches) == 4
+        for (images, labels), indices in zip(got, batches, strict=True):
+            want_images, want_labels = trainer.train_data.get_batch(indices)
+            assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+        history = trainer.fit()
+        runs[workers] = (_timeless(history), trainer.model.state_dict())
+    assert runs[2][0] == runs[0][0] and len(runs[0][0]) == 2
+    assert all(torch.equal(v, runs[0][1][k]) for k, v in runs[2][1].items())
+
+
+def test_deterministic_mode_sets_torch_flags_and_repeats_bit_for_bit(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    previous = torch.are_deterministic_algorithms_enabled()
+    assert not previous  # the default, which the flag check below relies on
+    runs = []
+    try:
+        for i in range(2):
+            config = tiny_config("drae", epochs=2)
+            config.training.deterministic = True
+            trainer = make_trainer(config, tmp_path / f"run{i}")
+            assert torch.are_deterministic_algorithms_enabled()
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+            runs.append((_timeless(trainer.fit()), trainer.model.state_dict()))
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 2
+    assert all(torch.equal(v, runs[0][1][k]) for k, v in runs[1][1].items())
