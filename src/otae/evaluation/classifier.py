@@ -235,6 +235,19 @@ def _load_cached(weights: Path, meta: Path, name: str) -> tuple[MnistClassifier,
     return classifier.eval(), info
 
 
+def _from_cache(cache_dir, name: str, log, describe: Callable[[dict], str]):
+    """``(weights path, info path, (classifier, info) or None)`` for classifier ``name``."""
+    directory = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    weights, meta = directory / f"{name}.pt", directory / f"{name}.json"
+    cached = _load_cached(weights, meta, name)
+    if cached is None:
+        return weights, meta, None
+    classifier, info = cached
+    if log is not None:
+        log(f"loaded {name} from {weights} ({describe(info)})")
+    return weights, meta, (classifier, {**info, "cached": True})
+
+
 def load_or_train_mnist_classifier(
     cache_dir: str | os.PathLike | None = None,
     *,
@@ -260,22 +273,18 @@ def load_or_train_mnist_classifier(
     from ..data.datasets import build_dataset
 
     name = classifier_name(seed, epochs, train_subset)
-    directory = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    weights, meta = directory / f"{name}.pt", directory / f"{name}.json"
-    cached = _load_cached(weights, meta, name)
+    weights, meta, cached = _from_cache(
+        cache_dir, name, log, lambda info: f"test accuracy {float(info['test_accuracy']):.4f}"
+    )
     if cached is not None:
-        classifier, info = cached
-        if log is not None:
-            accuracy = float(info["test_accuracy"])
-            log(f"loaded {name} from {weights} (test accuracy {accuracy:.4f})")
-        return classifier, {**info, "cached": True}
+        return cached
 
     train_set = build_dataset("mnist", "train", subset=train_subset)
     test_set = build_dataset("mnist", "test", subset=test_subset)
     if log is not None:
         log(
             f"training {name} for classifier FD ({len(train_set)} images, {epochs} epochs, "
-            f"seed {seed}); cached in {directory}"
+            f"seed {seed}); cached in {weights.parent}"
         )
     start = time.perf_counter()
     classifier = train_mnist_classifier(train_set, seed=seed, epochs=epochs, name=name, log=log)
@@ -370,14 +379,11 @@ def load_or_train_data_classifier(
     identity = dataset_identity(train_set)
     tag = re.sub(r"[^A-Za-z0-9]+", "-", dataset).strip("-").lower()[:40] or "data"
     name = f"{tag}-classifier-fd-{CLASSIFIER_VERSION}-{identity}-seed{int(seed)}-e{int(epochs)}"
-    directory = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    weights, meta = directory / f"{name}.pt", directory / f"{name}.json"
-    cached = _load_cached(weights, meta, name)
+    weights, meta, cached = _from_cache(
+        cache_dir, name, log, lambda info: f"trained on {info['trained_on']}"
+    )
     if cached is not None:
-        classifier, info = cached
-        if log is not None:
-            log(f"loaded {name} from {weights} (trained on {info['trained_on']})")
-        return classifier, {**info, "cached": True}
+        return cached
 
     n = num_items(train_set)
     total, total_sq = 0.0, 0.0
@@ -397,7 +403,8 @@ def load_or_train_data_classifier(
     if log is not None:
         log(
             f"training {name} for classifier FD on {dataset} ({n} images, "
-            f"{network['n_classes']} classes, {epochs} epochs, seed {seed}); cached in {directory}"
+            f"{network['n_classes']} classes, {epochs} epochs, seed {seed}); "
+            f"cached in {weights.parent}"
         )
     start = time.perf_counter()
     classifier = train_mnist_classifier(
