@@ -105,12 +105,34 @@ def nan_on_last_rank(model: str) -> dict:
     }
 
 
+def failure_on_rank_0(model: str) -> dict:
+    """Rank 0's end of epoch (evaluation, checkpoints) fails: every rank must stop at once,
+    rank 0 with its own error, the others with RunStoppedOnAnotherRank (none may wait)."""
+    rank = distributed.world()[1]
+    data = images()
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(tiny_config(model), run_dir, train_data=data, test_data=data)
+        if rank == 0:
+
+            def failing_end_epoch(row, writer):
+                raise OSError(28, "No space left on device (planted)")
+
+            trainer._end_epoch = failing_end_epoch
+        try:
+            trainer.fit()
+        except Exception as err:
+            return {"error": type(err).__name__, "message": str(err), "epoch": trainer.epoch}
+    return {"error": None, "message": "", "epoch": trainer.epoch}
+
+
 def main(argv: list[str]) -> None:
     out_path, mode, models = argv[0], argv[1], argv[2:]
     torch.set_num_threads(1)
     with distributed.distributed_session("cpu"):
         if mode == "nan":
             results = {name: nan_on_last_rank(name) for name in models}
+        elif mode == "end_epoch_failure":
+            results = {name: failure_on_rank_0(name) for name in models}
         else:
             results = {name: run_case(name, mode) for name in models}
         results["_world"] = distributed.world()
@@ -120,6 +142,8 @@ def main(argv: list[str]) -> None:
     results["_backend_threads_after"] = distributed.backend_threads()
     if results["_world"][1] == 0:
         torch.save(results, out_path)
+    elif mode == "end_epoch_failure":  # the test needs every rank's outcome
+        torch.save(results, f"{out_path}.rank{results['_world'][1]}")
 
 
 if __name__ == "__main__":

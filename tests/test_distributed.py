@@ -218,6 +218,18 @@ def test_a_nan_on_one_rank_stops_every_rank_together(model, tmp_path):
     assert not rank0["stepped"] and rank0["weights_unchanged"]
 
 
+def test_a_failure_on_rank_0_at_the_end_of_an_epoch_stops_every_rank(tmp_path):
+    """Rank 0 alone evaluates and writes checkpoints; if that fails (disk full, a held-out
+    divergence), the other ranks must not wait for it in a collective: they stop too."""
+    out = tmp_path / "failure.pt"
+    torchrun([str(REPO / "tests" / "ddp_worker.py"), str(out), "end_epoch_failure", "drae"], tmp_path)
+    rank0 = torch.load(out, weights_only=True)["drae"]
+    rank1 = torch.load(f"{out}.rank1", weights_only=True)["drae"]
+    assert rank0["error"] == "OSError" and "planted" in rank0["message"]
+    assert rank1["error"] == "RunStoppedOnAnotherRank" and "epoch 1" in rank1["message"]
+    assert rank0["epoch"] == rank1["epoch"] == 1  # both stopped after the first epoch
+
+
 def _history(run_dir: Path) -> list[dict[str, float]]:
     with open(run_dir / "history.csv") as handle:
         return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]

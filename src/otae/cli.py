@@ -430,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(err: BaseException) -> bool:
     """Errors that bad input, bad files or a diverging run cause: one line, exit status 2."""
     from .training import CheckpointError, NonFiniteLossError
+    from .training.distributed import RunStoppedOnAnotherRank
 
-    return isinstance(err, (ValueError, OSError, CheckpointError, NonFiniteLossError))
+    user_errors = (ValueError, OSError, CheckpointError, NonFiniteLossError)
+    return isinstance(err, (*user_errors, RunStoppedOnAnotherRank))
 
 
 def _describe(err: BaseException) -> str:

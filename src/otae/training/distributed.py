@@ -110,6 +110,11 @@ def backend_threads() -> list[str]:
     return sorted(n for n in names if "gloo" in n or "nccl" in n.lower())
 
 
+class RunStoppedOnAnotherRank(RuntimeError):
+    """Raised on the other ranks when rank 0's share of a joint step (held-out evaluation,
+    checkpoints) failed; rank 0 reports the cause."""
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if world()[0] > 1:

@@ -625,10 +625,21 @@ class Trainer:
                 row.update(self.train_epoch(epoch))
                 row["epoch_time_s"] = time.perf_counter() - start
                 self.epoch = epoch
+                failure: Exception | None = None
                 if self.is_main:
-                    self._end_epoch(row, writer)
-                # the other ranks wait while rank 0 evaluates and writes checkpoints
-                distributed.barrier()
+                    try:
+                        self._end_epoch(row, writer)
+                    except Exception as err:  # re-raised after the vote
+                        failure = err
+                # the other ranks wait while rank 0 evaluates and writes checkpoints; the
+                # wait is a vote, so a failure there stops every rank at once instead of
+                # leaving them in a collective with a peer that has gone
+                if not distributed.all_ranks_true(failure is None, self.device):
+                    if failure is not None:
+                        raise failure
+                    raise distributed.RunStoppedOnAnotherRank(
+                        f"rank 0 stopped the run at the end of epoch {epoch}; its error says why"
+                    )
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"{err}; {self._recovery_hint()}") from None
         finally:
