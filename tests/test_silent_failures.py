@@ -18,8 +18,11 @@ from otae.cli import main
 from otae.data import TensorImageDataset
 from otae.evaluation import classifier as classifier_module
 from otae.experiment import run_experiment
-from otae.training import CheckpointError, Trainer, config_from_dict, load_checkpoint, load_config
+from otae.training import CheckpointError, Trainer, load_checkpoint, load_config
 from otae.training import trainer as trainer_module
+
+from .test_training import make_trainer
+from .test_training import tiny_config as _training_config
 
 TINY = [
     "data.train_subset=64",
@@ -143,34 +146,12 @@ def test_stale_metrics_are_removed_when_resumed_training_fails(run_copy, monkeyp
     assert not (run_copy / "metrics.json").exists()
 
 
-def tiny_data(n=48, seed=0, side=8):
-    gen = torch.Generator().manual_seed(seed)
-    images = (torch.rand(n, 1, side, side, generator=gen) * 255).to(torch.uint8)
-    return TensorImageDataset(images, torch.arange(n) % 3)
-
-
 def tiny_config(epochs=1, lr=1e-3, progress=False):
-    return config_from_dict(
-        {
-            "name": "tiny",
-            "model": {"name": "vae", "latent_dim": 2},
-            "network": {"architecture": "mlp", "options": {"hidden": [16]}},
-            "training": {
-                "epochs": epochs,
-                "batch_size": 12,
-                "seed": 3,
-                "device": "cpu",
-                "progress": progress,
-                "tensorboard": False,
-                "optimizer": {"lr": lr},
-            },
-            "evaluation": {"report": False},
-        }
-    )
-
-
-def make_trainer(config, run_dir, log=lambda m: None):
-    return Trainer(config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, 1), log=log)
+    """test_training's tiny VAE run, with the learning rate and progress bars chosen."""
+    config = _training_config("vae", epochs=epochs)
+    config.training.optimizer.lr = lr
+    config.training.progress = progress
+    return config
 
 
 def parameters(trainer):

@@ -52,9 +52,9 @@ def tiny_config(model="vae", epochs=3, **model_options):
     return config_from_dict(values)
 
 
-def make_trainer(config, run_dir):
+def make_trainer(config, run_dir, log=lambda m: None):
     return Trainer(
-        config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1), log=lambda m: None
+        config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1), log=log
     )
 
 
