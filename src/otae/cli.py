@@ -242,8 +242,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from .training import load_run
 
     _count(args.n, "-n", 1)
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    _count(args.seed, "--seed")
     device = _device(args.device)
     _, model, _ = load_run(args.run_dir, args.checkpoint, device=device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -432,8 +431,9 @@ def _is_user_error(err: BaseException) -> bool:
     from .training import CheckpointError, NonFiniteLossError
     from .training.distributed import RunStoppedOnAnotherRank
 
-    user_errors = (ValueError, OSError, CheckpointError, NonFiniteLossError)
-    return isinstance(err, (*user_errors, RunStoppedOnAnotherRank))
+    return isinstance(
+        err, (ValueError, OSError, CheckpointError, NonFiniteLossError, RunStoppedOnAnotherRank)
+    )
 
 
 def _describe(err: BaseException) -> str:
