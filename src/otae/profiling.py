@@ -26,7 +26,12 @@ from collections import Counter
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["OpCounter", "SYNC_OPS"]
+__all__ = ["OpCounter", "SYNC_OPS", "COUNTING_BACKEND", "register_counting_backend"]
+
+#: name of the torch.compile backend that lets :class:`OpCounter` tell the operations run by
+#: compiled graphs from those left outside (``aot_eager`` with its graphs marked)
+COUNTING_BACKEND = "otae_counting"
+_graph_depth = 0
 
 #: Operations that make the host wait for a CUDA device (their output lives on the host,
 #: or its size depends on the values).
@@ -85,6 +90,12 @@ _FREE = frozenset(
 )
 
 
+def _launches(counts: Counter[str]) -> int:
+    # views, metadata and the profiler's record_function markers launch nothing
+    return sum(n for name, n in counts.items()
+               if name not in _FREE and not name.startswith("profiler."))
+
+
 def _is_sync(name: str, args: tuple, kwargs: dict) -> bool:
     if name in SYNC_OPS:
         return True
@@ -113,10 +124,18 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.by_name: Counter[str] = Counter()
         self.sync_ops: Counter[str] = Counter()
+        #: operations run by graphs compiled with :data:`COUNTING_BACKEND` (not in ``by_name``)
+        self.in_graphs: Counter[str] = Counter()
 
     @property
     def ops(self) -> int:
-        return sum(n for name, n in self.by_name.items() if name not in _FREE)
+        """Launching operations run outside compiled graphs (all of them in eager code)."""
+        return _launches(self.by_name)
+
+    @property
+    def graph_ops(self) -> int:
+        """Launching operations run inside graphs compiled with :data:`COUNTING_BACKEND`."""
+        return _launches(self.in_graphs)
 
     @property
     def syncs(self) -> int:
@@ -126,7 +145,7 @@ class OpCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         name = str(func.overloadpacket)
         name = name if name.startswith("aten.") else f"aten.{name}" if "." not in name else name
-        self.by_name[name] += 1
+        (self.in_graphs if _graph_depth else self.by_name)[name] += 1
         if _is_sync(name, args, kwargs):
             self.sync_ops[name] += 1
         return func(*args, **kwargs)
@@ -134,3 +153,34 @@ class OpCounter(TorchDispatchMode):
     def summary(self, top: int = 10) -> str:
         common = ", ".join(f"{k} {v}" for k, v in self.by_name.most_common(top))
         return f"{self.ops} ops, {self.syncs} syncs ({dict(self.sync_ops)}); most: {common}"
+
+
+def _marked(graph, example_inputs):
+    """A compiled graph that runs with its operations attributed to ``in_graphs``."""
+    from functorch.compile import make_boxed_func
+
+    def run(args):
+        global _graph_depth
+        _graph_depth += 1
+        try:
+            return graph(*args)
+        finally:
+            _graph_depth -= 1
+
+    return make_boxed_func(run)
+
+
+def register_counting_backend() -> str:
+    """Register :data:`COUNTING_BACKEND` (idempotent) and return its name.
+
+    ``aot_eager`` (AOTAutograd, graphs run op by op) whose forward and backward graphs mark
+    their operations, so that an :class:`OpCounter` counts what a compiled step leaves
+    outside its graphs (``ops``) apart from what the graphs run (``graph_ops``).
+    """
+    from torch._dynamo import list_backends, register_backend
+    from torch._dynamo.backends.common import aot_autograd
+
+    if COUNTING_BACKEND not in list_backends(exclude_tags=()):
+        register_backend(aot_autograd(fw_compiler=_marked, bw_compiler=_marked),
+                         name=COUNTING_BACKEND)
+    return COUNTING_BACKEND

@@ -109,6 +109,16 @@ class ImageDataset(Dataset):
         """All labels as a LongTensor ``(N,)``, or ``None`` for unlabelled data."""
         return None
 
+    @property
+    def device(self) -> torch.device | None:
+        """Where :meth:`get_batch` builds its batches (None: on the host, item by item)."""
+        return None
+
+    def on_device(self, device: torch.device) -> ImageDataset:
+        """This dataset with its examples held on ``device`` if it lives in memory (indexed
+        there, no per-batch copy); datasets read from disk return themselves."""
+        return self
+
     def get_batch(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
         """Images ``(B, C, H, W)`` float32 in ``[0, 1]`` and labels ``(B,)`` int64."""
         indices = _as_index_tensor(indices)
@@ -161,6 +171,14 @@ class FirstN(ImageDataset):
         labels = self.base.labels
         return None if labels is None else labels[: self.n]
 
+    @property
+    def device(self) -> torch.device | None:
+        return self.base.device
+
+    def on_device(self, device: torch.device) -> ImageDataset:
+        moved = self.base.on_device(device)
+        return self if moved is self.base else moved.first(self.n)
+
     def get_batch(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
         indices = _as_index_tensor(indices)
         if len(indices) and (indices.min() < -self.n or indices.max() >= self.n):
@@ -204,11 +222,20 @@ class TensorImageDataset(ImageDataset):
     def labels(self) -> Tensor | None:
         return self._labels
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def on_device(self, device: torch.device) -> TensorImageDataset:
+        # uint8 on the device (MNIST: 47 MB); converted to float per batch there
+        labels = None if self._labels is None else self._labels.to(device)
+        return TensorImageDataset(self.images.to(device), labels)
+
     def get_batch(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
         indices = _as_index_tensor(indices)
         images = self.images[indices].float().div_(255)
         if self._labels is None:
-            return images, torch.full((len(indices),), -1, dtype=torch.long)
+            return images, torch.full((len(indices),), -1, dtype=torch.long, device=images.device)
         return images, self._labels[indices]
 
     def first(self, n: int) -> ImageDataset:

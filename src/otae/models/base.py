@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .. import noise
 from ..nn import Decoder, Encoder
 from ..parallel import BatchShards
 from ..priors import Prior, build_prior
@@ -130,7 +131,7 @@ class Autoencoder(nn.Module):
         return self.encoder(x)
 
     def reparameterise(
-        self, mean: Tensor, logvar: Tensor | None, generator: torch.Generator | None = None
+        self, mean: Tensor, logvar: Tensor | None, generator: noise.Generatorish = None
     ) -> Tensor:
         """One reparameterised draw ``mean + exp(logvar / 2) * eps`` (or ``mean``).
 
@@ -142,10 +143,10 @@ class Autoencoder(nn.Module):
         eps = self.batch_randn(mean, generator)
         return mean + torch.exp(0.5 * logvar) * eps
 
-    def batch_randn(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    def batch_randn(self, like: Tensor, generator: noise.Generatorish) -> Tensor:
         """Standard normal noise shaped like the local rows ``like`` (drawn globally)."""
         shape = (self.shards.global_rows(like.shape[0]), *like.shape[1:])
-        eps = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+        eps = noise.randn(shape, generator, device=like.device, dtype=like.dtype)
         return self.shards.local_rows(eps)
 
     def embed(self, x: Tensor) -> Tensor:
@@ -159,11 +160,11 @@ class Autoencoder(nn.Module):
         """Decode the posterior mean (no sampling noise)."""
         return self.decode(self.embed(x))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
         """``n`` generated images: decoded prior samples."""
         return self.decode(self.prior.sample(n, generator))
 
-    def sample_component(self, k: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_component(self, k: int, n: int, generator: noise.Generatorish = None) -> Tensor:
         """``n`` images generated from prior component ``k`` (conditional generation)."""
         return self.decode(self.prior.sample_component(k, n, generator))
 
@@ -174,7 +175,7 @@ class Autoencoder(nn.Module):
         mean: Tensor,
         logvar: Tensor | None,
         z: Tensor,
-        generator: torch.Generator | None,
+        generator: noise.Generatorish,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``(R, extras)``: ``R`` is per-sample ``(N,)`` or batch-level ``()``.
 
@@ -211,7 +212,7 @@ class Autoencoder(nn.Module):
                 x = gather(x)
         return upcast(x), upcast(mean), None if logvar is None else upcast(logvar), upcast(z)
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
+    def loss(self, x: Tensor, generator: noise.Generatorish = None) -> LossTerms:
         """Loss terms of a batch: ``reconstruction``, ``regulariser``, ``total`` (+ extras)."""
         mean, logvar = self.encode(x)
         z = self.reparameterise(mean, logvar, generator)
@@ -226,7 +227,7 @@ class Autoencoder(nn.Module):
         return {"total": total, "reconstruction": sse.mean(), "regulariser": reg, **extras}
 
     def reconstruction_objective(
-        self, x: Tensor, generator: torch.Generator | None = None
+        self, x: Tensor, generator: noise.Generatorish = None
     ) -> Tensor:
         """The reconstruction part of the objective alone (a plain autoencoder step).
 
@@ -237,7 +238,7 @@ class Autoencoder(nn.Module):
         return self.reduce((upcast(self.decode(z)) - x).pow(2).flatten(1).sum(1))
 
     def critic_loss(
-        self, x: Tensor, generator: torch.Generator | None = None, reuse_samples: bool = False
+        self, x: Tensor, generator: noise.Generatorish = None, reuse_samples: bool = False
     ) -> LossTerms:
         """Loss of the adversarial critic on batch ``x``; ``reuse_samples``: a later critic
         step on the same batch (a model may reuse the first step's samples)."""
@@ -270,7 +271,7 @@ class PriorSampleAutoencoder(Autoencoder):
         y = self.prior.sample(z.shape[0], generator)
         return self.discrepancy(z, y, generator), {}
 
-    def discrepancy(self, z: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
+    def discrepancy(self, z: Tensor, y: Tensor, generator: noise.Generatorish) -> Tensor:
         """Scalar discrepancy between codes ``z`` and prior samples ``y``, both ``(N, d)``."""
         raise NotImplementedError
 

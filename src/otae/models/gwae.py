@@ -59,6 +59,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .. import noise
 from ..priors import GaussianMixturePrior, Prior, StandardNormalPrior
 from ..priors.meta import FactorisedPrior, NeuralSamplerPrior
 from .base import Autoencoder, LossTerms, ModelConfig, full_precision, register_model, upcast
@@ -229,7 +230,7 @@ class GWAE(Autoencoder):
         return (norms - 1.0).pow(2).mean()
 
     def _joint_samples(
-        self, x: Tensor, generator: torch.Generator | None
+        self, x: Tensor, generator: noise.Generatorish
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor]:
         """Encoder pair code ``z`` and its ``logvar``; the prior samples of the whole batch;
         this rank's decoder pairs ``(z_prior, x_prior)``.
@@ -249,7 +250,7 @@ class GWAE(Autoencoder):
         z_prior = self.prior.sample(x.shape[0], generator)
         return self.gw_term(z_prior, self.decode(z_prior)), {}
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> LossTerms:
+    def loss(self, x: Tensor, generator: noise.Generatorish = None) -> LossTerms:
         """Generator objective; ``reconstruction`` is the mean per-image SSE (spec §1 units).
 
         Randomness from ``generator``, in order: the posterior draw (``randn (N, d)``),
@@ -284,7 +285,7 @@ class GWAE(Autoencoder):
         }
 
     def critic_loss(
-        self, x: Tensor, generator: torch.Generator | None = None, reuse_samples: bool = False
+        self, x: Tensor, generator: noise.Generatorish = None, reuse_samples: bool = False
     ) -> LossTerms:
         """Critic objective ``-W + gp_weight * GP`` (to minimise over the critic only).
 
@@ -304,9 +305,7 @@ class GWAE(Autoencoder):
             self._critic_pairs = (z, z_prior, x_prior) if shared else None
         n = x.shape[0]
         w = upcast(self.critic(x, z)).mean() - upcast(self.critic(x_prior, z_prior)).mean()
-        t = torch.rand(
-            self.shards.global_rows(n), 1, generator=generator, device=x.device, dtype=x.dtype
-        )
+        t = noise.rand((self.shards.global_rows(n), 1), generator, device=x.device, dtype=x.dtype)
         t = self.shards.local_rows(t)
         t_x = t.view(n, *([1] * (x.dim() - 1)))
         x_hat = t_x * x + (1.0 - t_x) * x_prior

@@ -57,6 +57,10 @@ class OptimizerConfig:
     critic_lr: float | None = None
 
 
+#: inductor's modes (torch.compile(mode=...)); "default" passes none
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainingConfig:
     epochs: int = 50
@@ -77,8 +81,16 @@ class TrainingConfig:
     pin_memory: bool = True
     #: fp32, or bf16 (autocast of the networks; losses and OT terms stay in float32)
     precision: str = "fp32"
-    #: torch.compile the encoder and decoder (in place: checkpoints are unchanged)
+    #: torch.compile the whole training objective (networks and regulariser, forward and
+    #: backward) as one graph per objective; checkpoints are unchanged (otae.training.compiled)
     compile: bool = False
+    #: the torch.compile backend: inductor, or eager / aot_eager / any registered backend
+    compile_backend: str = "inductor"
+    #: inductor's mode: default, reduce-overhead (CUDA graphs), max-autotune,
+    #: max-autotune-no-cudagraphs
+    compile_mode: str = "default"
+    #: keep in-memory datasets (MNIST...) on the CUDA device and index them there
+    data_on_device: bool = True
     #: under torchrun, batch-level regularisers see the global batch (exact) or each
     #: process's rows only (per_rank: no gathering, a different, noisier objective)
     regulariser_mode: str = "global"
@@ -125,6 +137,16 @@ class ExperimentConfig:
             raise ValueError(f"training.num_workers must be >= 0, got {t.num_workers}")
         if t.precision not in ("fp32", "bf16"):
             raise ValueError(f"training.precision must be 'fp32' or 'bf16', got {t.precision!r}")
+        if t.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"training.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
+                f"got {t.compile_mode!r}"
+            )
+        if t.compile_mode != "default" and t.compile_backend != "inductor":
+            raise ValueError(
+                f"training.compile_mode={t.compile_mode!r} is an option of the inductor "
+                f"backend, not of training.compile_backend={t.compile_backend!r}"
+            )
         if t.regulariser_mode not in REGULARISER_MODES:
             raise ValueError(
                 f"training.regulariser_mode must be one of {', '.join(REGULARISER_MODES)}, "
@@ -208,6 +230,9 @@ RESUME_FREE = (
     "training.num_workers",
     "training.pin_memory",
     "training.compile",
+    "training.compile_backend",
+    "training.compile_mode",
+    "training.data_on_device",
     "training.progress",
     "training.tensorboard",
 )

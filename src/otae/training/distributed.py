@@ -130,6 +130,16 @@ def all_ranks_true(flag: bool, device: torch.device) -> bool:
     return bool(value.item() > 0.5)
 
 
+def any_rank_(flag: torch.Tensor) -> torch.Tensor:
+    """``flag`` (a 0-dim float tensor, 0 or 1) set to its maximum over ranks, in place.
+
+    A collective on the device: no host synchronisation (the training step's found-inf flag).
+    """
+    if world()[0] > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag
+
+
 def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     """Sum of a (detached) tensor over ranks, for logging; unchanged in a single process."""
     if world()[0] == 1:

@@ -36,6 +36,7 @@ from torch.utils.data import DistributedSampler
 
 from ..data import ImageDataset, build_dataset
 from ..discrepancies import NonFiniteInputError
+from ..discrepancies._validation import input_checks
 from ..models import Autoencoder, build_model
 from ..parallel import BatchShards, convert_batchnorm, local_batches
 from . import distributed
@@ -45,6 +46,7 @@ from .checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from .compiled import CompiledObjective, compile_options
 from .config import (
     DataConfig,
     ExperimentConfig,
@@ -90,10 +92,15 @@ def select_device(spec: str, option: str = "training.device") -> torch.device:
 
 
 def make_optimizer(params: list[nn.Parameter], config, lr: float | None = None):
+    """The optimiser of ``config``; Adam is the fused kernel (CPU and CUDA), whose
+    ``found_inf`` input lets the trainer skip a step on the device (:class:`DivergenceWatch`).
+    """
     lr = config.lr if lr is None else lr
     if config.name == "adam":
+        fused = all(p.device.type in ("cpu", "cuda") for p in params)
         return torch.optim.Adam(
-            params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+            params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay,
+            fused=fused or None,
         )
     if config.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=config.weight_decay)
@@ -133,10 +140,57 @@ class NonFiniteLossError(FloatingPointError):
 
 
 _DIVERGENCE_FIX = "lower training.optimizer.lr (or model.gamma)"
+#: without a progress bar, a diverged step is looked for (one host sync) every this many
+#: steps, and at the end of the epoch
+_DIVERGENCE_CHECK_EVERY = 50
 
 
-def _short_values(terms: dict[str, Tensor]) -> str:
-    return ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+def _short_values(names: list[str], values: list[float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in zip(names, values, strict=True))
+
+
+class DivergenceWatch:
+    """Non-finite steps caught on the device, reported at the next logging point.
+
+    A step whose objective or gradients are not finite sets ``found_inf`` (as
+    ``torch.amp.GradScaler`` does); the optimiser skips the update on the device (fused
+    Adam's ``found_inf`` input). The flag is sticky: once a step of the epoch has
+    diverged, every later update of the epoch is skipped too, so the weights stay those
+    before the first bad step. The batch index and loss terms of that first bad step are
+    kept on the device; :meth:`diverged` (one host sync) is read at logging points and at
+    the end of the epoch, before anything is written.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.flag = torch.zeros((), device=self.device)
+        self.first_step = torch.zeros((), dtype=torch.long, device=self.device)
+        self.names: list[str] = []
+        self.values: Tensor | None = None
+
+    def update(self, found_inf: Tensor, terms: dict[str, Tensor]) -> Tensor:
+        """Record a step's flag; returns the flag the update must obey (sticky)."""
+        first = (found_inf > 0) & (self.flag == 0)
+        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        if self.values is None or self.values.shape != values.shape:
+            self.names, self.values = list(terms), values.new_zeros(values.shape)
+        self.values = torch.where(first, values, self.values)
+        self.first_step = torch.where(first, self.steps, self.first_step)
+        self.flag = torch.maximum(self.flag, found_inf)
+        self.steps += 1
+        return self.flag
+
+    def diverged(self) -> bool:
+        return bool(self.flag > 0)
+
+    def report(self) -> tuple[int, str]:
+        """``(batch index, "total=nan, ...")`` of the first bad step (host syncs)."""
+        values = self.values.tolist() if self.values is not None else []
+        return int(self.first_step), _short_values(self.names, values)
 
 
 class EpochSampler(DistributedSampler):
@@ -215,6 +269,11 @@ class Trainer:
         self.train_data = train_data or build_split(config.data, "train")
         self.test_data = test_data or build_split(config.data, "test")
         self.device = distributed.rank_device(select_device(config.training.device))
+        if (self.device.type == "cuda" and config.training.data_on_device
+                and config.training.num_workers == 0):
+            # in-memory datasets (uint8) are indexed on the GPU: no per-batch copies
+            self.train_data = self.train_data.on_device(self.device)
+            self.test_data = self.test_data.on_device(self.device)
         if config.training.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -231,10 +290,13 @@ class Trainer:
         self.model.shards = shards
         if shards.gathers:
             convert_batchnorm(self.model, shards)
-        if config.training.compile:
-            # in place (nn.Module.compile): parameter names, hence checkpoints, are unchanged
-            self.model.encoder.compile()
-            self.model.decoder.compile()
+        if config.training.compile and self.world_size > 1:
+            # DistributedDataParallel must run its own forward: compile the networks in
+            # place (parameter names, hence checkpoints, are unchanged)
+            options = compile_options(config.training.compile_backend,
+                                      config.training.compile_mode)
+            self.model.encoder.compile(**options)
+            self.model.decoder.compile(**options)
         self.objective: nn.Module = _Objective(self.model)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -258,10 +320,11 @@ class Trainer:
             self.critic_optimizer = make_optimizer(
                 self.model.critic_parameters(), opt_config, opt_config.critic_lr
             )
+        self._runner = self._objective_runner(self.objective)
+        self.divergence = DivergenceWatch(self.device)
+        #: the last step's device flag: 1.0 if its objective or gradients were not finite
+        self._last_found_inf = torch.zeros((), device=self.device)
         self.epoch = 0  # completed epochs
-        self.last_step_finite = True
-        #: why the last step's objective was not finite (None: it was, or only the value)
-        self.nonfinite_reason: str | None = None
         #: the epoch of the last checkpoint written or resumed from (None: none yet)
         self.checkpoint_epoch: int | None = None
         self.history: list[dict[str, float]] = []
@@ -377,6 +440,10 @@ class Trainer:
             for images, labels in loader:
                 yield images.to(self.device, non_blocking=True), labels
         else:
+            if data.device is not None and data.device != torch.device("cpu") and batches:
+                # the dataset lives on the device: one copy of the whole order, split there
+                sizes = [len(b) for b in batches]
+                batches = list(torch.cat(batches).to(data.device).split(sizes))
             for indices in batches:
                 images, labels = data.get_batch(indices)
                 if pin:
@@ -393,32 +460,49 @@ class Trainer:
             self.device.type, dtype=torch.bfloat16, enabled=self.config.training.precision == "bf16"
         )
 
+    def _objective_runner(self, objective: nn.Module):
+        """``run(x, generator, kind, critic_step) -> terms``: compiled whole
+        (``training.compile``, one process) or eager, input checks off either way."""
+        cfg = self.config.training
+        if cfg.compile and self.world_size == 1:
+            return CompiledObjective(objective, self._autocast, cfg.compile_backend,
+                                     cfg.compile_mode)
+
+        def run(x, generator, kind, critic_step=0):
+            with input_checks(False), self._autocast():
+                return objective(x, generator, kind, critic_step)
+
+        return run
+
     def backward(
         self, x: Tensor, generator: torch.Generator, kind: str = "loss", critic_step: int = 0
-    ) -> tuple[dict[str, Tensor], bool]:
-        """Objective ``kind`` (loss, critic, reconstruction) on this rank's rows ``x``, and its
-        backward pass (gradients averaged over ranks) unless the value is not finite on
-        some rank. Returns the terms and whether gradients were computed.
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Objective ``kind`` (loss, critic, reconstruction) on this rank's rows ``x`` and its
+        backward pass (gradients averaged over ranks). Returns the terms and a 0-dim bool
+        device tensor: whether the objective and every gradient were finite on every rank.
 
-        Codes or prior parameters that went non-finite (a diverging run) can trip a
-        regulariser's input check before the loss exists: that counts as a non-finite
-        value too, its message kept in :attr:`nonfinite_reason`."""
-        self.nonfinite_reason = None
-        try:
-            with self._autocast():
-                terms = self.objective(x, generator, kind, critic_step)
-            finite = bool(torch.isfinite(terms["total"]))
-        except NonFiniteInputError as err:
-            self.nonfinite_reason = (
-                f"codes or prior parameters are no longer finite ({err}, in the {kind} objective)"
+        No host synchronisation: the regularisers' input checks are off (the config was
+        validated, the hot path must not wait for the device) and finiteness is a device
+        flag (:attr:`_last_found_inf`, 1.0 when not finite) that the optimiser step obeys.
+        """
+        terms = self._runner(x, generator, kind, critic_step)
+        total = terms["total"]
+        total.backward()
+        found_inf = (~torch.isfinite(total.detach())).float()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:  # GradScaler's fused check (grads scaled by 1: unchanged)
+            torch._amp_foreach_non_finite_check_and_unscale_(
+                grads, found_inf, torch.ones((), device=found_inf.device)
             )
-            terms = {"total": torch.full((), math.nan, device=self.device)}
-            finite = False
         if self.model.shards.active:  # not while one rank works alone (local_batches)
-            finite = distributed.all_ranks_true(finite, self.device)
-        if finite:
-            terms["total"].backward()
-        return terms, finite
+            distributed.any_rank_(found_inf)
+        self._last_found_inf = found_inf
+        return terms, found_inf == 0
+
+    @property
+    def last_step_finite(self) -> bool:
+        """Whether the last step's objective and gradients were finite (a host sync)."""
+        return not bool(self._last_found_inf > 0)
 
     def step(
         self, x: Tensor, generator: torch.Generator, regularise: bool = True
@@ -426,25 +510,49 @@ class Trainer:
         """One optimisation step on batch ``x``: the critic's steps (if any), then the model's.
 
         ``regularise=False`` takes a plain autoencoder step instead (reconstruction
-        only, no critic): the baseline of :meth:`regulariser_share`. A non-finite
-        loss is returned without stepping, for the caller to report
-        (:attr:`last_step_finite` is False; on every rank alike).
+        only, no critic): the baseline of :meth:`regulariser_share`. A step whose
+        objective or gradients are not finite is skipped on the device, and so is every
+        later step until :attr:`divergence` is reset (the caller reports it:
+        :meth:`train_epoch` at its logging points).
         """
         critic_terms: dict[str, Tensor] = {}
         if self.critic_optimizer is not None and regularise:
             for critic_step in range(self.model.config.n_critic):
                 self.critic_optimizer.zero_grad(set_to_none=True)
-                critic_terms, finite = self.backward(x, generator, "critic", critic_step)
-                if finite:
-                    self.critic_optimizer.step()
+                critic_terms, _ = self.backward(x, generator, "critic", critic_step)
+                # a bad critic step is skipped alone, as before: the model's step decides
+                self._update(self.critic_optimizer,
+                             torch.maximum(self._last_found_inf, self.divergence.flag))
         self.optimizer.zero_grad(set_to_none=True)
-        terms, self.last_step_finite = self.backward(
-            x, generator, "loss" if regularise else "reconstruction"
-        )
-        if self.last_step_finite:
-            self.optimizer.step()
-            self.model.end_of_batch()
+        terms, _ = self.backward(x, generator, "loss" if regularise else "reconstruction")
+        self._update(self.optimizer, self.divergence.update(self._last_found_inf, terms))
+        self.model.end_of_batch()
         return terms, critic_terms
+
+    @staticmethod
+    def _update(optimizer: torch.optim.Optimizer, skip: Tensor) -> None:
+        """``optimizer.step()`` unless the device flag ``skip`` (0-dim, 0 or 1) is set.
+
+        Fused Adam takes the flag as its ``found_inf`` input (no update, no state change,
+        no host sync). Optimisers without it (RMSprop) get zero gradients instead, which
+        leaves the weights unchanged when there is no weight decay or momentum (otae's
+        RMSprop has no momentum); with weight decay the flag is read on the host.
+        """
+        if optimizer.defaults.get("fused"):
+            optimizer.found_inf = skip
+            optimizer.step()
+            return
+        if any(group.get("weight_decay") or group.get("momentum")
+               for group in optimizer.param_groups):
+            if not bool(skip > 0):
+                optimizer.step()
+            return
+        keep = skip == 0
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad = torch.where(keep, p.grad, 0.0)
+        optimizer.step()
 
     def regulariser_share(self, n_steps: int = 10, n_warmup: int = 2) -> dict[str, float]:
         """Seconds per training step with and without the regulariser, same model and batch.
@@ -463,9 +571,12 @@ class Trainer:
         import statistics
 
         cfg = self.config.training
-        original = (self.model, self.optimizer, self.critic_optimizer, self.objective)
+        original = (self.model, self.optimizer, self.critic_optimizer, self.objective,
+                    self._runner, self.divergence)
         self.model = copy.deepcopy(self.model).train()
         self.objective = _Objective(self.model)
+        self._runner = self._objective_runner(self.objective)
+        self.divergence = DivergenceWatch(self.device)
         critic = {id(p) for p in self.model.critic_parameters()}
         self.optimizer = make_optimizer(
             [p for p in self.model.parameters() if id(p) not in critic], cfg.optimizer
@@ -490,7 +601,8 @@ class Trainer:
                         if i >= n_warmup:
                             times[regularise].append(time.perf_counter() - start)
         finally:
-            self.model, self.optimizer, self.critic_optimizer, self.objective = original
+            (self.model, self.optimizer, self.critic_optimizer, self.objective, self._runner,
+             self.divergence) = original
         with_reg, without = min(times[True]), min(times[False])
         paired = [a - b for a, b in zip(times[True], times[False], strict=True)]
         # pairs run in both orders; the median of each order's differences, averaged,
@@ -542,26 +654,26 @@ class Trainer:
         progress = _progress(
             len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress and self.is_main
         )
+        self.divergence.reset()
         for step, (x, _) in enumerate(self._iterate(self.train_data, batches)):
             terms, critic_terms = self.step(x, gen)
             for key, value in critic_terms.items():
                 key = key if key.startswith("critic") else f"critic_{key}"
                 sums[key] = sums.get(key, 0) + value.detach() * len(x)
-            if not self.last_step_finite:
-                progress.close()  # the error line must not share the bar's line
-                what = self.nonfinite_reason or f"loss is not finite ({_short_values(terms)})"
-                raise NonFiniteLossError(
-                    f"training diverged at epoch {epoch}, batch {step}: {what}; {_DIVERGENCE_FIX}"
-                )
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach() * len(x)
             seen += len(x)
             progress.update(1)
-            if step % 10 == 0:
+            # logging points: the only host syncs of the loop
+            if step % 10 == 0 and progress.enabled:
+                self._check_divergence(epoch, progress)
                 progress.set_postfix(
                     rec=f"{float(terms['reconstruction'].detach()):.2f}",
                     reg=f"{float(terms['regulariser'].detach()):.4g}",
                 )
+            elif (step + 1) % _DIVERGENCE_CHECK_EVERY == 0:
+                self._check_divergence(epoch, progress)
+        self._check_divergence(epoch, progress)
         progress.close()
         # each rank's terms are its share; their average over ranks is the global value
         keys = list(sums)
@@ -570,6 +682,31 @@ class Trainer:
         )
         seen *= self.world_size
         return {f"train_{k}": float(v) / seen for k, v in zip(keys, totals.tolist(), strict=True)}
+
+    def _check_divergence(self, epoch: int, progress) -> None:
+        """Raise :class:`NonFiniteLossError` if a step of this epoch was not finite."""
+        if not self.divergence.diverged():
+            return
+        progress.close()  # the error line must not share the bar's line
+        batch, values = self.divergence.report()
+        what = f"loss is not finite ({values})"
+        broken = self._nonfinite_modules()
+        if broken:
+            what += f"; the {' and '.join(broken)} parameters are no longer finite"
+        raise NonFiniteLossError(
+            f"training diverged at epoch {epoch}, batch {batch}: {what}; {_DIVERGENCE_FIX}"
+        )
+
+    def _nonfinite_modules(self) -> list[str]:
+        """Which of encoder, decoder, prior, critic hold NaN/Inf weights (host syncs)."""
+        names = []
+        for name in ("encoder", "decoder", "prior", "critic"):
+            module = getattr(self.model, name, None)
+            if module is not None and any(
+                not bool(torch.isfinite(p).all()) for p in module.parameters()
+            ):
+                names.append(name)
+        return names
 
     def evaluate(self, data: ImageDataset | None = None) -> dict[str, float]:
         """Held-out loss terms (fixed noise) and the reconstruction metric (posterior means)."""
@@ -739,10 +876,14 @@ def _progress(total: int, desc: str, enabled: bool):
     widget = enabled and "notebook" in tqdm.__module__
     if not enabled or not (widget or _is_terminal(sys.stderr)):
         return _NoProgress()
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    bar.enabled = True
+    return bar
 
 
 class _NoProgress:
+    enabled = False
+
     def update(self, n: int) -> None: ...
     def set_postfix(self, **kwargs: Any) -> None: ...
     def close(self) -> None: ...
