@@ -26,7 +26,8 @@ from collections import Counter
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["OpCounter", "SYNC_OPS", "COUNTING_BACKEND", "register_counting_backend"]
+__all__ = ["OpCounter", "SYNC_OPS", "COUNTING_BACKEND", "register_counting_backend",
+           "call_compiled"]
 
 #: name of the torch.compile backend that lets :class:`OpCounter` tell the operations run by
 #: compiled graphs from those left outside (``aot_eager`` with its graphs marked)
@@ -159,7 +160,7 @@ def _marked(graph, example_inputs):
     """A compiled graph that runs with its operations attributed to ``in_graphs``."""
     from functorch.compile import make_boxed_func
 
-    def run(args):
+    def run(*args):
         global _graph_depth
         _graph_depth += 1
         try:
@@ -184,3 +185,17 @@ def register_counting_backend() -> str:
         register_backend(aot_autograd(fw_compiler=_marked, bw_compiler=_marked),
                          name=COUNTING_BACKEND)
     return COUNTING_BACKEND
+
+
+def call_compiled(fn, *args, **kwargs):
+    """Call a ``torch.compile``'d ``fn`` outside any active TorchDispatchMode.
+
+    Dynamo falls back to eager (or fails, with ``fullgraph=True``) under a user dispatch
+    mode such as :class:`OpCounter`; lifted, the graph runs compiled and the counter sees
+    only what is left outside it (and the backward graph, run later by autograd, through
+    :data:`COUNTING_BACKEND`'s marks).
+    """
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        return fn(*args, **kwargs)

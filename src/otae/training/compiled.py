@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..discrepancies._validation import input_checks
 from ..noise import DrawRecorder, DrawSpec, DrawTape, draw_all
+from ..profiling import COUNTING_BACKEND, call_compiled, register_counting_backend
 
 __all__ = ["CompiledObjective", "compile_options", "check_backend"]
 
@@ -38,8 +39,6 @@ __all__ = ["CompiledObjective", "compile_options", "check_backend"]
 def check_backend(name: str) -> str:
     """``name`` if torch.compile knows the backend, else ValueError naming the known ones."""
     from torch._dynamo import list_backends
-
-    from ..profiling import COUNTING_BACKEND, register_counting_backend
 
     if name == COUNTING_BACKEND:
         register_counting_backend()
@@ -90,4 +89,4 @@ class CompiledObjective:
                 terms = self.objective(x, recorder, kind, critic_step)
             self.schedules[key] = recorder.specs
             return terms
-        return self._compiled(x, draw_all(schedule, generator), kind, critic_step)
+        return call_compiled(self._compiled, x, draw_all(schedule, generator), kind, critic_step)
