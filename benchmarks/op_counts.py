@@ -94,9 +94,11 @@ def regulariser_closure(trainer, x: torch.Tensor):
 
 
 def count(fn) -> tuple[int, int, dict]:
+    """Ops and syncs of ``fn`` with the input checks off, as in the training step."""
+    from otae.discrepancies._validation import input_checks
     from otae.profiling import OpCounter
 
-    with OpCounter() as counter:
+    with input_checks(False), OpCounter() as counter:
         fn()
     return counter.ops, counter.syncs, dict(counter.sync_ops)
 

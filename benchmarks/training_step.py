@@ -14,10 +14,17 @@ with its ``configs/mnist/<model>-paper.yaml`` settings at batch 100:
   separately as ``gwae_critic_s`` and counted in ``share_step``);
 * ``share_direct``: ``regulariser_s / step_s``.
 
-Writes ``benchmarks/results/training_step[_<device>].{json,md}``. Floor (issue 6): every
-OT regulariser adds < 3% to the step on CPU.
+With ``--compile`` the trainer runs ``training.compile=true`` (the whole objective as one
+graph per objective, ``--compile-backend``/``--compile-mode``) and the OT term alone is
+compiled the same way (its random draws made outside the graph, as the trainer does).
+The input checks of the discrepancies are off, as in the trainer's hot path.
+
+Writes ``benchmarks/results/training_step[_<device>][_<precision>][_compiled].{json,md}``.
+Floors: issue 6, every OT regulariser adds < 3% to the step on CPU; issue 12 (GPU), the OT
+term is <= 5% of the step (WAE, SWAE, D-RAE, P-RAE), <= 10% (spherical family, SAE).
 
     python benchmarks/training_step.py [--device cuda] [--models drae sae] [--steps 5]
+        [--compile [--compile-mode reduce-overhead]] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -75,9 +82,30 @@ def _fastest(fn, device, repeats: int, warmup: int) -> float:
     return min(times)
 
 
-def regulariser_time(trainer, x: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
+def _compiled_term(term, leaves, gen, args):
+    """``term(leaves, generator)`` compiled like the trainer's objective: the draws are
+    recorded once, then made outside the graph and passed in."""
+    from otae.noise import DrawRecorder, DrawTape, draw_all
+    from otae.training.compiled import compile_options
+
+    recorder = DrawRecorder(gen)
+    term(leaves, recorder)
+    graph = torch.compile(lambda leaves, draws: term(leaves, DrawTape(draws)),
+                          **compile_options(args.compile_backend, args.compile_mode))
+
+    def run():
+        graph([t.detach().requires_grad_(True) if t is not None else None for t in leaves],
+              draw_all(recorder.specs, gen)).backward()
+
+    return run
+
+
+def regulariser_time(trainer, x: torch.Tensor, args) -> dict[str, float]:
     """Forward + backward of the OT term alone on this batch's codes (module docstring)."""
+    from otae.discrepancies._validation import input_checks
     from otae.models.gwae import GWAE
+
+    repeats, warmup = args.steps, args.warmup
 
     model = trainer.model.train()
     device = trainer.device
@@ -88,10 +116,10 @@ def regulariser_time(trainer, x: torch.Tensor, repeats: int, warmup: int) -> dic
             z_prior = model.prior.sample(x.shape[0], gen)
             x_prior = model.decode(z_prior)
 
-        def term():
-            zp = z_prior.detach().requires_grad_(True)
-            xp = x_prior.detach().requires_grad_(True)
-            model.gw_term(zp, xp).backward()
+        leaves = (z_prior, x_prior)
+
+        def value(leaves, generator):
+            return model.gw_term(*leaves)
 
         def critic():
             for step in range(model.config.n_critic):
@@ -105,15 +133,21 @@ def regulariser_time(trainer, x: torch.Tensor, repeats: int, warmup: int) -> dic
             mean, logvar = model.encode(x)
             z = model.reparameterise(mean, logvar, gen)
 
-        def term():
-            leaves = [
-                t.detach().requires_grad_(True) if t is not None else None
-                for t in (mean, logvar, z)
-            ]
-            reg, _ = model.regulariser(x, *leaves, gen)
-            model.reduce(reg).backward()
+        leaves = (mean, logvar, z)
 
-    out["regulariser_s"] = _fastest(term, device, repeats, warmup)
+        def value(leaves, generator):
+            return model.reduce(model.regulariser(x, *leaves, generator)[0])
+
+    if args.compile:
+        term = _compiled_term(value, leaves, gen, args)
+    else:
+
+        def term():
+            value([t.detach().requires_grad_(True) if t is not None else None for t in leaves],
+                  gen).backward()
+
+    with input_checks(False):
+        out["regulariser_s"] = _fastest(term, device, repeats, warmup)
     return out
 
 
@@ -127,6 +161,9 @@ def run_model(name: str, args) -> dict:
         f"training.precision={args.precision}",
         "training.tensorboard=false",
         "training.progress=false",
+        f"training.compile={str(args.compile).lower()}",
+        f"training.compile_backend={args.compile_backend}",
+        f"training.compile_mode={args.compile_mode}",
     ]
     name, *extra = name.split(":")  # e.g. gwae:model.critic_samples=shared
     config = load_config(f"mnist/{name}-{args.config}", overrides + extra)
@@ -151,7 +188,7 @@ def run_model(name: str, args) -> dict:
         "step_times_s": share["step_times_s"],
         "ae_step_times_s": share["step_times_without_regulariser_s"],
     }
-    row.update(regulariser_time(trainer, x, args.steps, args.warmup))
+    row.update(regulariser_time(trainer, x, args))
     row["share_direct"] = row["regulariser_s"] / row["step_s"]
     return row
 
@@ -170,7 +207,9 @@ def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
 def markdown(info: dict, rows: list[dict], args) -> str:
     lines = [
         f"# Training step of the paper's MNIST net, batch {args.batch_size} "
-        f"({args.device}, {args.precision})",
+        f"({args.device}, {args.precision}"
+        + (f", compiled: {args.compile_backend} {args.compile_mode}" if args.compile else "")
+        + ")",
         "",
         machine_markdown(info),
         "",
@@ -216,6 +255,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--config", default="paper", help="paper or quick (small conv net)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="training.compile=true")
+    parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument("--compile-mode", default="default")
     parser.add_argument("--name", default=None, help="results file name")
     parser.add_argument(
         "--update", action="store_true", help="replace these models' rows in the results file"
@@ -224,7 +266,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         payload = json.loads(args.render.read_text())
-        settings = argparse.Namespace(**payload["settings"])
+        settings = argparse.Namespace(
+            **{"compile": False, "compile_backend": "inductor", "compile_mode": "default",
+               **payload["settings"]})
         args.render.with_suffix(".md").write_text(
             markdown(payload["machine"], payload["rows"], settings)
         )
@@ -248,6 +292,7 @@ def main() -> None:
         + ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}")
         + ("" if args.precision == "fp32" else f"_{args.precision}")
         + ("" if args.config == "paper" else f"_{args.config}")
+        + ("_compiled" if args.compile else "")
     )
     if args.update and (RESULTS / f"{name}.json").exists():
         rows = merge_rows(json.loads((RESULTS / f"{name}.json").read_text())["rows"], rows)
