@@ -161,7 +161,11 @@ def _gradient_terms(c_st: torch.Tensor, c_s: torch.Tensor, c_t: torch.Tensor, be
         lefts += [j_n @ left for left in lefts]
         rights += [right @ j_k for right in rights]
         bases += [j_n @ b @ j_k for b in bases]
-    return torch.stack(lefts), torch.stack(rights), torch.stack(bases), coef
+    # unsqueeze, not stack, for one term: a view instead of a copy.
+    return (*(torch.stack(m) if len(m) > 1 else m[0].unsqueeze(0)
+              for m in (lefts, rights, bases)), coef)
+
+
 def _round_to_marginals(plan: torch.Tensor, a: float, b: float) -> torch.Tensor:
     """Altschuler et al. (2017) rounding of a near-feasible plan onto Pi(a 1, b 1).
 
@@ -187,6 +191,7 @@ def fgw_proximal_point(
     n_outer: int = 20,
     n_inner: int = 5,
     tau: float | Literal["centred", "auto"] = "centred",
+    symmetric: bool | None = None,
 ) -> torch.Tensor:
     r"""Approximate FGW plan by the proximal point method of Xu et al. (ICML 2019).
 
@@ -213,7 +218,12 @@ def fgw_proximal_point(
 
     The iteration runs in the log domain: :math:`\log K = \log T^n - G^n/\tau`, then
     ``n_inner`` log-sum-exp Sinkhorn sweeps (row then column scaling) with the duals
-    warm-started from the previous step. Finally the plan is rounded (Altschuler et al.
+    warm-started from the previous step. With uniform marginals a row (column) scaling
+    in the log domain is a ``log_softmax`` along the row (column) up to the constant
+    :math:`\log a` (:math:`\log b`), one operation per half sweep; the warm-started
+    duals :math:`f_i + g_j` are :math:`\log T^n - \log K^{n-1}`. The loop has a fixed
+    number of operations, no host synchronisation and no data-dependent branch.
+    Finally the plan is rounded (Altschuler et al.
     2017) so that its marginals are 1/N and 1/K up to floating-point error. If anything
     became non-finite (e.g. float32 overflow of squared costs), the uniform plan is
     returned instead.
@@ -245,6 +255,9 @@ def fgw_proximal_point(
         n_inner: Sinkhorn sweeps per step (each sweep scales rows then columns).
         tau: ``'centred'``, ``'auto'`` (the authors' rule) or a positive float in the
             units of the costs (POT's ``epsilon``).
+        symmetric: whether ``cost_s`` and ``cost_t`` are symmetric, selecting the
+            gradient :math:`2\mathcal{L}` (one product per step instead of two). ``None``
+            (default): compared here, a host synchronisation; pass it to avoid one.
 
     Returns:
         Plan of shape (N, K) with marginals 1/N and 1/K, detached, dtype and device of
@@ -253,7 +266,8 @@ def fgw_proximal_point(
     _validate_costs(cost_st, cost_s, cost_t)
     beta = check_unit_interval(beta, "beta")
     tau = _check_solver(n_outer, n_inner, tau)
-    symmetric = torch.equal(cost_s, cost_s.T) and torch.equal(cost_t, cost_t.T)
+    if symmetric is None:
+        symmetric = torch.equal(cost_s, cost_s.T) and torch.equal(cost_t, cost_t.T)
     return _proximal_point(cost_st, cost_s, cost_t, beta, n_outer, n_inner, tau, symmetric)
 
 
@@ -279,7 +293,7 @@ def _proximal_point(cost_st: torch.Tensor, cost_s: torch.Tensor, cost_t: torch.T
         # normalisation), and exp(log_plan) / K is the plan (1 / K goes into coef).
         log_plan = torch.full((n, k), -math.log(n), dtype=c_st.dtype, device=c_st.device)
         log_kernel = log_plan
-        for _ in range(n_outer):
+        for step in range(n_outer):
             grads = torch.baddbmm(bases, lefts @ log_plan.exp(), rights, alpha=coef / k)
             if pairs > 1:
                 grads = grads.view(groups, pairs, n, k).sum(1)
@@ -298,9 +312,9 @@ def _proximal_point(cost_st: torch.Tensor, cost_s: torch.Tensor, cost_t: torch.T
             # Warm start: the duals f_i + g_j of the previous projection are
             # log_plan - log_kernel. Near a fixed point every step needs the same duals
             # (f_i + g_j = G_ij / tau on the support), so starting from the last ones
-            # rather than 0 lets a few sweeps per step suffice once the plan settles. Only
-            # g matters (the row sweep comes first), and a row constant is absorbed too.
-            log_plan = new_kernel + (log_plan - log_kernel)
+            # rather than 0 (first step) lets a few sweeps per step suffice once the plan
+            # settles. Only g matters: the row sweep comes first and absorbs row constants.
+            log_plan = new_kernel if step == 0 else new_kernel + (log_plan - log_kernel)
             log_kernel = new_kernel
             for _ in range(n_inner):
                 log_plan = torch.log_softmax(torch.log_softmax(log_plan, 1), 0)
