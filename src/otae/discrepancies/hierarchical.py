@@ -344,6 +344,13 @@ def hierarchical_fgw(
     means with squared Euclidean costs (Prop. 3.2); a common ``sigma`` shared by all
     components of both mixtures also cancels out of every cost.
 
+    Training hot path: the three cost matrices are blocks of one Gram-based matrix
+    (:func:`~otae.discrepancies.gaussian.joint_gaussian_w2_squared`) and the value is
+    computed on that matrix. Under ``input_checks(False)`` a forward and backward makes
+    no host synchronisation and a fixed number of operations (about ``n_outer (8 + 2
+    n_inner) + 90``: 450 for the paper's settings), and traces into one
+    ``torch.compile(fullgraph=True)`` graph.
+
     The paper's 20 proximal steps give an approximate plan, so the value is biased
     upwards: with the default ``tau='centred'`` by 0.1-1.6% against POT's CG on the
     benchmark cases, with the authors' ``tau='auto'`` by 7.5-16% (and the value between
