@@ -21,7 +21,12 @@ import torch
 from ._pairwise import pairwise_sqeuclidean
 from ._validation import _enabled, check_same, check_tensor
 
-__all__ = ["gaussian_w2_squared", "pairwise_gaussian_w2_squared", "pairwise_sqeuclidean"]
+__all__ = [
+    "gaussian_w2_squared",
+    "joint_gaussian_w2_squared",
+    "pairwise_gaussian_w2_squared",
+    "pairwise_sqeuclidean",
+]
 
 
 def _check_std(sigma: torch.Tensor, name: str) -> None:
@@ -85,3 +90,31 @@ def pairwise_gaussian_w2_squared(
     check_gaussians(mu_b, sigma_b, ("mu_b", "sigma_b"), ndims=(2,))
     check_same(mu_a, mu_b, ("mu_a", "mu_b"), shape=False, dims=(1,))
     return pairwise_sqeuclidean(torch.cat((mu_a, sigma_a), 1), torch.cat((mu_b, sigma_b), 1))
+
+
+def joint_gaussian_w2_squared(
+    mu_p: torch.Tensor, sigma_p: torch.Tensor, mu_q: torch.Tensor, sigma_q: torch.Tensor
+) -> torch.Tensor:
+    r"""Squared 2-Wasserstein distances between all N + K Gaussians of two families.
+
+    Args:
+        mu_p, sigma_p: means and standard deviations (>= 0) of N Gaussians, shape (N, d).
+        mu_q, sigma_q: the same for K Gaussians, shape (K, d).
+
+    Returns:
+        (N + K, N + K) symmetric matrix :math:`D` with zero diagonal, dtype and device of
+        ``mu_p``; its blocks ``D[:N, N:]``, ``D[:N, :N]``, ``D[N:, N:]`` are the three cost
+        matrices of hierarchical FGW. One Gram matrix :math:`G = Z Z^\top` of the stacked
+        vectors :math:`Z = [\mu, \sigma] - \bar z` (centred on their mean, see
+        :func:`pairwise_sqeuclidean` for why), :math:`D = g 1^\top + 1 g^\top - 2 G` with
+        :math:`g = \operatorname{diag} G` (so the diagonal is exactly 0), clamped at 0:
+        six operations where three :func:`pairwise_gaussian_w2_squared` take about forty.
+    """
+    check_gaussians(mu_p, sigma_p, ("mu_p", "sigma_p"), ndims=(2,))
+    check_gaussians(mu_q, sigma_q, ("mu_q", "sigma_q"), ndims=(2,))
+    check_same(mu_p, mu_q, ("mu_p", "mu_q"), shape=False, dims=(1,))
+    z = torch.cat((torch.cat((mu_p, sigma_p), 1), torch.cat((mu_q, sigma_q), 1)))
+    z = z - z.detach().mean(0)
+    gram = z @ z.T
+    sq = gram.diagonal()
+    return torch.add(sq.unsqueeze(1) + sq, gram, alpha=-2.0).clamp_min(0.0)
