@@ -29,7 +29,9 @@ def pairwise_sqeuclidean(a: torch.Tensor, b: torch.Tensor | None = None) -> torc
     else:
         b = b - centre
         norms_b = b.square().sum(1)
-    return torch.addmm(norms_a.unsqueeze(1) + norms_b, a, b.T, alpha=-2.0).relu()
+    # sub with alpha=2 rounds exactly as ``norms - 2.0 * (a @ b.T)`` (doubling is exact);
+    # a fused addmm would not, and exact zeros for identical inputs would be lost.
+    return torch.sub(norms_a.unsqueeze(1) + norms_b, a @ b.T, alpha=2.0).relu()
 
 
 @functools.lru_cache(maxsize=64)
