@@ -28,8 +28,11 @@ so no large quantities cancel: float32 stays accurate for large offsets and spre
 and for nearly identical samples.
 
 Shapes: the row functions work on ``(..., N)`` tensors (samples on the last dim,
-where sorting is contiguous); the public :func:`fgw_1d` takes the POT-style
-``(N,)`` / ``(N, L)`` layout.
+where sorting is contiguous), or on ``(..., 2, N)`` pairs of x and y stacked (one sort
+and one scatter for both); the public :func:`fgw_1d` takes the POT-style
+``(N,)`` / ``(N, L)`` layout. The identity and anti-identity candidates are evaluated
+together along a stacked dim, so a call costs a fixed, small number of operations (no
+Python loop over candidates or, at training sizes, over chunks of rows).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ __all__ = ["fgw_1d", "fgw_1d_dense", "fgw_1d_pair_rows", "fgw_1d_rows", "wassers
 # Rows are processed in chunks of about this many elements: the temporaries of one
 # chunk stay in cache and below glibc's mmap threshold, so they are reused instead of
 # page-faulted in afresh for every (L, N) temporary (measured 2.6x -> see benchmarks at
-# N = 1e6). CUDA takes all rows at once (kernel launches, not page faults, dominate).
+# N = 1e6). CUDA takes all rows at once (kernel launches, not page faults, dominate),
+# and so does the CPU whenever rows * N is below it (training sizes): one pass, no loop.
 _CHUNK_ELEMENTS = 1 << 18
 
 
