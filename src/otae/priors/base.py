@@ -58,7 +58,8 @@ class Prior(nn.Module):
         """``(n,)`` component index of each row returned by :meth:`sample`.
 
         Mixture priors sample stratified (:func:`stratified_counts`): rows come grouped
-        by component, ``n / K`` each, the remainder to the first components.
+        by component, ``n / K`` each, the remainder to the first components. Built once
+        per ``(n, K, device)`` and shared (no per-call host copy): do not modify it in place.
         """
         return device_constant(
             _stratified_labels, int(n), self.n_components, dtype=torch.int64, device=self._device()
@@ -116,9 +117,9 @@ def _stratified_labels(n: int, n_components: int, *, dtype, device) -> Tensor:
     the first ``extra`` components have ``base + 1`` rows, the others ``base``."""
     base, extra = divmod(n, n_components)
     rows = torch.arange(n, dtype=dtype, device=device)
-    head = extra * (base + 1)
-    if base == 0:
+    if base == 0:  # n < K: one row for each of the first n components
         return rows
+    head = extra * (base + 1)
     return torch.where(rows < head, rows // (base + 1), extra + (rows - head) // base)
 
 
