@@ -1,21 +1,58 @@
-"""Pairwise squared Euclidean distances shared by the discrepancies."""
+"""Helpers shared by the discrepancies: pairwise squared distances and cached constants."""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable
 
 import torch
 
 
-def pairwise_sqeuclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def pairwise_sqeuclidean(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     r"""Matrix :math:`\lVert a_i - b_j \rVert^2` of shape (N, K) for ``a`` (N, D), ``b`` (K, D).
 
-    No validation (internal). Uses :math:`\lVert a \rVert^2 + \lVert b \rVert^2 - 2 a b^\top`,
-    O(N K) memory instead of the O(N K D) of broadcasting. The expansion loses
+    ``b=None`` means ``b = a`` (the norms are then computed once). No validation
+    (internal). Uses :math:`\lVert a \rVert^2 + \lVert b \rVert^2 - 2 a b^\top`, O(N K)
+    memory instead of the O(N K D) of broadcasting. The expansion loses
     :math:`\approx \epsilon \lVert a \rVert^2` in absolute precision, so both sets are first
     shifted by the mean of ``a`` (distances are translation invariant): the error then
     scales with the spread of the data, not with its offset from the origin. Rounding can
-    still push a tiny distance below 0, hence the clamp.
+    still push a tiny distance below 0, hence the clamp (a ``relu``: its backward is one
+    operation, and where it differs from ``clamp_min``, at an exact 0, the true gradient
+    of a squared distance is 0 too).
     """
     centre = a.detach().mean(0)
-    a, b = a - centre, b - centre
-    sq = a.square().sum(1, keepdim=True) + b.square().sum(1) - 2.0 * a @ b.T
-    return sq.clamp_min(0.0)
+    a = a - centre
+    norms_a = a.square().sum(1)
+    if b is None:
+        b, norms_b = a, norms_a
+    else:
+        b = b - centre
+        norms_b = b.square().sum(1)
+    # sub with alpha=2 rounds exactly as ``norms - 2.0 * (a @ b.T)`` (doubling is exact);
+    # a fused addmm would not, and exact zeros for identical inputs would be lost.
+    return torch.sub(norms_a.unsqueeze(1) + norms_b, a @ b.T, alpha=2.0).relu()
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(build: Callable[..., torch.Tensor], key: tuple, dtype: torch.dtype,
+            device: torch.device) -> torch.Tensor:
+    # inference_mode(False): a constant first built under inference mode (evaluation)
+    # must still be usable, and saved for backward, in training.
+    with torch.inference_mode(False), torch.no_grad():
+        return build(*key, dtype=dtype, device=device)
+
+
+def device_constant(build: Callable[..., torch.Tensor], *key: Hashable, dtype: torch.dtype,
+                    device: torch.device) -> torch.Tensor:
+    """``build(*key, dtype=dtype, device=device)``, a tensor that depends only on its
+    (hashable, static) arguments, built once per argument set and reused.
+
+    A constant built per call costs operations, or a host-to-device copy (a sync) when
+    it comes from a Python list; cached, it costs nothing after the first call. Inside
+    ``torch.compile`` it is built in the graph instead (a graph constant). The returned
+    tensor is shared: never modify it in place.
+    """
+    if torch.compiler.is_compiling():
+        return build(*key, dtype=dtype, device=device)
+    return _cached(build, key, dtype, torch.device(device))

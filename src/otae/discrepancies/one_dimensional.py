@@ -28,23 +28,28 @@ so no large quantities cancel: float32 stays accurate for large offsets and spre
 and for nearly identical samples.
 
 Shapes: the row functions work on ``(..., N)`` tensors (samples on the last dim,
-where sorting is contiguous); the public :func:`fgw_1d` takes the POT-style
-``(N,)`` / ``(N, L)`` layout.
+where sorting is contiguous), or on ``(..., 2, N)`` pairs of x and y stacked (one sort
+and one scatter for both); the public :func:`fgw_1d` takes the POT-style
+``(N,)`` / ``(N, L)`` layout. The identity and anti-identity candidates are evaluated
+together along a stacked dim, so a call costs a fixed, small number of operations (no
+Python loop over candidates or, at training sizes, over chunks of rows).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ._pairwise import device_constant
 from ._validation import check_same, check_tensor, check_unit_interval
 
-__all__ = ["fgw_1d", "fgw_1d_dense", "fgw_1d_rows", "wasserstein_1d_rows"]
+__all__ = ["fgw_1d", "fgw_1d_dense", "fgw_1d_pair_rows", "fgw_1d_rows", "wasserstein_1d_rows"]
 
 
 # Rows are processed in chunks of about this many elements: the temporaries of one
 # chunk stay in cache and below glibc's mmap threshold, so they are reused instead of
 # page-faulted in afresh for every (L, N) temporary (measured 2.6x -> see benchmarks at
-# N = 1e6). CUDA takes all rows at once (kernel launches, not page faults, dominate).
+# N = 1e6). CUDA takes all rows at once (kernel launches, not page faults, dominate),
+# and so does the CPU whenever rows * N is below it (training sizes): one pass, no loop.
 _CHUNK_ELEMENTS = 1 << 18
 
 
@@ -53,104 +58,144 @@ def _row_chunks(rows: int, n: int, device: torch.device) -> list[slice]:
     return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
+def _signs(*, dtype, device) -> torch.Tensor:
+    """(2, 1) ``[+1, -1]``: the sign of x and of y in x - y, along the stacked dim."""
+    return torch.tensor([[1.0], [-1.0]], dtype=dtype, device=device)
+
+
 def _fused_values(xs: torch.Tensor, ys: torch.Tensor, w_weight: float, gw_weight: float
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused values of the identity and anti-identity matchings of sorted rows; the
-    smaller one and whether it is the anti-identity. xs, ys: (R, N) -> (R,), (R,)."""
+    smaller one and whether it is the anti-identity. xs, ys: (R, N) -> (R,), (R,).
+
+    Both matchings are evaluated at once along a stacked dim of size 2, and the three
+    sums of squares of each in one reduction: a fixed, small number of operations.
+    """
     n = xs.shape[-1]
     mean_x, mean_y = xs.mean(-1, keepdim=True), ys.mean(-1, keepdim=True)
-    xc, yc = xs - mean_x, ys - mean_y
-    shift = (mean_x - mean_y).squeeze(-1).square()
+    matched = torch.stack((ys, ys.flip(-1)), -2)  # (R, 2, N): y in each matching's order
+    # W part on the raw differences: sum (x_i - y_s(i))^2, no cancellation.
+    e = xs.unsqueeze(-2) - matched
+    xc, yc = (xs - mean_x).unsqueeze(-2), matched - mean_y.unsqueeze(-1)
     x2 = xc.square()
-    a = x2.sum(-1)
-    a_safe = a.clamp_min(torch.finfo(xs.dtype).tiny).unsqueeze(-1)
-    candidates = []
-    for matched in (yc, yc.flip(-1)):
-        # sum (x_i - y_s(i))^2 = sum (xc_i - yc_s(i))^2 + N (mean x - mean y)^2.
-        e = xc - matched
-        w = torch.linalg.vecdot(e, e) / n + shift
-        diff = x2 - matched.square()
-        # ab - p^2 = a |y - (p/a) x|^2: the residual of regressing y on x, a sum of
-        # squares, so it stays accurate when y is nearly proportional to x.
-        p = torch.linalg.vecdot(xc, matched).unsqueeze(-1)
-        residual = matched.sub_(p / a_safe * xc)  # both candidates exist already: in place
-        relational = (
-            2.0 * n * torch.linalg.vecdot(diff, diff) + 6.0 * diff.sum(-1).square()
-            + 8.0 * a * torch.linalg.vecdot(residual, residual)
-        ) / (n * n)
-        candidates.append(w_weight * w + gw_weight * relational)
-    anti = candidates[1] < candidates[0]
-    return torch.where(anti, candidates[1], candidates[0]), anti
+    a = x2.sum(-1)  # (R, 1)
+    diff = x2 - yc.square()
+    # ab - p^2 = a |y - (p/a) x|^2: the residual of regressing y on x, a sum of
+    # squares, so it stays accurate when y is nearly proportional to x.
+    p = torch.linalg.vecdot(yc, xc)
+    residual = torch.addcmul(yc, (p / a.clamp_min(torch.finfo(xs.dtype).tiny)).unsqueeze(-1), xc,
+                             value=-1.0)
+    sums = torch.stack((e, diff, residual), -2).square().sum(-1)  # (R, 2, 3)
+    sum_e, sum_diff2, sum_residual = sums.unbind(-1)
+    # sum_i diff_i = a - b is the same for both matchings.
+    a_minus_b = diff[..., 0, :].sum(-1, keepdim=True)
+    rel = gw_weight / (n * n)
+    candidates = sum_e * (w_weight / n)
+    candidates = candidates.add(sum_diff2, alpha=2.0 * n * rel)
+    candidates = candidates.add(a * sum_residual, alpha=8.0 * rel)
+    candidates = candidates.add(a_minus_b.square(), alpha=6.0 * rel)
+    values, which = candidates.min(-1)  # ties: the identity (the first minimum)
+    return values, which.bool()
+
+
+def _pair_grads(xs: torch.Tensor, ys: torch.Tensor, anti: torch.Tensor, grad_out: torch.Tensor,
+                w_weight: float, gw_weight: float) -> torch.Tensor:
+    """(R, 2, N) gradients of the chosen matching's value w.r.t. the sorted rows
+    ``[xs; ys]`` (R, N) each, scaled by ``grad_out`` (R,), stacked along dim -2.
+
+    With the centred rows ``u = [x; y]`` (y in matched order), ``e = x - y``,
+    ``h = 8N diff + 24 (a - b)`` and ``q_k = u_k . e``, the gradient of the relational
+    double sum R (module docstring) is, for x and y,
+
+        dR/dx = h x + 16 (b e - q_y y),    dR/dy = -(h y + 16 (a e - q_x x)),
+
+    the written-out ``b x - p y`` and ``a y - p x`` rearranged so that nothing cancels
+    for nearly equal samples; both are one expression along the stacked dim, with
+    ``[b, a]`` and ``[q_y y, q_x x]`` the stacked quantities flipped. Centring is a
+    projection: each row's mean is subtracted.
+    """
+    n = xs.shape[-1]
+    anti = anti.unsqueeze(-1)
+    u = torch.stack((xs, torch.where(anti, ys.flip(-1), ys)), -2)
+    e = u[..., 0, :] - u[..., 1, :]
+    uc = u - u.mean(-1, keepdim=True)
+    sq = uc.square()
+    norms = sq.sum(-1, keepdim=True)  # (R, 2, 1): [a, b]
+    diff = sq[..., 0, :] - sq[..., 1, :]
+    h = diff.unsqueeze(-2).mul(8.0 * n).add(norms[..., 0:1, :] - norms[..., 1:2, :], alpha=24.0)
+    e_c = (uc[..., 0, :] - uc[..., 1, :]).unsqueeze(-2)
+    q = torch.linalg.vecdot(uc, e_c).unsqueeze(-1)
+    grad = (h * uc).add_(norms.flip(-2) * e_c, alpha=16.0).sub_((q * uc).flip(-2), alpha=16.0)
+    grad -= grad.mean(-1, keepdim=True)
+    signs = device_constant(_signs, dtype=xs.dtype, device=xs.device)
+    grad = grad.mul_(gw_weight / (n * n)).add_(e.unsqueeze(-2), alpha=2.0 * w_weight / n)
+    grad = grad.mul_(signs * grad_out[..., None, None])
+    grad_y = grad[..., 1, :]
+    grad_y.copy_(torch.where(anti, grad_y.flip(-1), grad_y))  # y back to sorted order
+    return grad
 
 
 def _fused_grads(xs: torch.Tensor, ys: torch.Tensor, anti: torch.Tensor, grad_out: torch.Tensor,
                  w_weight: float, gw_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of the chosen matching's value w.r.t. the sorted rows xs, ys (R, N)."""
-    n = xs.shape[-1]
-    anti = anti.unsqueeze(-1)
-    ys = torch.where(anti, ys.flip(-1), ys)  # y in matched order
-    mean_x, mean_y = xs.mean(-1, keepdim=True), ys.mean(-1, keepdim=True)
-    xc, yc = xs - mean_x, ys - mean_y
-    e = xc - yc
-    x2, y2 = xc.square(), yc.square()
-    diff = x2 - y2
-    s = diff.sum(-1, keepdim=True)
-    a, b = x2.sum(-1, keepdim=True), y2.sum(-1, keepdim=True)
-    a_minus_p = torch.linalg.vecdot(xc, e).unsqueeze(-1)
-    b_minus_p = -torch.linalg.vecdot(yc, e).unsqueeze(-1)
-    # dR/dxc with R the relational double sum (module docstring); b xc - p yc is
-    # written b e + (b - p) yc to avoid cancellation for nearly equal samples.
-    diff.mul_(8.0 * n)
-    grad_rx = (diff + 24.0 * s) * xc
-    grad_rx += 16.0 * (b * e + b_minus_p * yc)
-    grad_ry = (diff.neg_() - 24.0 * s) * yc
-    grad_ry += 16.0 * (a_minus_p * xc - a * e)
-    # Centring is a projection: subtract the mean of each gradient row.
-    grad_rx -= grad_rx.mean(-1, keepdim=True)
-    grad_ry -= grad_ry.mean(-1, keepdim=True)
-    scale = grad_out.unsqueeze(-1)
-    grad_w = e.add_(mean_x - mean_y).mul_((2.0 * w_weight / n) * scale)
-    rel = (gw_weight / (n * n)) * scale
-    grad_xs = grad_rx.mul_(rel).add_(grad_w)
-    grad_ys = grad_ry.mul_(rel).sub_(grad_w)
-    return grad_xs, torch.where(anti, grad_ys.flip(-1), grad_ys)  # y back to sorted order
+    grad = _pair_grads(xs, ys, anti, grad_out, w_weight, gw_weight)
+    return grad[..., 0, :], grad[..., 1, :]
 
 
 class _SortedFGW(torch.autograd.Function):
     """Row-wise 1-D FGW with a hand-written O(N) backward.
 
+    ``apply(x, y, w_weight, gw_weight)`` with x, y (..., N); or ``apply(pair, None, ...)``
+    with ``pair`` (..., 2, N) holding x and y stacked (one sort, one scatter, no stack
+    copy: the layout :func:`otae.discrepancies.sliced.sliced_fgw` projects to).
+
     Autograd through the expanded formula keeps about a dozen (L, N) temporaries
     alive and replays each; here the forward saves only the sorted values and the
     sort indices, and the backward evaluates the closed-form gradient of the chosen
-    matching, chunk of rows by chunk of rows. This is what keeps a slice within a
-    small factor of its sort (benchmarks/discrepancies.py). First-order only.
+    matching, in one pass over all rows when they are few (a fixed number of operations)
+    or chunk of rows by chunk of rows (memory, see :func:`_row_chunks`). This is what
+    keeps a slice within a small factor of its sort (benchmarks/discrepancies.py).
+    First-order only.
     """
 
     @staticmethod
     def forward(ctx, x, y, w_weight: float, gw_weight: float):  # noqa: D102
-        ctx.input_shape, shape = x.shape, x.shape[:-1]
-        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
-        xs, ix = torch.sort(x, dim=-1)
-        ys, iy = torch.sort(y, dim=-1)
-        values = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-        anti = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)
-        for rows in _row_chunks(*x.shape, x.device):
-            values[rows], anti[rows] = _fused_values(xs[rows], ys[rows], w_weight, gw_weight)
-        ctx.save_for_backward(xs, ys, ix, iy, anti)
+        ctx.separate = y is not None
+        pair = torch.stack((x, y), -2) if ctx.separate else x
+        ctx.input_shape, shape = pair.shape, pair.shape[:-2]
+        pair = pair.reshape(-1, *pair.shape[-2:])
+        sorted_pair, order = torch.sort(pair, dim=-1)
+        xs, ys = sorted_pair.unbind(-2)
+        chunks = _row_chunks(*xs.shape, x.device)
+        if len(chunks) == 1:
+            values, anti = _fused_values(xs, ys, w_weight, gw_weight)
+        else:
+            values = torch.empty(xs.shape[0], dtype=x.dtype, device=x.device)
+            anti = torch.empty(xs.shape[0], dtype=torch.bool, device=x.device)
+            for rows in chunks:
+                values[rows], anti[rows] = _fused_values(xs[rows], ys[rows], w_weight, gw_weight)
+        ctx.save_for_backward(sorted_pair, order, anti)
         ctx.weights = (w_weight, gw_weight)
         return values.reshape(shape)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
-        xs, ys, ix, iy, anti = ctx.saved_tensors
+        sorted_pair, order, anti = ctx.saved_tensors
+        xs, ys = sorted_pair.unbind(-2)
         grad_out = grad_out.reshape(-1)
-        grad_x, grad_y = torch.empty_like(xs), torch.empty_like(ys)
-        for rows in _row_chunks(*xs.shape, xs.device):
-            gxs, gys = _fused_grads(xs[rows], ys[rows], anti[rows], grad_out[rows], *ctx.weights)
-            grad_x[rows].scatter_(-1, ix[rows], gxs)
-            grad_y[rows].scatter_(-1, iy[rows], gys)
-        return grad_x.reshape(ctx.input_shape), grad_y.reshape(ctx.input_shape), None, None
+        grad = torch.empty_like(sorted_pair)
+        chunks = _row_chunks(*xs.shape, xs.device)
+        if len(chunks) == 1:
+            grad.scatter_(-1, order, _pair_grads(xs, ys, anti, grad_out, *ctx.weights))
+        else:
+            for rows in chunks:
+                grad[rows].scatter_(-1, order[rows], _pair_grads(
+                    xs[rows], ys[rows], anti[rows], grad_out[rows], *ctx.weights))
+        grad = grad.reshape(ctx.input_shape)
+        if ctx.separate:
+            return grad[..., 0, :], grad[..., 1, :], None, None
+        return grad, None, None, None
 
 
 def fgw_1d_rows(
@@ -165,10 +210,19 @@ def fgw_1d_rows(
     return _SortedFGW.apply(x, y, float(w_weight), float(gw_weight))
 
 
-def wasserstein_1d_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Squared 2-Wasserstein between uniform 1-D samples per row: mean (sorted x - sorted y)^2."""
-    xs = torch.sort(x, dim=-1).values
-    ys = torch.sort(y, dim=-1).values
+def fgw_1d_pair_rows(pair: torch.Tensor, w_weight: float, gw_weight: float) -> torch.Tensor:
+    """:func:`fgw_1d_rows` of ``x = pair[..., 0, :]`` and ``y = pair[..., 1, :]``, the two
+    samples stacked along dim -2 (``pair``: (..., 2, N)); one sort for both. Shape (...)."""
+    return _SortedFGW.apply(pair, None, float(w_weight), float(gw_weight))
+
+
+def wasserstein_1d_rows(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared 2-Wasserstein between uniform 1-D samples per row: mean (sorted x - sorted y)^2.
+
+    ``y=None``: ``x`` is a (..., 2, N) pair of stacked samples (one sort for both).
+    """
+    pair = x if y is None else torch.stack((x, y), -2)
+    xs, ys = torch.sort(pair, dim=-1).values.unbind(-2)
     return (xs - ys).square().mean(-1)
 
 

@@ -19,9 +19,9 @@ from typing import Literal
 
 import torch
 
-from ..sphere import gaussian_directions, uniform_directions
+from .. import noise
 from ._validation import check_choice, check_count, check_same, check_tensor, check_unit_interval
-from .one_dimensional import fgw_1d_rows, wasserstein_1d_rows
+from .one_dimensional import fgw_1d_pair_rows, wasserstein_1d_rows
 
 __all__ = ["sliced_fgw", "sliced_gw", "sliced_wasserstein", "project", "resolve_projections"]
 
@@ -39,20 +39,21 @@ def resolve_projections(
     x: torch.Tensor,
     n_projections: int,
     projections: torch.Tensor | None,
-    generator: torch.Generator | None,
+    generator: noise.Generatorish,
     normalise: bool = True,
 ) -> torch.Tensor:
     """Directions of shape (d, L): the given ``projections`` (checked), or L fresh ones.
 
-    Fresh directions are uniform on S^{d-1} (``normalise=True``) or raw N(0, I)
-    vectors (``normalise=False``, the RAE authors' code). Returned detached, in the
-    dtype and device of ``x``.
+    Fresh directions are uniform on S^{d-1} (``normalise=True``: normalised N(0, I)
+    vectors, as :func:`otae.sphere.uniform_directions`) or raw N(0, I) vectors
+    (``normalise=False``, the RAE authors' code), one (L, d) draw of
+    :func:`otae.noise.randn`. Returned detached, in the dtype and device of ``x``.
     """
     d = x.shape[1]
     if projections is None:
         check_count(n_projections, "n_projections")
-        draw = uniform_directions if normalise else gaussian_directions
-        return draw(n_projections, d, generator=generator, dtype=x.dtype, device=x.device).T
+        g = noise.randn((n_projections, d), generator, dtype=x.dtype, device=x.device)
+        return (g / g.norm(dim=-1, keepdim=True) if normalise else g).T
     check_tensor(projections, "projections", ndims=(2,))
     if projections.shape[0] != d:
         raise ValueError(
@@ -71,13 +72,19 @@ def project(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     return directions.T @ x.T
 
 
+def _project_pair(x: torch.Tensor, y: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """(L, 2, N) projections of x and y stacked along dim 1: one matrix product, and the
+    layout the 1-D row functions sort in one call."""
+    return project(torch.cat((x, y)), directions).unflatten(-1, (2, x.shape[0]))
+
+
 def sliced_fgw(
     x: torch.Tensor,
     y: torch.Tensor,
     beta: float = 0.1,
     n_projections: int = 50,
     projections: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
     scale: Scale = "mean",
 ) -> torch.Tensor:
     r"""Sliced fused Gromov-Wasserstein between two point clouds (eq. 13 of the RAE paper).
@@ -107,10 +114,10 @@ def sliced_fgw(
     authors = scale == "rae_authors"
     directions = resolve_projections(x, n_projections, projections, generator,
                                      normalise=not authors)
-    px, py = project(x, directions), project(y, directions)
+    pair = _project_pair(x, y, directions)
     if authors:
-        return fgw_1d_rows(px, py, (1.0 - beta) * x.shape[0], beta).sum()
-    return fgw_1d_rows(px, py, 1.0 - beta, beta).mean()
+        return fgw_1d_pair_rows(pair, (1.0 - beta) * x.shape[0], beta).sum()
+    return fgw_1d_pair_rows(pair, 1.0 - beta, beta).mean()
 
 
 def sliced_gw(
@@ -118,7 +125,7 @@ def sliced_gw(
     y: torch.Tensor,
     n_projections: int = 50,
     projections: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
 ) -> torch.Tensor:
     """Sliced Gromov-Wasserstein (Titouan et al. 2019): :func:`sliced_fgw` with beta = 1.
 
@@ -134,7 +141,7 @@ def sliced_wasserstein(
     y: torch.Tensor,
     n_projections: int = 50,
     projections: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
 ) -> torch.Tensor:
     r"""Sliced squared 2-Wasserstein (SWAE, Kolouri et al. 2018).
 
@@ -145,4 +152,4 @@ def sliced_wasserstein(
     """
     _validate_clouds(x, y)
     directions = resolve_projections(x, n_projections, projections, generator)
-    return wasserstein_1d_rows(project(x, directions), project(y, directions)).mean()
+    return wasserstein_1d_rows(_project_pair(x, y, directions)).mean()

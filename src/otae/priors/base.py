@@ -3,13 +3,19 @@
 A prior is an ``nn.Module`` (it may have learnable parameters) over codes in
 ``R^d``. Sampling is reparameterised wherever the prior is learnable, so that
 regularisers computed on prior samples (sliced FGW, MMD, Sinkhorn...) train the
-prior too. Every sampler takes an explicit ``torch.Generator``.
+prior too. Every sampler takes an explicit generator: a ``torch.Generator`` or one of
+the replayable stand-ins of :mod:`otae.noise` (:data:`otae.noise.Generatorish`), through
+which every draw goes, so that sampling can run inside a compiled training step. Samples
+have static shapes and sampling makes no host synchronisation.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from .. import noise
+from ..discrepancies._pairwise import device_constant
 
 
 class Prior(nn.Module):
@@ -41,32 +47,38 @@ class Prior(nn.Module):
                 return tensor.dtype
         return torch.get_default_dtype()
 
-    def _noise(self, n: int, generator: torch.Generator | None, dim: int | None = None) -> Tensor:
+    def _noise(self, n: int, generator: noise.Generatorish, dim: int | None = None) -> Tensor:
         """``(n, dim)`` standard normals (``dim`` defaults to ``latent_dim``) drawn with
         ``generator`` on the prior's device and dtype: the ``eps`` of reparameterised samplers.
         """
         width = self.latent_dim if dim is None else int(dim)
-        return torch.randn(
-            int(n), width, generator=generator, device=self._device(), dtype=self._dtype()
-        )
+        return noise.randn((int(n), width), generator, device=self._device(), dtype=self._dtype())
 
     def component_labels(self, n: int) -> Tensor:
         """``(n,)`` component index of each row returned by :meth:`sample`.
 
         Mixture priors sample stratified (:func:`stratified_counts`): rows come grouped
-        by component, ``n / K`` each, the remainder to the first components.
+        by component, ``n / K`` each, the remainder to the first components. Built once
+        per ``(n, K, device)`` and shared (no per-call host copy): do not modify it in place.
         """
-        device = self._device()
-        counts = stratified_counts(n, self.n_components)
-        return torch.repeat_interleave(
-            torch.arange(self.n_components, device=device), torch.tensor(counts, device=device)
+        return device_constant(
+            _stratified_labels, int(n), self.n_components, dtype=torch.int64, device=self._device()
         )
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def _mixture_sample(self, means: Tensor, stds: Tensor, n: int,
+                        generator: noise.Generatorish) -> Tensor:
+        """``(n, d)`` stratified draws ``mu_k + sigma_k * eps`` of the uniform mixture of
+        diagonal Gaussians with ``(K, d)`` means and standard deviations, in the row order
+        of :meth:`component_labels` (reparameterised: gradients reach both tables)."""
+        # One gather of both tables, one fused multiply-add: few operations, static shapes.
+        mean, std = torch.cat((means, stds), 1)[self.component_labels(n)].chunk(2, 1)
+        return torch.addcmul(mean, std, self._noise(n, generator))
+
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
         """``(n, latent_dim)`` samples (stratified over components for mixtures)."""
         raise NotImplementedError
 
-    def sample_component(self, k: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_component(self, k: int, n: int, generator: noise.Generatorish = None) -> Tensor:
         """``(n, latent_dim)`` samples from component ``k`` (conditional generation)."""
         self._check_component(k)
         return self.sample(n, generator)
@@ -98,6 +110,17 @@ class Prior(nn.Module):
                 f"component index k={k} out of range for a prior with "
                 f"{self.n_components} component(s)"
             )
+
+
+def _stratified_labels(n: int, n_components: int, *, dtype, device) -> Tensor:
+    """The labels of :meth:`Prior.component_labels`, built on ``device`` without a host copy:
+    the first ``extra`` components have ``base + 1`` rows, the others ``base``."""
+    base, extra = divmod(n, n_components)
+    rows = torch.arange(n, dtype=dtype, device=device)
+    if base == 0:  # n < K: one row for each of the first n components
+        return rows
+    head = extra * (base + 1)
+    return torch.where(rows < head, rows // (base + 1), extra + (rows - head) // base)
 
 
 def stratified_counts(n: int, n_components: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import noise
 from ..discrepancies.kl import log_prob_diagonal_gaussian, log_prob_gaussian_mixture
 from .base import Prior
 
@@ -16,7 +17,7 @@ class StandardNormalPrior(Prior):
         super().__init__(latent_dim, 1)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
         return self._noise(n, generator)
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -62,11 +63,10 @@ class GaussianMixturePrior(Prior):
     def stds(self) -> Tensor:
         return torch.exp(0.5 * self.logvars)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        labels = self.component_labels(n)
-        return self.means[labels] + self.stds[labels] * self._noise(n, generator)
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
+        return self._mixture_sample(self.means, self.stds, n, generator)
 
-    def sample_component(self, k: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_component(self, k: int, n: int, generator: noise.Generatorish = None) -> Tensor:
         self._check_component(k)
         return self.means[k] + self.stds[k] * self._noise(n, generator)
 

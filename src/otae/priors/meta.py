@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .. import noise
 from .base import Prior
 
 #: samples used by :meth:`_ImplicitPrior.component_means`, and the seed they are drawn with
@@ -53,7 +54,7 @@ class _ImplicitPrior(Prior):
         """The pushforward ``g``: ``(n, noise_dim)`` noise to ``(n, latent_dim)`` codes."""
         raise NotImplementedError
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
         return self.transform(self._noise(n, generator, self.noise_dim))
 
     def component_means(self) -> Tensor:

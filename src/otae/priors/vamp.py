@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .. import noise
 from ..discrepancies.kl import log_prob_gaussian_mixture
 from ..parallel import local_batches
 from .base import Prior
@@ -94,12 +95,10 @@ class VampPrior(Prior):
         mean, logvar = self._components()
         return mean, torch.exp(0.5 * logvar)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        mean, logvar = self._components()
-        labels = self.component_labels(n)
-        return mean[labels] + torch.exp(0.5 * logvar[labels]) * self._noise(n, generator)
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
+        return self._mixture_sample(*self.gaussian_components(), n, generator)
 
-    def sample_component(self, k: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_component(self, k: int, n: int, generator: noise.Generatorish = None) -> Tensor:
         self._check_component(k)
         # Encode only pseudo-input k.
         mean, logvar = self.encoder(self.pseudo_inputs[int(k) : int(k) + 1])
