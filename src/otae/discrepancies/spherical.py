@@ -35,7 +35,7 @@ Location search (the paper's procedure is not known; our documented choice):
    where :math:`g` is the gradient of the L-sample Monte Carlo objective with
    *reparameterised* samples (fresh every step), evaluated on DETACHED x and y (one
    :math:`g` per location, normalised per location). The samplers normalise the
-   location internally, so :math:`g` is already tangent to the sphere and the
+   location internally, so :math:`g` is tangent to the sphere and the
    renormalisation is the projection. Each step turns a location by
    :math:`\arctan \eta_t` radians whatever the scale of the data; plain SGD steps
    (``lr * g``) were tried and rejected: their angle scales with the discrepancy
@@ -45,10 +45,20 @@ Location search (the paper's procedure is not known; our documented choice):
    differentiable in ``x`` and ``y`` only: no gradient flows through the search or
    into the directions (the locations are treated as constants, an envelope argument).
 
-The search always runs with gradients enabled, so the regulariser can also be
-evaluated under ``torch.no_grad()``. Values are at the "mean" scale of
-:func:`otae.discrepancies.sliced_fgw` (unit directions, both parts averaged, mean over
-the L slices). Cost per call: (n_iters + 1) x [sampling L directions + O(L N (d + log N))].
+:math:`g` is computed in closed form, without autograd (:meth:`_Clouds.gradient`: the
+1-D FGW gradient of the chosen matching, pulled back to the direction, then through
+the Householder reflection of :mod:`otae.sphere` to the location), so a call makes no
+host synchronisation, a fixed number of operations, and traces into one
+``torch.compile(fullgraph=True)`` graph; it also runs the same under
+``torch.no_grad()``. All the search's noise is drawn at once, before the first step
+(see :mod:`otae.noise`): the random starts (without initial locations), then for
+k > 1 not dividing L one ``randperm(k)`` per step (the stratification's extra rows),
+then the radial parts and then the tangent parts of the (n_iters + 1) L samples
+around :math:`e_1` (the last L give the returned value).
+
+Values are at the "mean" scale of :func:`otae.discrepancies.sliced_fgw` (unit
+directions, both parts averaged, mean over the L slices). Cost per call:
+(n_iters + 1) x O(L N (d + log N)) plus the samples' draws.
 """
 
 from __future__ import annotations
