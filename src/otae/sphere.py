@@ -113,8 +113,9 @@ def _first_accepted(accept: torch.Tensor, *values: torch.Tensor) -> list[torch.T
 # --------------------------------------------------------------------------- Beta
 
 #: Marsaglia-Tsang proposals per gamma variate. The sampler runs at shape >= 1 (smaller
-#: shapes are boosted), where its acceptance rate is >= 0.951 (Marsaglia & Tsang 2000,
-#: table 1; it increases with the shape), so all 12 fail with probability < 0.049^12 < 1e-15.
+#: shapes are boosted), where its acceptance rate is > 0.95 (smallest at shape 1, it
+#: increases with the shape; tests/test_spherical_hot_path.py measures it), so all 12
+#: proposals fail with probability < 0.05^12 < 1e-15.
 _GAMMA_PROPOSALS = 12
 #: largest 2a + 2b for which :func:`_beta_pair` sums squared normals: about the 2 x 12
 #: normals the rejection sampler draws per beta variate.
@@ -133,7 +134,8 @@ def _log_gamma(
     :math:`G' = dv` when :math:`v > 0` and :math:`\ln u < x^2/2 + d - dv + d \ln v`; then
     :math:`G = G' U^{1/\alpha}` for :math:`\alpha < 1` (Marsaglia-Tsang's boost). Draws:
     one ``randn`` and one ``rand`` of shape (12, *alpha.shape) (:data:`_GAMMA_PROPOSALS`),
-    then one ``rand`` of ``alpha.shape`` for the boost, all of static shape. In log space
+    then, unless ``boost=False`` (the caller knows every shape is >= 1), one ``rand`` of
+    ``alpha.shape`` for the boost; all of static shape. In log space
     so that tiny shapes (:math:`U^{1/\alpha}` underflows) keep their relative accuracy.
     """
     shape = (_GAMMA_PROPOSALS, *alpha.shape)
