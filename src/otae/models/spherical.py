@@ -18,6 +18,9 @@ batch's search starts from them. Because it runs every batch from a warm start, 
 search defaults to ``n_iters = 10`` steps; the spec's reference value (a same-author
 implementation) is 100 steps with lr 0.1, kappa 50, L 10. The buffer is only updated
 in training mode, so evaluating a model does not change it.
+Whether the buffer holds a search result is known on the host (set by a training
+search, recomputed by ``load_state_dict``), so a training step never reads the buffer
+back (no host synchronisation); set the buffer through ``load_state_dict``.
 
 Draws from the ``generator`` passed to ``loss``: prior samples, then (maxsfg only, on a
 warm start) ``n_starts - 1`` fresh starting directions, then the search's own draws.
