@@ -292,11 +292,11 @@ def _reflector(unit: torch.Tensor, e1: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(s, u)`` of :func:`householder_from_e1` for unit locations (..., d): (..., 1), (..., d).
 
-    ``e1`` is the (1, d) first basis vector (``torch.eye(1, d)``) if the caller has it.
+    ``e1`` is the first basis vector, (d,) or (1, d), if the caller has it.
     """
     if e1 is None:
-        e1 = torch.eye(1, unit.shape[-1], dtype=unit.dtype, device=unit.device)
-    one = e1[:, :1]
+        e1 = torch.eye(1, unit.shape[-1], dtype=unit.dtype, device=unit.device)[0]
+    one = e1[..., :1]
     positive = unit[..., :1].detach() > 0
     sign = torch.where(positive, -one, one)
     u = torch.addcmul(e1, -sign, unit)  # e1 - s * unit
