@@ -299,7 +299,7 @@ def _reflector(unit: torch.Tensor, e1: torch.Tensor | None = None
     one = e1[..., :1]
     positive = unit[..., :1].detach() > 0
     sign = torch.where(positive, -one, one)
-    u = torch.addcmul(e1, -sign, unit)  # e1 - s * unit
+    u = torch.addcmul(e1, sign, unit, value=-1.0)  # e1 - s * unit
     return sign, u / u.norm(dim=-1, keepdim=True)
 
 
