@@ -1,7 +1,11 @@
 r"""Distributions on the unit sphere S^{d-1}: pure sampling functions.
 
 Every sampler takes an explicit ``torch.Generator`` (or ``None`` for torch's
-global one) so that results are reproducible. This module sits below
+global one) so that results are reproducible; every draw goes through
+:mod:`otae.noise`, so a :class:`~otae.noise.DrawRecorder` or
+:class:`~otae.noise.DrawTape` may stand in for it (compiled training steps). The
+samplers make no host synchronisation and draw static shapes: rejection samplers
+draw a fixed number of proposals at once (:func:`_first_accepted`). This module sits below
 :mod:`otae.discrepancies` (which slices with these directions) and
 :mod:`otae.slicers` (which wraps them in stateful samplers owning a generator).
 
@@ -37,6 +41,8 @@ import numpy as np
 import torch
 from scipy import special
 
+from . import noise
+
 __all__ = [
     "uniform_directions",
     "gaussian_directions",
@@ -45,6 +51,8 @@ __all__ = [
     "sample_power_spherical",
     "sample_spherical_mixture",
     "householder_from_e1",
+    "around_e1",
+    "mixture_components",
     "vmf_mean_resultant_length",
     "power_spherical_mean_resultant_length",
 ]
@@ -57,7 +65,7 @@ def uniform_directions(
     n: int,
     dim: int,
     *,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -73,19 +81,12 @@ def gaussian_directions(
     n: int,
     dim: int,
     *,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``n`` raw N(0, I) vectors, shape (n, dim): the RAE authors' unnormalised directions."""
-    g = torch.randn(n, dim, generator=generator, dtype=dtype,
-                    device=_sampling_device(generator, device))
-    return g.to(device) if device is not None else g
-
-
-def _sampling_device(generator: torch.Generator | None, device) -> torch.device | str | None:
-    """Draw on the generator's device (a CPU generator cannot fill a CUDA tensor)."""
-    return generator.device if generator is not None else device
+    return noise.randn((n, dim), generator, dtype=dtype, device=device)
 
 
 def _checks():
@@ -95,29 +96,96 @@ def _checks():
     return _validation
 
 
+def _first_accepted(accept: torch.Tensor, *values: torch.Tensor) -> list[torch.Tensor]:
+    """Per column, ``values`` at the first True row of ``accept`` (K, ...), else at the last.
+
+    Fixed oversampling instead of a rejection loop: K proposals are drawn at once and the
+    first accepted one is i.i.d. from the target, like the output of a sequential loop;
+    the fallback to the last (unchecked) proposal happens with the probability that all K
+    are rejected, which the callers bound below 1e-12.
+    """
+    k = accept.shape[0]
+    rows = torch.arange(k, device=accept.device).view(k, *([1] * (accept.ndim - 1)))
+    pick = torch.where(accept, rows, k - 1).amin(0, keepdim=True)
+    return [v.gather(0, pick).squeeze(0) for v in values]
+
+
 # --------------------------------------------------------------------------- Beta
+
+#: Marsaglia-Tsang proposals per gamma variate. The sampler runs at shape >= 1 (smaller
+#: shapes are boosted), where its acceptance rate is > 0.95 (smallest at shape 1, it
+#: increases with the shape; tests/test_spherical_hot_path.py measures it), so all 12
+#: proposals fail with probability < 0.05^12 < 1e-15.
+_GAMMA_PROPOSALS = 12
+#: largest 2a + 2b for which :func:`_beta_pair` sums squared normals: about the 2 x 12
+#: normals the rejection sampler draws per beta variate.
+_CHI2_MAX = 24
+
+
+def _log_gamma(
+    alpha: torch.Tensor, generator: noise.Generatorish, dtype: torch.dtype, device,
+    boost: bool = True,
+) -> torch.Tensor:
+    r"""``log G`` with :math:`G \sim Gamma(\alpha, 1)` elementwise, ``alpha`` > 0 of any shape.
+
+    Marsaglia & Tsang (2000) at shape :math:`\alpha' = \alpha` (or :math:`\alpha + 1` when
+    :math:`\alpha < 1`): with :math:`d = \alpha' - 1/3`, :math:`c = 1/\sqrt{9d}`,
+    :math:`x \sim N(0, 1)`, :math:`u \sim U(0, 1)` and :math:`v = (1 + cx)^3`, accept
+    :math:`G' = dv` when :math:`v > 0` and :math:`\ln u < x^2/2 + d - dv + d \ln v`; then
+    :math:`G = G' U^{1/\alpha}` for :math:`\alpha < 1` (Marsaglia-Tsang's boost). Draws:
+    one ``randn`` and one ``rand`` of shape (12, *alpha.shape) (:data:`_GAMMA_PROPOSALS`),
+    then, unless ``boost=False`` (the caller knows every shape is >= 1), one ``rand`` of
+    ``alpha.shape`` for the boost; all of static shape. In log space
+    so that tiny shapes (:math:`U^{1/\alpha}` underflows) keep their relative accuracy.
+    """
+    shape = (_GAMMA_PROPOSALS, *alpha.shape)
+    small = alpha < 1.0
+    d = torch.where(small, alpha + 1.0, alpha) - 1.0 / 3.0
+    x = noise.randn(shape, generator, dtype=dtype, device=device)
+    u = noise.rand(shape, generator, dtype=dtype, device=device)
+    v = (x * torch.rsqrt(9.0 * d)).add_(1.0).pow_(3)
+    log_v = v.clamp_min(torch.finfo(dtype).tiny).log_()
+    accept = (v > 0) & (u.log_() < (x.square_().mul_(0.5) + d) - d * (v - log_v))
+    (log_v,) = _first_accepted(accept, log_v)
+    if not boost:
+        return d.log() + log_v
+    extra = noise.rand(alpha.shape, generator, dtype=dtype, device=device)
+    return d.log() + log_v + torch.where(small, extra.log_() / alpha, 0.0)
 
 
 def _beta_pair(
     a: float | torch.Tensor,
     b: float | torch.Tensor,
     shape: tuple[int, ...],
-    generator: torch.Generator | None,
+    generator: noise.Generatorish,
     dtype: torch.dtype,
     device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(z, 1 - z)`` for z ~ Beta(a, b), both computed as ratios of gammas (no cancellation).
+    r"""``(z, 1 - z)`` for z ~ Beta(a, b): :math:`z = G_a / (G_a + G_b) =
+    \sigma(\ln G_a - \ln G_b)`, :math:`1 - z = \sigma(\ln G_b - \ln G_a)` (no cancellation).
 
-    On the generator's device; the caller moves the result.
+    Both gammas come from one :func:`_log_gamma` call on the stacked shapes (a, b), or,
+    when ``a`` and ``b`` are numbers whose doubles are integers with :math:`2a + 2b \le`
+    :data:`_CHI2_MAX` (the vMF's :math:`a = b = (d-1)/2` for small d), from
+    :math:`G_a = \frac12 \chi^2_{2a}`, a sum of :math:`2a` squared standard normals: exact,
+    and fewer draws and operations than the rejection sampler.
     """
-    where = _sampling_device(generator, device)
-    alpha = torch.broadcast_to(torch.as_tensor(a, dtype=dtype, device=where), shape).contiguous()
-    beta = torch.broadcast_to(torch.as_tensor(b, dtype=dtype, device=where), shape).contiguous()
-    # torch.distributions.Beta/Gamma cannot take a generator; the raw op can.
-    ga = torch._standard_gamma(alpha, generator=generator)
-    gb = torch._standard_gamma(beta, generator=generator)
-    total = ga + gb
-    return ga / total, gb / total
+    twice = [2.0 * float(c) if not isinstance(c, torch.Tensor) else 0.5 for c in (a, b)]
+    if all(t.is_integer() and t > 0 for t in twice) and sum(twice) <= _CHI2_MAX:
+        ka = int(twice[0])
+        squares = noise.randn((*shape, ka + int(twice[1])), generator, dtype=dtype,
+                              device=device).square_()
+        chi_a, chi_b = squares[..., :ka].sum(-1), squares[..., ka:].sum(-1)
+        total = chi_a + chi_b
+        return chi_a / total, chi_b / total
+    alpha = torch.stack(torch.broadcast_tensors(
+        torch.as_tensor(a, dtype=dtype, device=device).expand(shape),
+        torch.as_tensor(b, dtype=dtype, device=device).expand(shape)))
+    numbers = not any(isinstance(c, torch.Tensor) for c in (a, b))
+    boost = not numbers or min(float(a), float(b)) < 1.0
+    log_ga, log_gb = _log_gamma(alpha, generator, dtype, device, boost)
+    t = log_ga - log_gb
+    return torch.sigmoid(t), torch.sigmoid(-t)
 
 
 def sample_beta(
@@ -125,35 +193,44 @@ def sample_beta(
     b: float | torch.Tensor,
     shape: int | tuple[int, ...],
     *,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     r"""Samples of :math:`Beta(a, b)` of the given ``shape``: :math:`G_a / (G_a + G_b)`.
 
-    :math:`G_a \sim Gamma(a, 1)` and :math:`G_b \sim Gamma(b, 1)` independent. ``a`` and
-    ``b`` are positive floats or tensors broadcastable to ``shape``. Not differentiable
-    in ``a``, ``b`` (none of our uses needs it).
+    :math:`G_a \sim Gamma(a, 1)` and :math:`G_b \sim Gamma(b, 1)` independent, by the
+    Marsaglia-Tsang sampler with fixed oversampling (:func:`_log_gamma`: static shapes,
+    no host synchronisation). ``a`` and ``b`` are positive floats or tensors
+    broadcastable to ``shape``. Not differentiable in ``a``, ``b`` (none of our uses
+    needs it).
     """
     checks = _checks()
     for value, name in ((a, "a"), (b, "b")):
         if isinstance(value, torch.Tensor):
-            if not bool(torch.isfinite(value).all()):
-                raise checks.NonFiniteInputError(f"{name} contains NaN or Inf")
-            if not bool((value > 0).all()):
-                raise ValueError(f"{name} must be finite and > 0")
+            if checks._enabled():
+                if not bool(torch.isfinite(value).all()):
+                    raise checks.NonFiniteInputError(f"{name} contains NaN or Inf")
+                if not bool((value > 0).all()):
+                    raise ValueError(f"{name} must be finite and > 0")
         else:
             checks.check_positive(value, name)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     z, _ = _beta_pair(a, b, shape, generator, dtype, device)
-    return z.to(device) if device is not None else z
+    return z
 
 
 # --------------------------------------------------------------- radial parts
 
+#: Wood proposals per vMF radial variate. Wood's acceptance rate, computed by quadrature
+#: over d in [2, 2048] and kappa in [0, 1e6] (tests/test_sphere.py checks a grid), is
+#: smallest at d = 2, kappa -> infinity, where it tends to 0.658; so all 32 proposals
+#: fail with probability < 0.343^32 < 1e-14.
+_WOOD_PROPOSALS = 32
+
 
 def _radial_vmf(
-    kappa: float, d: int, count: int, generator: torch.Generator | None, device
+    kappa: float, d: int, count: int, generator: noise.Generatorish, device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Wood's (1994) rejection sampler for :math:`w = \epsilon^\top\theta`, vMF on S^{d-1}.
 
@@ -169,47 +246,34 @@ def _radial_vmf(
     :math:`w = \frac{1-(1+b)e}{1-(1-b)e}`, :math:`t = \frac{2ab}{1-(1-b)e}`, and accept if
     :math:`(m-1)\ln t - t + d_0 \ge \ln u`. This ``b`` is the textbook
     :math:`(-2\kappa + \sqrt{4\kappa^2+(m-1)^2})/(m-1)` with the cancellation removed,
-    and :math:`1 - w = 2be / (1-(1-b)e)` exactly.
+    and :math:`1 - w = 2be / (1-(1-b)e)` exactly. :data:`_WOOD_PROPOSALS` proposals per
+    sample are drawn at once (:func:`_first_accepted`): static shapes, no host sync.
     """
     m1 = float(d - 1)
     root = math.sqrt(4.0 * kappa * kappa + m1 * m1)
     b = m1 / (2.0 * kappa + root)
     a = (m1 + 2.0 * kappa + root) / 4.0
     d0 = 4.0 * a * b / (1.0 + b) - m1 * math.log(m1)
-    where = _sampling_device(generator, device)
-    w = torch.empty(count, dtype=torch.float64, device=where)
-    omw = torch.empty_like(w)
-    filled = 0
-    # Vectorised rejection: each round draws candidates for every missing sample at
-    # once (with a margin, so that one round usually suffices) and keeps the first
-    # accepted ones; accepted candidates are i.i.d. from the target, whatever their order.
-    while filled < count:
-        need = count - filled
-        draw = need + need // 4 + 8
-        e, _ = _beta_pair(m1 / 2.0, m1 / 2.0, (draw,), generator, torch.float64, where)
-        u = torch.rand(draw, generator=generator, dtype=torch.float64, device=where)
-        denom = 1.0 - (1.0 - b) * e
-        t = (2.0 * a * b) / denom
-        accept = (m1 * torch.log(t) - t + d0) >= torch.log(u)
-        got_w = ((1.0 - (1.0 + b) * e) / denom)[accept][:need]
-        got_omw = ((2.0 * b) * e / denom)[accept][:need]
-        k = got_w.numel()
-        w[filled:filled + k] = got_w
-        omw[filled:filled + k] = got_omw
-        filled += k
-    return w, omw
+    shape = (_WOOD_PROPOSALS, count)
+    e, _ = _beta_pair(m1 / 2.0, m1 / 2.0, shape, generator, torch.float64, device)
+    u = noise.rand(shape, generator, dtype=torch.float64, device=device)
+    t = (2.0 * a * b) / (1.0 - (1.0 - b) * e)
+    accept = (m1 * torch.log(t) - t + d0) >= torch.log(u)
+    e, t = _first_accepted(accept, e, t)
+    # w = 1 - (1 - w) with 1 - w = 2be / denom = b e t / (a b) = e t / a.
+    omw = e * t / a
+    return 1.0 - omw, omw
 
 
 def _radial_power(
-    kappa: float, d: int, count: int, generator: torch.Generator | None, device
+    kappa: float, d: int, count: int, generator: noise.Generatorish, device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(w, 1 - w)`` under the power spherical law: w = 2z - 1, z ~ Beta((d-1)/2 + kappa, (d-1)/2).
 
     Float64, shape (count,); 1 - w = 2 (1 - z) is taken from the gamma ratio, not by subtraction.
     """
     half = (d - 1) / 2.0
-    z, one_minus_z = _beta_pair(half + kappa, half, (count,), generator, torch.float64,
-                                _sampling_device(generator, device))
+    z, one_minus_z = _beta_pair(half + kappa, half, (count,), generator, torch.float64, device)
     return z - one_minus_z, 2.0 * one_minus_z
 
 
@@ -217,6 +281,34 @@ _RADIAL = {"vmf": _radial_vmf, "power": _radial_power}
 
 
 # ------------------------------------------------------------- reflection
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of broadcastable (..., d) tensors, shape (..., 1) (one matmul)."""
+    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).squeeze(-1)
+
+
+def _reflector(unit: torch.Tensor, e1: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(s, u)`` of :func:`householder_from_e1` for unit locations (..., d): (..., 1), (..., d).
+
+    ``e1`` is the first basis vector, (d,) or (1, d), if the caller has it.
+    """
+    if e1 is None:
+        e1 = torch.eye(1, unit.shape[-1], dtype=unit.dtype, device=unit.device)[0]
+    one = e1[..., :1]
+    positive = unit[..., :1].detach() > 0
+    sign = torch.where(positive, -one, one)
+    u = torch.addcmul(e1, sign, unit, value=-1.0)  # e1 - s * unit
+    return sign, u / u.norm(dim=-1, keepdim=True)
+
+
+def _reflect(samples: torch.Tensor, sign: torch.Tensor, u: torch.Tensor,
+             xu: torch.Tensor | None = None) -> torch.Tensor:
+    """:math:`s (x - 2 (x^\top u) u)` for samples (..., d), broadcasting ``sign``, ``u``;
+    ``xu`` is :math:`x^\top u` if the caller has it."""
+    xu = _rowdot(samples, u) if xu is None else xu
+    return sign * torch.addcmul(samples, xu, u, value=-2.0)
 
 
 def householder_from_e1(samples: torch.Tensor, loc: torch.Tensor) -> torch.Tensor:
@@ -236,12 +328,30 @@ def householder_from_e1(samples: torch.Tensor, loc: torch.Tensor) -> torch.Tenso
     tangent to the sphere. Shapes: ``samples`` (..., d), ``loc`` broadcastable to it.
     Differentiable in both (``s`` is piecewise constant).
     """
-    unit = loc / loc.norm(dim=-1, keepdim=True)
-    sign = torch.where(unit[..., :1].detach() > 0, -1.0, 1.0).to(unit.dtype)
-    u = -sign * unit
-    u = torch.cat((u[..., :1] + 1.0, u[..., 1:]), dim=-1)  # e1 - s * unit
-    u = u / u.norm(dim=-1, keepdim=True)
-    return sign * (samples - 2.0 * (samples * u).sum(-1, keepdim=True) * u)
+    return _reflect(samples, *_reflector(loc / loc.norm(dim=-1, keepdim=True)))
+
+
+def around_e1(
+    kappa: float,
+    d: int,
+    count: int,
+    distribution: str,
+    generator: noise.Generatorish,
+    dtype: torch.dtype,
+    device,
+) -> torch.Tensor:
+    """``count`` samples of ``distribution`` (``"vmf"``/``"power"``) around :math:`e_1`, (count, d).
+
+    Stage 1 of the module docstring: the radial part, then one ``randn`` of shape
+    (count, d - 1) for the tangent directions. No validation (internal building block).
+    """
+    w, omw = _RADIAL[distribution](kappa, d, count, generator, device)
+    v = noise.randn((count, d - 1), generator, dtype=dtype, device=device)
+    v = v / v.norm(dim=-1, keepdim=True)
+    # sqrt(1 - w^2) = sqrt((1 - w)(1 + w)) with 1 - w exact: no cancellation near w = 1.
+    radius = torch.sqrt((omw * (2.0 - omw)).clamp_min(0.0))
+    w, radius = w.to(dtype).unsqueeze(-1), radius.to(dtype).unsqueeze(-1)
+    return torch.cat((w, radius * v), dim=-1)
 
 
 def _sample_around(
@@ -249,7 +359,7 @@ def _sample_around(
     lead: tuple[int, ...],
     kappa: float,
     distribution: str,
-    generator: torch.Generator | None,
+    generator: noise.Generatorish,
 ) -> torch.Tensor:
     """Samples of shape (*lead, d) around ``locs``, which broadcasts to that shape.
 
@@ -257,17 +367,9 @@ def _sample_around(
     vectors at one per location.
     """
     d = locs.shape[-1]
-    count = math.prod(lead)
-    where = _sampling_device(generator, locs.device)
-    w, omw = _RADIAL[distribution](kappa, d, count, generator, locs.device)
-    v = torch.randn(count, d - 1, generator=generator, dtype=locs.dtype, device=where)
-    v = v / v.norm(dim=-1, keepdim=True)
-    # sqrt(1 - w^2) = sqrt((1 - w)(1 + w)) with 1 - w exact: no cancellation near w = 1.
-    radius = torch.sqrt((omw * (2.0 - omw)).clamp_min(0.0))
-    w, radius = w.to(locs.dtype).unsqueeze(-1), radius.to(locs.dtype).unsqueeze(-1)
-    around_e1 = torch.cat((w, radius * v), dim=-1)
-    around_e1 = around_e1.to(locs.device).reshape(*lead, d)
-    return householder_from_e1(around_e1, locs)
+    samples = around_e1(kappa, d, math.prod(lead), distribution, generator, locs.dtype,
+                        locs.device)
+    return householder_from_e1(samples.reshape(*lead, d), locs)
 
 
 def _validate(
@@ -295,7 +397,7 @@ def sample_von_mises_fisher(
     kappa: float,
     n: int,
     *,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
 ) -> torch.Tensor:
     r"""``n`` samples of the von Mises-Fisher distribution :math:`vMF(\epsilon, \kappa)` on S^{d-1}.
 
@@ -322,7 +424,7 @@ def sample_power_spherical(
     kappa: float,
     n: int,
     *,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
 ) -> torch.Tensor:
     r"""``n`` samples of the power spherical distribution :math:`PS(\epsilon, \kappa)` on S^{d-1}.
 
@@ -340,7 +442,7 @@ def sample_spherical_mixture(
     n: int,
     *,
     distribution: Distribution = "vmf",
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
 ) -> torch.Tensor:
     r"""``n`` samples of the uniform mixture :math:`\frac1k \sum_i D(\epsilon_i, \kappa)`.
 
@@ -361,16 +463,25 @@ def sample_spherical_mixture(
     kappa = _validate(locs, kappa, n, ndims=(2,), name="locs")
     checks.check_choice(distribution, "distribution", DISTRIBUTIONS)
     k = locs.shape[0]
-    if k > 1:
-        counts = torch.full((k,), n // k, dtype=torch.long)
-        if n % k:
-            where = _sampling_device(generator, None)
-            extra = torch.randperm(k, generator=generator, device=where)
-            counts[extra[: n % k].cpu()] += 1
-        index = torch.repeat_interleave(torch.arange(k), counts).to(locs.device)
     # One component: broadcast its location instead of gathering it n times.
-    per_sample = locs if k == 1 else locs[index]
+    per_sample = locs if k == 1 else locs[mixture_components(k, n, generator, locs.device)]
     return _sample_around(per_sample, (n,), kappa, distribution, generator)
+
+
+def mixture_components(k: int, n: int, generator: noise.Generatorish, device) -> torch.Tensor:
+    r"""Component index of each of ``n`` stratified rows of a uniform k-mixture, (n,) int64.
+
+    Every component gets :math:`\lfloor n/k \rfloor` rows, the :math:`n \bmod k` extra ones
+    go to the first components of one ``noise.randperm(k)`` (drawn only when
+    :math:`k \nmid n`), and rows are grouped by component in component order. Built on
+    the device with static shapes (no host synchronisation).
+    """
+    per, extra = divmod(n, k)
+    index = torch.arange(k * per, device=device) // max(per, 1)
+    if extra:
+        chosen = noise.randperm(k, generator, device=device)[:extra]
+        index = torch.sort(torch.cat((index, chosen))).values
+    return index
 
 
 # ------------------------------------------------------------ mean lengths

@@ -35,7 +35,7 @@ Location search (the paper's procedure is not known; our documented choice):
    where :math:`g` is the gradient of the L-sample Monte Carlo objective with
    *reparameterised* samples (fresh every step), evaluated on DETACHED x and y (one
    :math:`g` per location, normalised per location). The samplers normalise the
-   location internally, so :math:`g` is already tangent to the sphere and the
+   location internally, so :math:`g` is tangent to the sphere and the
    renormalisation is the projection. Each step turns a location by
    :math:`\arctan \eta_t` radians whatever the scale of the data; plain SGD steps
    (``lr * g``) were tried and rejected: their angle scales with the discrepancy
@@ -45,10 +45,20 @@ Location search (the paper's procedure is not known; our documented choice):
    differentiable in ``x`` and ``y`` only: no gradient flows through the search or
    into the directions (the locations are treated as constants, an envelope argument).
 
-The search always runs with gradients enabled, so the regulariser can also be
-evaluated under ``torch.no_grad()``. Values are at the "mean" scale of
-:func:`otae.discrepancies.sliced_fgw` (unit directions, both parts averaged, mean over
-the L slices). Cost per call: (n_iters + 1) x [sampling L directions + O(L N (d + log N))].
+:math:`g` is computed in closed form, without autograd (:meth:`_Clouds.gradient`: the
+1-D FGW gradient of the chosen matching, pulled back to the direction, then through
+the Householder reflection of :mod:`otae.sphere` to the location), so a call makes no
+host synchronisation, a fixed number of operations, and traces into one
+``torch.compile(fullgraph=True)`` graph; it also runs the same under
+``torch.no_grad()``. All the search's noise is drawn at once, before the first step
+(see :mod:`otae.noise`): the random starts (without initial locations), then for
+k > 1 not dividing L one ``randperm(k)`` per step (the stratification's extra rows),
+then the radial parts and then the tangent parts of the (n_iters + 1) L samples
+around :math:`e_1` (the last L give the returned value).
+
+Values are at the "mean" scale of :func:`otae.discrepancies.sliced_fgw` (unit
+directions, both parts averaged, mean over the L slices). Cost per call:
+(n_iters + 1) x O(L N (d + log N)) plus the samples' draws.
 """
 
 from __future__ import annotations
@@ -58,7 +68,18 @@ from typing import Any
 
 import torch
 
-from ..sphere import DISTRIBUTIONS, Distribution, sample_spherical_mixture, uniform_directions
+from .. import noise
+from ..sphere import (
+    DISTRIBUTIONS,
+    Distribution,
+    _reflect,
+    _reflector,
+    _rowdot,
+    around_e1,
+    mixture_components,
+    uniform_directions,
+)
+from . import _validation
 from ._validation import (
     check_choice,
     check_count,
@@ -66,7 +87,6 @@ from ._validation import (
     check_same,
     check_tensor,
     check_unit_interval,
-    input_checks,
 )
 from .one_dimensional import fgw_1d_rows
 from .sliced import project
@@ -97,7 +117,7 @@ def slice_values(
 
 def _starts(
     x: torch.Tensor, count: int | None, init: torch.Tensor | None, name: str,
-    generator: torch.Generator | None,
+    generator: noise.Generatorish,
 ) -> torch.Tensor:
     """(count, d) unit starting points: ``init`` checked and normalised, or uniform draws.
 
@@ -113,35 +133,101 @@ def _starts(
         raise ValueError(f"{name} must have shape ({rows}, {d}), got {tuple(init.shape)}")
     check_same(x, init, ("x", name), shape=False)
     norm = init.norm(dim=-1, keepdim=True)
-    if not bool((norm > 0).all()):
+    if _validation._enabled() and not bool((norm > 0).all()):
         raise ValueError(f"{name} must have non-zero rows")
     return init / norm
 
 
+class _Clouds:
+    r"""Detached clouds prepared for the closed-form gradient of :math:`F(\theta)` in the search.
+
+    ``stacked`` is (2N, d), x then y, each centred: their projections are then the
+    centred projections, and the translation part of :math:`F`,
+    :math:`(1-\beta)\,(\theta^\top\delta)^2` with :math:`\delta = \bar x - \bar y`, is the
+    quadratic form ``shift`` :math:`= 2(1-\beta)\delta\delta^\top` in the gradient.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, beta: float) -> None:
+        mean_x, mean_y = x.mean(0, keepdim=True), y.mean(0, keepdim=True)
+        self.n = x.shape[0]
+        self.stacked = torch.cat((x - mean_x, y - mean_y))
+        delta = mean_x - mean_y
+        self.shift = (2.0 * (1.0 - beta)) * (delta.T @ delta)
+        self.w_weight, self.gw_weight = 1.0 - beta, beta
+
+    def gradient(self, theta: torch.Tensor) -> torch.Tensor:
+        r""":math:`\partial F / \partial\theta_l` for the rows of ``theta`` (L, d), shape (L, d).
+
+        With the projections :math:`p = X\theta_l`, :math:`q = Y\theta_l` sorted and centred,
+        the matching (identity or anti-identity, :mod:`.one_dimensional`) is the one with
+        the larger :math:`2N(1-\beta)\,\pi + \beta\,(4N\varsigma + 8\pi^2)`, where
+        :math:`\pi = \sum_i p_i q_{\sigma(i)}` and :math:`\varsigma = \sum_i p_i^2
+        q_{\sigma(i)}^2` are the only matching-dependent power sums of :math:`N^2 F`. For
+        the matched pair :math:`(u, v) = (p, q_\sigma)` (and symmetrically for q), with
+        :math:`a_u = \sum u_i^2`,
+
+        .. math::
+
+            \frac{\partial F}{\partial u_i} = \frac{2(1-\beta)}{N}(u_i - v_i)
+              + \frac{\beta}{N^2}\Big(u_i\big(8N(u_i^2 - v_i^2) + 24 a_u - 8 a_v\big)
+              - 16\pi v_i\Big)
+
+        (the derivative of the relational sum of :mod:`.one_dimensional`; centring is a
+        projection, applied by the centred clouds), and :math:`\partial F/\partial\theta_l =
+        X^\top \partial F/\partial p + Y^\top \partial F/\partial q + \text{shift}\,\theta_l`.
+        Ties go to the identity, as in :func:`.one_dimensional.fgw_1d_rows`.
+        """
+        n, rows = self.n, theta.shape[0]
+        ww, gw = self.w_weight, self.gw_weight
+        proj, order = (theta @ self.stacked.T).view(rows, 2, n).sort(-1)
+        flipped = proj.flip(-1)
+        candidates = torch.stack((proj[:, 1], flipped[:, 1]), 1)  # y matched to sorted x
+        xs = proj[:, :1].transpose(1, 2)
+        pi = candidates @ xs  # (L, 2, 1)
+        varsigma = candidates.square() @ xs.square()
+        score = torch.add(pi * (2.0 * n * ww), torch.add(varsigma, pi.square(), alpha=2.0 / n),
+                          alpha=4.0 * n * gw)
+        mask = score > score[:, :1]  # (L, 2, 1): [False, anti-identity wins]
+        u = torch.where(mask, flipped, proj)  # [x sorted, y matched]
+        v = u.flip(1)
+        u2 = u.square()
+        a_u = u2.sum(-1, keepdim=True)
+        pi = torch.where(mask[:, 1:], pi[:, 1:], pi[:, :1])
+        c_rel = gw / (n * n)
+        coef = (u2 - u2.flip(1)).mul_(8.0 * n * c_rel).add_(a_u, alpha=24.0 * c_rel)
+        coef.sub_(a_u.flip(1), alpha=8.0 * c_rel).add_(2.0 * ww / n)
+        grad = torch.addcmul(u * coef, v, pi * (16.0 * c_rel) + 2.0 * ww / n, value=-1.0)
+        index = torch.where(mask, order.flip(-1), order)
+        grad = torch.empty_like(grad).scatter_(-1, index, grad)
+        return torch.addmm(theta @ self.shift, grad.view(rows, 2 * n), self.stacked)
+
+
 def _ascend(
     start: torch.Tensor,
-    objective: Callable[[torch.Tensor], torch.Tensor],
+    ascent: Callable[[int, torch.Tensor], torch.Tensor],
     n_iters: int,
     lr: float,
 ) -> torch.Tensor:
     """Normalised projected gradient ascent on the sphere, row-wise (module docstring).
 
-    ``objective`` must be invariant to the norm of the rows (it normalises them), so
-    its gradient at a unit row is tangent and one renormalisation is the projection.
-    Returns detached unit rows.
+    ``ascent(t, theta)`` returns the step-``t`` ascent direction at the unit rows ``theta``
+    up to a positive factor per row (it is normalised here); a zero row (e.g. x == y)
+    leaves its row where it is. Fixed step count, no autograd, no host sync.
     """
-    theta = start.detach().clone()
+    theta = start.detach()
     tiny = torch.finfo(theta.dtype).tiny
-    # Gradients on even under torch.no_grad(); input checks off: the data were checked.
-    with torch.enable_grad(), input_checks(False):
+    with torch.no_grad():
         for t in range(n_iters):
-            theta.requires_grad_(True)
-            (grad,) = torch.autograd.grad(objective(theta), theta)
-            # A zero gradient (e.g. x == y) leaves the row where it is.
-            direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(tiny)
-            theta = theta.detach() + (lr * (1.0 - t / n_iters)) * direction
+            grad = ascent(t, theta)
+            norm = grad.norm(dim=-1, keepdim=True).clamp_min(tiny)
+            theta = torch.addcdiv(theta, grad, norm, value=lr * (1.0 - t / n_iters))
             theta = theta / theta.norm(dim=-1, keepdim=True)
-    return theta.detach()
+    return theta
+
+
+def _tangent(grad: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """``grad`` minus its component along the unit rows ``unit``."""
+    return torch.addcmul(grad, _rowdot(grad, unit), unit, value=-1.0)
 
 
 def max_sliced_fgw(
@@ -151,7 +237,7 @@ def max_sliced_fgw(
     n_iters: int = 100,
     lr: float = 0.1,
     n_starts: int = 4,
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
     init_directions: torch.Tensor | None = None,
     return_direction: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +253,7 @@ def max_sliced_fgw(
         n_iters, lr: ascent steps (>= 0) and initial step size (> 0, about the angle in
             radians of the first step; it decays linearly to 0).
         n_starts: number of random starting directions (ignored with ``init_directions``).
-        generator: source of the random starts.
+        generator: source of the random starts (see :mod:`otae.noise`).
         init_directions: (S, d) or (d,) starting directions instead of random ones.
         return_direction: also return the chosen unit direction, shape (d,), detached.
 
@@ -180,19 +266,14 @@ def max_sliced_fgw(
     lr = check_positive(lr, "lr")
     count = None if init_directions is not None else check_count(n_starts, "n_starts")
     start = _starts(x, count, init_directions, "init_directions", generator)
-    xd, yd = x.detach(), y.detach()
-
-    def objective(theta: torch.Tensor) -> torch.Tensor:
-        # Starts are independent, so the gradient of the sum is each start's own.
-        unit = theta / theta.norm(dim=-1, keepdim=True)
-        return slice_values(xd, yd, unit.T, beta).sum()
-
-    theta = _ascend(start, objective, n_iters, lr)
-    with torch.no_grad():
-        best = int(slice_values(xd, yd, theta.T, beta).argmax())
-    direction = theta[best]
-    value = slice_values(x, y, direction.unsqueeze(-1), beta)[0]
-    return (value, direction) if return_direction else value
+    clouds = _Clouds(x.detach(), y.detach(), beta)
+    # The objective normalises theta, so its gradient at a unit row is the tangent part.
+    theta = _ascend(start, lambda t, th: _tangent(clouds.gradient(th), th), n_iters, lr)
+    # Every start's value at once; the gradient reaches x and y through the best one only.
+    values = slice_values(x, y, theta.T, beta)
+    best = values.detach().argmax().reshape(1)
+    value = values.gather(0, best)[0]
+    return (value, theta.index_select(0, best)[0]) if return_direction else value
 
 
 def spherical_sliced_fgw(
@@ -205,7 +286,7 @@ def spherical_sliced_fgw(
     lr: float = 0.1,
     n_components: int = 1,
     distribution: Distribution = "vmf",
-    generator: torch.Generator | None = None,
+    generator: noise.Generatorish = None,
     init_locations: torch.Tensor | None = None,
     return_locations: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -229,7 +310,8 @@ def spherical_sliced_fgw(
             decays linearly to 0 over the ``n_iters`` steps).
         n_components: k, the number of mixture components (locations).
         distribution: ``"vmf"`` or ``"power"``.
-        generator: source of all randomness (starts, ascent samples, final directions).
+        generator: source of all randomness (starts, ascent samples, final directions;
+            see :mod:`otae.noise` and the module docstring for the order of the draws).
         init_locations: (k, d) (or (d,) for k = 1) starting locations instead of random.
         return_locations: also return the found (k, d) unit locations, detached.
 
@@ -246,18 +328,50 @@ def spherical_sliced_fgw(
     check_count(n_components, "n_components")
     check_choice(distribution, "distribution", DISTRIBUTIONS)
     locations = _starts(x, n_components, init_locations, "init_locations", generator)
-    xd, yd = x.detach(), y.detach()
+    k, d, steps = n_components, x.shape[1], n_iters + 1
+    # All the search's noise at once: the component rows of each step (k > 1; drawn only
+    # when k does not divide L, else one static layout), then the radial parts and the
+    # tangents of every step's L samples around e1.
+    rows: list[torch.Tensor | None] = [None]
+    if k > 1:
+        rows = [mixture_components(k, n_projections, generator, x.device)
+                for _ in range(1 if n_projections % k == 0 else steps)]
+    members = [None if r is None else
+               (r == torch.arange(k, device=x.device).unsqueeze(-1)).to(x.dtype) for r in rows]
+    samples = around_e1(kappa, d, steps * n_projections, distribution, generator, x.dtype,
+                        x.device).view(steps, n_projections, d)
+    e1 = torch.eye(1, d, dtype=x.dtype, device=x.device)
 
-    def draw(locs: torch.Tensor) -> torch.Tensor:
-        """(d, L) directions around ``locs``, reparameterised (differentiable in locs)."""
-        return sample_spherical_mixture(locs, kappa, n_projections, distribution=distribution,
-                                        generator=generator).T
+    def directions(t: int, locs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Step t's (L, d) directions around ``locs``, the reflection vectors u (one per
+        location) and the (L, 1) products e.u of the samples e around e1."""
+        sign, u = _reflector(locs, e1)
+        index = rows[t % len(rows)]
+        if index is not None:
+            sign, u_rows = sign[index], u[index]
+            eu = _rowdot(samples[t], u_rows)
+        else:
+            u_rows, eu = u, samples[t] @ u.T
+        return _reflect(samples[t], sign, u_rows, eu), u, u_rows, eu
 
-    locations = _ascend(locations, lambda locs: slice_values(xd, yd, draw(locs), beta).mean(),
-                        n_iters, lr)
-    with input_checks(False):
-        directions = draw(locations)  # detached: the locations are
-    value = slice_values(x, y, directions, beta).mean()
+    clouds = _Clouds(x.detach(), y.detach(), beta)
+
+    def ascent(t: int, locs: torch.Tensor) -> torch.Tensor:
+        # Chain rule through theta = s (e - 2 (e.u) u), u = (e1 - s eps) / |e1 - s eps|,
+        # up to the positive factor 2 / |e1 - s eps| per location (steps are normalised):
+        # the sum over the location's rows of (g.u) e + (e.u) g, projected off u, then
+        # off eps (the samplers normalise eps).
+        theta, u, u_rows, eu = directions(t, locs)
+        grad, e = clouds.gradient(theta), samples[t]
+        member = members[t % len(members)]
+        if member is None:
+            per_loc = torch.addmm((grad @ u.T).T @ e, eu.T, grad)
+        else:
+            per_loc = member @ torch.addcmul(_rowdot(grad, u_rows) * e, eu, grad)
+        return _tangent(_tangent(per_loc, u), locs)
+
+    locations = _ascend(locations, ascent, n_iters, lr)
+    value = slice_values(x, y, directions(n_iters, locations)[0].T, beta).mean()
     return (value, locations) if return_locations else value
 
 

@@ -18,6 +18,9 @@ batch's search starts from them. Because it runs every batch from a warm start, 
 search defaults to ``n_iters = 10`` steps; the spec's reference value (a same-author
 implementation) is 100 steps with lr 0.1, kappa 50, L 10. The buffer is only updated
 in training mode, so evaluating a model does not change it.
+Whether the buffer holds a search result is known on the host (set by a training
+search, recomputed by ``load_state_dict``), so a training step never reads the buffer
+back (no host synchronisation); set the buffer through ``load_state_dict``.
 
 Draws from the ``generator`` passed to ``loss``: prior samples, then (maxsfg only, on a
 warm start) ``n_starts - 1`` fresh starting directions, then the search's own draws.
@@ -107,6 +110,14 @@ class _SphericalRAE(PriorSampleAutoencoder):
     def __init__(self, config, encoder, decoder, prior):
         super().__init__(config, encoder, decoder, prior)
         self.register_buffer("locations", torch.zeros(self.n_locations, config.latent_dim))
+        # Whether ``locations`` holds a search result, kept on the host so that the
+        # training step does not synchronise to test the buffer; refreshed on loading.
+        self._searched = False
+        self.register_load_state_dict_post_hook(_SphericalRAE._refresh_searched)
+
+    @staticmethod
+    def _refresh_searched(module: _SphericalRAE, incompatible_keys) -> None:
+        module._searched = bool((module.locations.norm(dim=-1) > 0).all())
 
     @property
     def n_locations(self) -> int:
@@ -114,7 +125,7 @@ class _SphericalRAE(PriorSampleAutoencoder):
 
     def initial_locations(self, generator: torch.Generator | None) -> torch.Tensor | None:
         """The search's starting point(s): the stored location(s), or None (random)."""
-        if not self.config.warm_start or not bool((self.locations.norm(dim=-1) > 0).all()):
+        if not self.config.warm_start or not self._searched:
             return None
         return self.locations
 
@@ -139,6 +150,7 @@ class _SphericalRAE(PriorSampleAutoencoder):
         value, found = self.search(z, y, generator, self.initial_locations(generator))
         if self.training:
             self.locations.copy_(found.reshape(self.locations.shape))
+            self._searched = True
         return value
 
 

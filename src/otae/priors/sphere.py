@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from scipy import special
 from torch import Tensor, nn
 
+from .. import noise
 from ..sphere import sample_von_mises_fisher, uniform_directions
-from .base import Prior, stratified_counts
+from .base import Prior
 
 __all__ = [
     "SphereUniformPrior",
@@ -77,7 +78,7 @@ class SphereUniformPrior(Prior):
         super().__init__(latent_dim, 1)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
         return uniform_directions(
             int(n),
             self.latent_dim,
@@ -105,8 +106,9 @@ class VonMisesFisherMixturePrior(Prior):
     (the samplers normalise it, so its gradient is tangent), :meth:`normalise_` puts it
     back on the sphere, after every optimiser step through :meth:`end_of_batch`.
     ``kappa`` (fixed, >= 0) is shared by all components. :meth:`sample` is stratified:
-    exactly ``n / K`` draws per component (remainder to the first components), rows
-    grouped by component as :meth:`component_labels` says.
+    exactly ``n / K`` draws per component (remainder to the first components, as
+    :func:`~otae.priors.base.stratified_counts`), rows grouped by component as
+    :meth:`component_labels` says; static shapes, no host synchronisation.
     """
 
     on_sphere = True
@@ -142,23 +144,25 @@ class VonMisesFisherMixturePrior(Prior):
 
     def component_labels(self, n: int) -> Tensor:
         """``(n,)`` component index of each row returned by :meth:`sample`."""
-        counts = stratified_counts(n, self.n_components)
-        device = self.locations.device
-        return torch.repeat_interleave(
-            torch.arange(self.n_components, device=device), torch.tensor(counts, device=device)
-        )
+        per, extra = divmod(int(n), self.n_components)
+        labels = torch.arange(self.n_components, device=self.locations.device)
+        # Python repeat counts: the output size is known on the host (no sync).
+        return torch.cat((labels[:extra].repeat_interleave(per + 1),
+                          labels[extra:].repeat_interleave(per)))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        counts = stratified_counts(n, self.n_components)
-        # (K, max count, d) draws, then the first counts[k] of component k.
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
+        per, extra = divmod(int(n), self.n_components)
+        # (K, ceil(n / K), d) draws; the first `extra` components keep all their rows (the
+        # stratified_counts layout), the others all but the last: static slices, one cat.
         draws = sample_von_mises_fisher(
-            self.locations, self.kappa, max(counts), generator=generator
+            self.locations, self.kappa, per + (extra > 0), generator=generator
         )
-        if min(counts) == max(counts):
+        if not extra:
             return draws.reshape(int(n), self.latent_dim)
-        return torch.cat([draws[k, :c] for k, c in enumerate(counts)])
+        return torch.cat((draws[:extra].reshape(-1, self.latent_dim),
+                          draws[extra:, :per].reshape(-1, self.latent_dim)))
 
-    def sample_component(self, k: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_component(self, k: int, n: int, generator: noise.Generatorish = None) -> Tensor:
         self._check_component(k)
         return sample_von_mises_fisher(
             self.locations[int(k)], self.kappa, int(n), generator=generator
