@@ -138,8 +138,6 @@ def _compiled_and_eager(model, tmp_path, backend):
 
 
 def _objective_and_grads(trainer, x, seed):
-    trainer.model.zero_grad(set_to_none=True)
-    kind = "critic" if trainer.model.has_critic else "loss"
     results = []
     for kind in (["critic"] if trainer.model.has_critic else []) + ["loss"]:
         trainer.model.zero_grad(set_to_none=True)
@@ -165,11 +163,12 @@ def _check_compiled_matches_eager(model, tmp_path, backend, rtol):
 
     torch._dynamo.reset()
     eager, fast, x = _compiled_and_eager(model, tmp_path, backend)
-    # first call: eager, recording the draws; second: the compiled graph, fresh noise
-    for seed in (1, 2):
+    # first call: eager, recording the draws (spherical models: again once the search
+    # has a warm start); then the compiled graph, with fresh noise each time
+    for seed in (1, 2, 3):
         expected = _objective_and_grads(eager, x, seed)
         _assert_close(_objective_and_grads(fast, x, seed), expected, rtol)
-    assert fast._runner.schedules  # the compiled path was taken
+    assert fast._runner.compiled_calls >= 1
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

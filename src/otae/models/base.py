@@ -247,6 +247,15 @@ class Autoencoder(nn.Module):
     def critic_parameters(self) -> list[nn.Parameter]:
         return []
 
+    def draw_schedule_key(self) -> tuple:
+        """State on which the sequence of random draws of :meth:`loss` depends (hashable).
+
+        A compiled step records a model's draws once per key (otae.training.compiled):
+        a model that draws differently in some state (e.g. a search that draws random
+        starts until it has a warm start) returns that state here.
+        """
+        return ()
+
     def end_of_batch(self) -> None:
         """Hook after each optimiser step (e.g. to keep parameters on a manifold).
 

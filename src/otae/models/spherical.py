@@ -119,6 +119,10 @@ class _SphericalRAE(PriorSampleAutoencoder):
     def _refresh_searched(module: _SphericalRAE, incompatible_keys) -> None:
         module._searched = bool((module.locations.norm(dim=-1) > 0).all())
 
+    def draw_schedule_key(self) -> tuple:
+        # the first search draws random starts; later ones start from ``locations``
+        return (self._searched,)
+
     @property
     def n_locations(self) -> int:
         return 1

@@ -70,9 +70,12 @@ class CompiledObjective:
                  backend: str = "inductor", mode: str = "default") -> None:
         self.objective = objective
         self.autocast = autocast
-        #: the draw schedule of each (objective, reuse, batch shape), recorded on first use
+        #: the draw schedule of each (objective, reuse, batch shape, the model's
+        #: draw_schedule_key), recorded on first use
         self.schedules: dict[tuple, list[DrawSpec]] = {}
         self._compiled = torch.compile(self._run, **compile_options(backend, mode))
+        #: calls that ran the compiled graph (the others recorded a draw schedule)
+        self.compiled_calls = 0
 
     def _run(self, x: Tensor, draws: list[Tensor], kind: str, critic_step: int):
         with input_checks(False), self.autocast():
@@ -81,7 +84,8 @@ class CompiledObjective:
     def __call__(self, x: Tensor, generator: torch.Generator, kind: str,
                  critic_step: int = 0) -> dict[str, Tensor]:
         critic_step = min(critic_step, 1)  # only "first or later" matters: one graph each
-        key = (kind, critic_step, tuple(x.shape), x.dtype)
+        key = (kind, critic_step, tuple(x.shape), x.dtype,
+               self.objective.model.draw_schedule_key())
         schedule = self.schedules.get(key)
         if schedule is None:
             recorder = DrawRecorder(generator)
@@ -89,4 +93,5 @@ class CompiledObjective:
                 terms = self.objective(x, recorder, kind, critic_step)
             self.schedules[key] = recorder.specs
             return terms
+        self.compiled_calls += 1
         return call_compiled(self._compiled, x, draw_all(schedule, generator), kind, critic_step)
