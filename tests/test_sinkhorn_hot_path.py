@@ -88,7 +88,7 @@ def test_implicit_equals_unrolled_at_convergence(p):
     implicit = torch.autograd.grad(
         sinkhorn(*leaves[:2], epsilon=0.5, n_iters=400, p=p, a=leaves[2], b=leaves[3],
                  gradient="implicit"), leaves)
-    for u, i in zip(unrolled, implicit):
+    for u, i in zip(unrolled, implicit, strict=True):
         torch.testing.assert_close(i, u, rtol=1e-10, atol=1e-12)
 
 
