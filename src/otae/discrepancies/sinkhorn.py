@@ -31,15 +31,26 @@ for dual potentials f, g. Two quantities are offered:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
 from geomloss import SamplesLoss
 
-from ._validation import _enabled, check_count, check_positive, check_same, check_tensor
+from ._validation import (
+    _enabled,
+    check_choice,
+    check_count,
+    check_positive,
+    check_same,
+    check_tensor,
+)
 from .mmd import squared_distances
 
-__all__ = ["sinkhorn", "sinkhorn_divergence", "cost_matrix", "SUPPORTED_P"]
+__all__ = [
+    "GRADIENTS", "SUPPORTED_P", "annealing_schedule", "cost_matrix", "sinkhorn",
+    "sinkhorn_divergence",
+]
 
 #: Exponents of the ground cost ||x - y||^p handled here (GeomLoss's built-in costs).
 SUPPORTED_P = (1, 2)
@@ -91,6 +102,174 @@ def _weights(w: torch.Tensor | None, pts: torch.Tensor, name: str, pts_name: str
     return w / w.sum()
 
 
+#: values of :func:`sinkhorn`'s ``gradient`` option
+GRADIENTS = ("unrolled", "implicit")
+
+
+def annealing_schedule(epsilon: float, n_iters: int, epsilon_start: float | None,
+              scaling: float) -> list[float]:
+    """The annealed epsilons ``epsilon_start * scaling**k`` above ``epsilon`` (Python floats).
+
+    Raises ValueError unless at least one of the ``n_iters`` iterations is left at
+    ``epsilon``."""
+    if epsilon_start is None:
+        return []
+    epsilon_start = check_positive(epsilon_start, "epsilon_start")
+    scaling = check_positive(scaling, "scaling")
+    if scaling >= 1.0:
+        raise ValueError(f"scaling must lie in (0, 1), got {scaling}")
+    steps = []
+    while epsilon_start * scaling ** len(steps) > epsilon:
+        steps.append(epsilon_start * scaling ** len(steps))
+    if len(steps) >= n_iters:
+        raise ValueError(
+            f"n_iters={n_iters} leaves no iteration at epsilon={epsilon} after the "
+            f"{len(steps)} annealing steps from epsilon_start={epsilon_start}"
+        )
+    return steps
+
+
+def _anneal(cost, log_a, log_b, steps):
+    r"""Log-domain iterations at the decreasing ``steps``; returns f (in cost units).
+
+    The potentials are carried unscaled across the changes of epsilon (GeomLoss's
+    epsilon-scaling, with a fixed schedule instead of a data-dependent one).
+    """
+    f = torch.zeros_like(log_a)
+    for e in steps:
+        m = cost * (-1.0 / e)
+        g = torch.logsumexp(m + (log_a + f / e).unsqueeze(1), dim=0) * -e
+        f = torch.logsumexp(m + (log_b + g / e).unsqueeze(0), dim=1) * -e
+    return f
+
+
+def _half_step(m, potential, dim, shift=None, buf=None, out=None):
+    r"""``logsumexp(m - potential, dim) - shift``, the potential broadcast along ``dim``.
+
+    With ``buf``/``out`` (no autograd) it writes into preallocated tensors.
+    """
+    other = potential.unsqueeze(1 - dim)
+    if buf is None:
+        out = torch.logsumexp(m - other, dim=dim)
+        return out if shift is None else out - shift
+    torch.sub(m, other, out=buf)
+    torch.logsumexp(buf, dim=dim, out=out)
+    return out if shift is None else out.sub_(shift)
+
+
+def _iterate(cost, epsilon, log_a, log_b, uniform, n_iters, steps):
+    r"""Negated scaled potentials :math:`F' = -(\log a + f/\varepsilon)`, :math:`H' = -(\log b
+    + g/\varepsilon)` after ``n_iters`` Sinkhorn iterations (``steps`` of them annealed).
+
+    Written so that an iteration at the target epsilon is 4 operations (with uniform
+    weights, whose logs are Python constants folded into the kernels ``m_g`` and ``m_f``)
+    or 6 (given weights, subtracted after each logsumexp: folding them would turn a zero
+    weight into ``inf - inf``). Under autograd (``gradient="unrolled"``) every iteration
+    is recorded; otherwise the loop runs in place in two preallocated buffers.
+    """
+    n, m = cost.shape
+    f = _anneal(cost, log_a, log_b, steps) if steps else None
+    if uniform:  # -log b_j = log M, -log a_i = log N
+        m_g = cost * (-1.0 / epsilon) + math.log(m)
+        m_f = m_g if n == m else m_g + math.log(n / m)
+        shift_a = shift_b = None
+    else:
+        m_g = m_f = cost * (-1.0 / epsilon)
+        shift_a, shift_b = log_a, log_b
+    fp = -log_a if f is None else -(log_a + f / epsilon)
+    if torch.is_grad_enabled():
+        for _ in range(n_iters - len(steps)):
+            hp = _half_step(m_g, fp, 0, shift_b)
+            fp = _half_step(m_f, hp, 1, shift_a)
+        return fp, hp
+    buf = torch.empty_like(m_g)
+    hp = torch.empty_like(log_b)
+    for _ in range(n_iters - len(steps)):
+        _half_step(m_g, fp, 0, shift_b, buf, hp)
+        _half_step(m_f, hp, 1, shift_a, buf, fp)
+    return fp, hp
+
+
+def _plan(cost, epsilon, fp, hp):
+    r""":math:`P_{ij} = \exp(-C_{ij}/\varepsilon - F'_i - H'_j)`."""
+    return torch.exp(cost * (-1.0 / epsilon) - fp.unsqueeze(1) - hp.unsqueeze(0))
+
+
+class _ImplicitCost(torch.autograd.Function):
+    r""":math:`V = \langle P, C\rangle` from converged potentials, differentiated implicitly.
+
+    At the fixed point the plan :math:`P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}`
+    has marginals a and b. Differentiating these two constraints gives, for the
+    perturbations (df, dg) of the potentials, the symmetric system
+
+    .. math::
+
+        \begin{pmatrix} \operatorname{diag} a & P\\ P^\top & \operatorname{diag} b
+        \end{pmatrix} \begin{pmatrix} df\\ dg \end{pmatrix} =
+        \begin{pmatrix} (P \circ dC)\mathbf 1 - \varepsilon P (db / b)\\
+        (P \circ dC)^\top \mathbf 1 - \varepsilon P^\top (da / a) \end{pmatrix},
+
+    singular along (1, -1) only (the potentials' gauge). With :math:`r = (P \circ C)\mathbf 1`,
+    :math:`s = (P \circ C)^\top \mathbf 1` and the adjoint (lambda, mu) solving the same
+    matrix against (r, s), the derivatives of :math:`V = \langle P, C \rangle` are
+
+    .. math::
+
+        \partial_C V = P \circ \bigl(1 + (\lambda_i + \mu_j - C_{ij}) / \varepsilon\bigr),
+        \qquad \partial_a V = \lambda, \qquad \partial_b V = \mu
+
+    (the gauge leaves :math:`\partial_C V` unchanged and shifts the weight gradients by
+    constants, which the normalisation of the weights removes). The adjoint is solved by
+    its Schur complement :math:`(\operatorname{diag} b - P^\top \operatorname{diag}(1/a) P
+    + b b^\top)\,\mu = s - P^\top (r / a)` (the rank-one term fixes the gauge,
+    :math:`b^\top \mu = 0`, without changing the solution of the consistent system), a
+    dense (M, M) solve in float64, then :math:`\lambda = (r - P\mu) / a`.
+
+    Before convergence the plan after the last f-update is still the exact entropic
+    plan between a and its own column marginals :math:`b' = P^\top \mathbf 1`. The
+    system is assembled with b' in place of b, so it is exactly consistent, and the
+    result is the exact gradient of the converged cost between a and b' (b' held
+    fixed): the gradient of the fixed point the iterates approach, not of the iterates
+    themselves, equal to the unrolled gradient at convergence. (Assembled with b, the
+    inconsistent system amplifies the marginal error: 40 times the gradient at
+    epsilon 0.1 after 100 iterations on 100 N(0, I_8) points.)
+    """
+
+    @staticmethod
+    def forward(ctx, cost, a, b, fp, hp, epsilon):
+        plan = _plan(cost, epsilon, fp, hp)
+        ctx.save_for_backward(plan, cost, a, b)
+        ctx.epsilon = epsilon
+        ctx.mark_non_differentiable(plan)
+        return torch.dot(plan.flatten(), cost.flatten()), plan
+
+    @staticmethod
+    def backward(ctx, grad_value, _grad_plan):
+        plan, cost, a, b = ctx.saved_tensors
+        eps = ctx.epsilon
+        # The (M, M) system is as ill-conditioned as Sinkhorn is slow (small epsilon):
+        # assemble and solve it in float64. A zero weight (or a column of P that
+        # underflowed) has a zero row of P: the clamps make its multiplier 0 / tiny = 0
+        # instead of 0 / 0. b64 is P's own column marginals b' (class docstring).
+        p64, c64 = plan.double(), cost.double()
+        tiny = torch.finfo(torch.float64).tiny
+        a64, b64 = a.double().clamp_min(tiny), p64.sum(0).clamp_min(tiny)
+        pc = p64 * c64
+        r, s = pc.sum(1), pc.sum(0)
+        p_over_a = p64 / a64.unsqueeze(1)
+        schur = torch.addmm(torch.addr(torch.diag(b64), b64, b64), p64.T, p_over_a, alpha=-1.0)
+        mu, _ = torch.linalg.solve_ex(schur, torch.addmv(s, p_over_a.T, r, alpha=-1.0))
+        lam = torch.addmv(r, p64, mu, alpha=-1.0).div_(a64)
+        dtype = cost.dtype
+        lam_g, mu_g = lam.to(dtype) * grad_value, mu.to(dtype) * grad_value
+        # P * (1 + (lam_i + mu_j - C_ij) / eps) * grad, with grad folded into lam, mu.
+        grad_cost = (lam_g.unsqueeze(1) + mu_g.unsqueeze(0)).sub_(cost * grad_value)
+        grad_cost = grad_cost.mul_(1.0 / eps).add_(grad_value).mul_(plan)
+        grad_a = lam_g if ctx.needs_input_grad[1] else None
+        grad_b = mu_g if ctx.needs_input_grad[2] else None
+        return grad_cost, grad_a, grad_b, None, None, None
+
+
 def sinkhorn(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -100,6 +279,9 @@ def sinkhorn(
     a: torch.Tensor | None = None,
     b: torch.Tensor | None = None,
     return_plan: bool = False,
+    gradient: str = "unrolled",
+    epsilon_start: float | None = None,
+    scaling: float = 0.5,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     r"""Transport cost :math:`\langle P_\varepsilon, C\rangle` of the entropic plan (ot.sinkhorn2).
 
@@ -115,33 +297,56 @@ def sinkhorn(
     agree with POT's after the same number of iterations. The returned plan has
     exact row marginals a; its column marginals converge to b.
 
+    Gradients (``gradient``):
+
+    - ``"unrolled"`` (default): autograd differentiates through every iteration, so the
+      gradient is that of the value actually computed, converged or not; the backward
+      pass costs O(n_iters N M) memory and as many operations as the forward.
+    - ``"implicit"``: the iterations run without autograd (in place, a fixed number of
+      operations, no host synchronisation) and the value is differentiated at the fixed
+      point by the implicit function theorem (see :class:`_ImplicitCost`: one dense
+      (M, M) solve). Same value as ``"unrolled"``; the gradient equals the unrolled one
+      at convergence, and is the converged value's gradient otherwise. The plan returned
+      with ``return_plan`` is then not differentiable.
+
+    Epsilon-scaling (``epsilon_start``): the first iterations run at the decreasing
+    :math:`\varepsilon_k = \varepsilon_{start}\, \text{scaling}^k` while it exceeds
+    ``epsilon`` (a fixed schedule from Python floats, counted in ``n_iters``), the rest
+    at ``epsilon``. This converges in far fewer iterations when epsilon is small
+    relative to the cost (start near the largest cost, e.g. the squared diameter); the
+    iterates then no longer match POT's at a fixed epsilon, only the converged value.
+
     Args:
         x: (N, d) source points; y: (M, d) target points.
         epsilon: regularisation, in the units of the cost (||x-y||^p). Small values
             relative to the typical cost need more iterations.
-        n_iters: number of (g, f) updates; all are differentiated through, so the
-            backward pass costs O(n_iters N M) memory.
+        n_iters: number of (g, f) updates.
         p: exponent of the ground cost, 1 or 2.
         a, b: (N,) and (M,) non-negative weights (normalised here to sum to 1);
             default uniform. Keep them positive if gradients w.r.t. them are needed.
         return_plan: also return the (N, M) plan P.
+        gradient: ``"unrolled"`` or ``"implicit"`` (above).
+        epsilon_start: first epsilon of the annealing schedule; ``None``: no annealing.
+        scaling: ratio in (0, 1) between consecutive annealed epsilons.
 
     Returns:
         A scalar (and the plan when ``return_plan``), dtype and device of ``x``,
         differentiable in x, y, a and b.
     """
+    uniform = a is None and b is None
     epsilon, p, a, b = _validate(x, y, epsilon, p, a, b)
     check_count(n_iters, "n_iters")
-    c_over_eps = cost_matrix(x, y, p) / epsilon  # (N, M)
-    log_a, log_b = torch.log(a), torch.log(b)
-    # Scaled potentials f / eps and g / eps keep the loop free of divisions.
-    f = torch.zeros_like(log_a)
-    g = torch.zeros_like(log_b)
-    for _ in range(n_iters):
-        g = -torch.logsumexp((log_a + f).unsqueeze(1) - c_over_eps, dim=0)
-        f = -torch.logsumexp((log_b + g).unsqueeze(0) - c_over_eps, dim=1)
-    plan = torch.exp((log_a + f).unsqueeze(1) + (log_b + g).unsqueeze(0) - c_over_eps)
-    value = (plan * c_over_eps).sum() * epsilon
+    gradient = check_choice(gradient, "gradient", GRADIENTS)
+    steps = annealing_schedule(epsilon, n_iters, epsilon_start, scaling)
+    cost = cost_matrix(x, y, p)  # (N, M)
+    if gradient == "implicit":
+        with torch.no_grad():
+            fp, hp = _iterate(cost, epsilon, torch.log(a), torch.log(b), uniform, n_iters, steps)
+        value, plan = _ImplicitCost.apply(cost, a, b, fp, hp, epsilon)
+    else:
+        fp, hp = _iterate(cost, epsilon, torch.log(a), torch.log(b), uniform, n_iters, steps)
+        plan = _plan(cost, epsilon, fp, hp)
+        value = (plan * cost).sum()
     return (value, plan) if return_plan else value
 
 

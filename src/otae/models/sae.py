@@ -4,8 +4,8 @@ r"""Sinkhorn autoencoder (Patrini et al., UAI 2019): deterministic encoder, any 
           y_j \sim p(z),
 
 the transport cost of the entropic plan after ``n_iters`` log-domain Sinkhorn
-iterations, differentiated through the iterations (:func:`otae.discrepancies.sinkhorn`),
-or with ``divergence: true`` the debiased Sinkhorn divergence
+iterations (:func:`otae.discrepancies.sinkhorn`), or with ``divergence: true`` the
+debiased Sinkhorn divergence
 :math:`S_\varepsilon = OT_\varepsilon(q, p) - \frac12 OT_\varepsilon(q, q) -
 \frac12 OT_\varepsilon(p, p)` (:func:`otae.discrepancies.sinkhorn_divergence`, GeomLoss;
 ``n_iters`` is then unused: GeomLoss anneals epsilon). A batch-level scalar between the
@@ -22,6 +22,17 @@ which :meth:`~otae.models.Autoencoder.end_of_batch` runs for every model).
 ``epsilon``, ``n_iters`` and ``p`` are open in the spec; the defaults (0.1, 100, 2) are
 those of :func:`~otae.discrepancies.sinkhorn`. ``epsilon`` is in the units of the cost:
 squared distances are about ``2d`` between N(0, I) codes, at most 4 on the sphere.
+
+``gradient`` picks how the Sinkhorn cost is differentiated. The default ``implicit``
+iterates without autograd (a few hundred operations per step, no host
+synchronisation) and differentiates the fixed point; ``unrolled`` differentiates
+through the iterations (the original SAE; several thousand operations). The value is
+the same. At the paper's setting (epsilon 0.1, 100 iterations, latent 8) Sinkhorn has
+not converged (column marginals off by about 10 %), and the implicit gradient is the
+closer one to the converged value's gradient (cosine 0.99 against 0.87 to 0.96 for
+the unrolled one, measured on N(0, I) clouds). ``epsilon_start`` > 0 anneals epsilon
+from that value by ``epsilon_scaling`` per iteration (a fixed schedule counted in
+``n_iters``), which converges much faster but changes the value of unconverged runs.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from ..discrepancies import sinkhorn, sinkhorn_divergence
-from ..discrepancies.sinkhorn import SUPPORTED_P
+from ..discrepancies.sinkhorn import GRADIENTS, SUPPORTED_P, annealing_schedule
 from ..priors import build_prior
 from . import _checks
 from .base import ModelConfig, PriorSampleAutoencoder, register_model
@@ -45,8 +56,14 @@ class SAEConfig(ModelConfig):
     prior: str = "normal"
     #: entropic regularisation, in the units of the cost ||x - y||^p
     epsilon: float = 0.1
-    #: Sinkhorn iterations (differentiated through); unused with divergence=True
+    #: Sinkhorn iterations; unused with divergence=True
     n_iters: int = 100
+    #: "implicit" (fixed-point gradient, no autograd through the loop) or "unrolled"
+    gradient: str = "implicit"
+    #: first epsilon of an annealing schedule (cost units); 0: no annealing
+    epsilon_start: float = 0.0
+    #: ratio between consecutive annealed epsilons, in (0, 1)
+    epsilon_scaling: float = 0.5
     #: exponent of the ground cost, 1 or 2
     p: int = 2
     #: debiased Sinkhorn divergence (GeomLoss) instead of the plain Sinkhorn cost
@@ -62,6 +79,16 @@ class SAEConfig(ModelConfig):
             _checks.sphere_dim(self.latent_dim, f"the {self.prior} prior")
         _checks.positive(self.epsilon, "epsilon")
         _checks.count(self.n_iters, "n_iters")
+        _checks.choice(self.gradient, "gradient", GRADIENTS)
+        _checks.positive(self.epsilon_start, "epsilon_start", allow_zero=True)
+        _checks.positive(self.epsilon_scaling, "epsilon_scaling")
+        if self.epsilon_scaling >= 1.0:
+            raise ValueError(
+                f"model.epsilon_scaling must lie in (0, 1), got {self.epsilon_scaling!r}"
+            )
+        if self.epsilon_start > 0.0:  # the schedule must leave iterations at epsilon
+            annealing_schedule(self.epsilon, self.n_iters, self.epsilon_start,
+                               self.epsilon_scaling)
         _checks.choice(self.p, "p", SUPPORTED_P)
         _checks.positive(self.prior_kappa, "prior_kappa", allow_zero=True)
 
@@ -93,4 +120,7 @@ class SinkhornAE(PriorSampleAutoencoder):
         c = self.config
         if c.divergence:
             return sinkhorn_divergence(z, y, epsilon=c.epsilon, p=c.p)
-        return sinkhorn(z, y, epsilon=c.epsilon, n_iters=c.n_iters, p=c.p)
+        return sinkhorn(
+            z, y, epsilon=c.epsilon, n_iters=c.n_iters, p=c.p, gradient=c.gradient,
+            epsilon_start=c.epsilon_start or None, scaling=c.epsilon_scaling,
+        )
