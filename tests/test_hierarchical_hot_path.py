@@ -12,24 +12,13 @@ from otae.discrepancies import (
     input_checks,
     kl_monte_carlo_mixture,
     kl_standard_normal,
-    pairwise_gaussian_w2_squared,
 )
 from otae.discrepancies.gaussian import joint_gaussian_w2_squared
 from otae.profiling import OpCounter
 
+from .test_hierarchical import costs, mixtures
+
 F64 = torch.float64
-
-
-def mixtures(seed, n, k, d=3, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, d, generator=g, dtype=dtype), torch.rand(n, d, generator=g, dtype=dtype),
-            2 * torch.randn(k, d, generator=g, dtype=dtype), torch.rand(k, d, generator=g, dtype=dtype))
-
-
-def costs(mu_p, sigma_p, mu_q, sigma_q):
-    return (pairwise_gaussian_w2_squared(mu_p, sigma_p, mu_q, sigma_q),
-            pairwise_gaussian_w2_squared(mu_p, sigma_p, mu_p, sigma_p),
-            pairwise_gaussian_w2_squared(mu_q, sigma_q, mu_q, sigma_q))
 
 
 # --------------------------------------------------------- the previous solver, as reference

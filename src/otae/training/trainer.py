@@ -322,6 +322,7 @@ class Trainer:
             )
         self._runner = self._objective_runner(self.objective)
         self.divergence = DivergenceWatch(self.device)
+        self._unit_scale = torch.ones((), device=self.device)  # the fused check's "unscale"
         #: the last step's device flag: 1.0 if its objective or gradients were not finite
         self._last_found_inf = torch.zeros((), device=self.device)
         self.epoch = 0  # completed epochs
@@ -491,9 +492,7 @@ class Trainer:
         found_inf = (~torch.isfinite(total.detach())).float()
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if grads:  # GradScaler's fused check (grads scaled by 1: unchanged)
-            torch._amp_foreach_non_finite_check_and_unscale_(
-                grads, found_inf, torch.ones((), device=found_inf.device)
-            )
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, self._unit_scale)
         if self.model.shards.active:  # not while one rank works alone (local_batches)
             distributed.any_rank_(found_inf)
         self._last_found_inf = found_inf
