@@ -203,3 +203,88 @@ def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
     assert "classifier_fd" in capsys.readouterr().out
     # the real statistics were cached for the next evaluation
     assert any((tmp_path / "cache").rglob("*.npz"))
+
+
+TINY_SET = """
+name: tiny
+seeds: [0]
+overrides: [data.train_subset=100, data.test_subset=50, training.epochs=2,
+            training.batch_size=50, training.progress=false, training.tensorboard=false,
+            network.architecture=mlp, "network.options={hidden: [16]}",
+            evaluation.latent_points=50, evaluation.timing_steps=0, evaluation.report=false]
+runs:
+  - {name: VAE, config: mnist/vae-quick}
+  - {name: RAE (D), config: mnist/drae-quick}
+"""
+
+
+def _tiny_bench(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SET)
+    return load_bench(path)
+
+
+def _rows(folder):
+    return {r["run"]: r for r in csv.DictReader((folder / "runs.csv").open())}
+
+
+def test_an_epoch_starts_only_if_it_ends_before_the_deadline(tmp_path):
+    import time
+
+    trainer = make_trainer(tiny_config(), tmp_path)
+    now = time.time()
+    assert trainer._time_for_an_epoch(None) and trainer._time_for_an_epoch(now - 5)  # first
+    trainer.history = [{"epoch": 1, "epoch_time_s": 30.0}, {"epoch": 2, "epoch_time_s": 10.0}]
+    assert trainer._time_for_an_epoch(now + 60)  # mean 20 s fits in 60 s
+    assert not trainer._time_for_an_epoch(now + 15)
+    assert trainer._time_for_an_epoch(None)
+
+
+def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monkeypatch):
+    from otae.training import Trainer
+
+    bench = _tiny_bench(tmp_path)
+    out, results = tmp_path / "out", tmp_path / "results"
+    quiet = {"log": lambda m: None, "results_dir": results}
+    # a limit that leaves time for one epoch only (the rule itself is tested above)
+    monkeypatch.setattr(Trainer, "_time_for_an_epoch", lambda self, deadline: not self.history)
+    run_bench(bench, out, only=["VAE"], time_limit=3600, **quiet)
+    monkeypatch.undo()
+    vae = _rows(results)["VAE"]
+    assert (vae["epochs"], vae["protocol_epochs"]) == ("1", "2")
+    table = (results / "table.md").read_text()
+    assert "| VAE † | P | 1 | 1/2 |" in table and "not the protocol's result" in table
+    assert vae["torch_version"] == torch.__version__ and vae["accelerator"] == "cpu"
+    # another model later: its row joins, the VAE row is kept exactly as it was
+    run_bench(bench, out, only=["RAE (D)"], **quiet)
+    rows = _rows(results)
+    assert list(rows) == ["VAE", "RAE (D)"] and rows["VAE"] == vae
+    assert rows["RAE (D)"]["epochs"] == "2"
+    # running VAE again without a limit continues it from its checkpoint to the protocol
+    run_bench(bench, out, only=["VAE"], **quiet)
+    history = list(csv.DictReader((out / "vae" / "seed0" / "history.csv").open()))
+    assert [int(h["epoch"]) for h in history] == [1, 2]
+    assert history[0]["test_rec_loss"] == vae["last_test_rec_loss"]  # epoch 1 kept, not redone
+    table = (results / "table.md").read_text()
+    assert "| VAE | P | 1 | 2/2 |" in table and "† " not in table.split("|---")[-1]
+    assert (results / "histories" / "vae-seed0.csv").is_file()
+    throughput = list(csv.DictReader((results / "throughput.csv").open()))
+    assert [int(t["epochs"]) for t in throughput] == [1, 2, 1]
+
+
+def test_bench_jobs_train_in_worker_processes(tmp_path):
+    bench = _tiny_bench(tmp_path)
+    sequential = run_bench(bench, tmp_path / "seq", log=lambda m: None)
+    messages = []
+    parallel = run_bench(bench, tmp_path / "par", jobs=2, log=messages.append)
+    assert sum("started" in m for m in messages) == 2, messages
+    seq, par = _rows(sequential), _rows(parallel)
+    for name in ("VAE", "RAE (D)"):
+        assert par[name]["concurrent_runs"] == "2" and seq[name]["concurrent_runs"] == "1"
+        # the same seeded run, whichever process trains it
+        assert float(par[name]["test_rec_loss"]) == pytest.approx(
+            float(seq[name]["test_rec_loss"]), rel=1e-6
+        )
+    assert (tmp_path / "par" / "vae" / "seed0.log").is_file()
+    (row,) = csv.DictReader((parallel / "throughput.csv").open())
+    assert row["concurrent_runs"] == "2" and int(row["epochs"]) == 4

@@ -77,6 +77,7 @@ def load_bench(name_or_path: str | Path) -> BenchConfig:
     values = read_yaml_mapping(path, "a bench set (a mapping with runs:, seeds:, ...)")
     config = from_dict(BenchConfig, values, "bench")
     config.validate()
+    config.source = str(path)  # what worker processes load (``--jobs``)
     return config
 
 
@@ -112,77 +113,331 @@ def run_bench(
     only: list[str] | None = None,
     seeds: list[int] | None = None,
     retime: bool = False,
+    jobs: int = 1,
+    time_limit: float | None = None,
+    results_dir: str | Path | None = None,
+    save_samples: bool = False,
+    inception_weights: str | Path | None = None,
     log=print,
 ) -> Path:
-    """Train and measure every (run, seed); write the tables and the report."""
-    from .experiment import frechet_metrics, run_experiment
-    from .training import build_split, load_run
+    """Train and measure every (run, seed); merge the rows into the tables of ``results_dir``.
 
+    ``jobs`` > 1 trains that many (run, seed) pairs at once, each in its own process
+    with a fair share of the CPU threads (and, on a machine with several GPUs, its own
+    GPU in turn). ``time_limit`` (seconds from now) ends training at the last epoch
+    boundary that fits (:meth:`Trainer.fit`): such a row records the epochs it has and
+    is marked as short of the protocol; running the bench again continues it.
+    ``results_dir`` (default ``out_dir``) holds the tables: rows of (run, seed) pairs
+    not measured now are kept as they are, so benches on subsets accumulate.
+    ``save_samples`` also writes each run's FID samples as uint8 ``samples.npz``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = Path(results_dir) if results_dir is not None else out_dir
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if time_limit is not None and time_limit <= 0:
+        raise ValueError(f"--time-limit must be > 0 seconds, got {time_limit}")
+    tasks = bench_tasks(bench, only, seeds)
+    deadline = None if time_limit is None else time.time() + time_limit
+    options = RunOptions(
+        overrides=list(overrides),
+        retime=retime,
+        deadline=deadline,
+        save_samples=save_samples,
+        inception_weights=None if inception_weights is None else str(inception_weights),
+        concurrent_runs=min(jobs, len(tasks)),
+    )
+    start = time.perf_counter()
+    epochs_before = {
+        (run.name, seed): _recorded_epochs(run_dir_of(out_dir, run, seed)) for run, seed in tasks
+    }
+    if options.concurrent_runs > 1:
+        _train_in_parallel(bench, tasks, out_dir, options, log)
+    records = []
+    for run, seed in tasks:
+        record = measure_run(
+            bench, run, seed, out_dir, options, train=options.concurrent_runs == 1, log=log
+        )
+        if record is not None:
+            records.append(record)
+    trained = sum(
+        max(0, int(r.get("epochs") or 0) - epochs_before[(r["run"], r["seed"])]) for r in records
+    )
+    _append_throughput(results_dir, records, trained, options, time.perf_counter() - start)
+    write_tables(bench, merge_records(results_dir, records), results_dir)
+    return results_dir
+
+
+@dataclass
+class RunOptions:
+    """How :func:`measure_run` trains and measures one (run, seed) of a bench."""
+
+    overrides: list[str] = field(default_factory=list)
+    retime: bool = False
+    #: ``time.time()`` value by which training stops at an epoch boundary (None: no limit)
+    deadline: float | None = None
+    save_samples: bool = False
+    inception_weights: str | None = None
+    #: runs trained at once on this machine (recorded next to the epoch times)
+    concurrent_runs: int = 1
+
+
+def bench_tasks(
+    bench: BenchConfig, only: list[str] | None = None, seeds: list[int] | None = None
+) -> list[tuple[BenchRun, int]]:
+    """The (run, seed) pairs a bench measures, in table order."""
     runs = [r for r in bench.runs if only is None or r.name in only or _slug(r.name) in only]
     if only is not None and not runs:
         raise ValueError(f"--models {only} matches none of {[r.name for r in bench.runs]}")
     seeds = list(seeds) if seeds is not None else list(bench.seeds)
-    records: list[dict[str, Any]] = []
-    for run in runs:
-        run_seeds = seeds if run.seeds is None else [s for s in run.seeds if s in seeds]
-        for seed in run_seeds:
-            run_dir = out_dir / _slug(run.name) / f"seed{seed}"
-            all_overrides = [
-                *bench.overrides,
-                *run.overrides,
-                *overrides,
-                f"training.seed={seed}",
-                f"name={_slug(run.name)}-seed{seed}",
-            ]
-            config = load_config(run.config, all_overrides)
-            metrics_path = run_dir / "metrics.json"
-            metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-            if metrics is None or metrics.get("epochs") != config.training.epochs:
-                log(f"[bench] {run.name} seed {seed}: training in {run_dir}")
-                start = time.perf_counter()
-                resume = (run_dir / "checkpoints" / "last.pt").exists()
-                result = run_experiment(config, run_dir, resume=resume, report=True)
-                metrics = result.metrics
-                metrics["bench_wall_time_s"] = time.perf_counter() - start
-                metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-            if retime:
-                metrics.update(_retime(config, run_dir))
-                metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-            if not _has_frechet(metrics, bench):
-                _, model, _ = load_run(run_dir, "last", device=str(_device(config)))
-                test_data = build_split(config.data, "test")
-                metrics.update(
-                    frechet_metrics(
-                        model,
-                        config,
-                        test_data,
-                        bench.classifier_fd_samples,
-                        bench.fid_samples,
-                        log=log,
+    return [
+        (run, seed)
+        for run in runs
+        for seed in (seeds if run.seeds is None else [s for s in run.seeds if s in seeds])
+    ]
+
+
+def run_dir_of(out_dir: Path, run: BenchRun, seed: int) -> Path:
+    return Path(out_dir) / _slug(run.name) / f"seed{seed}"
+
+
+def measure_run(
+    bench: BenchConfig,
+    run: BenchRun,
+    seed: int,
+    out_dir: Path,
+    options: RunOptions,
+    *,
+    train: bool = True,
+    log=print,
+) -> dict[str, Any] | None:
+    """Train (unless finished; resuming an interrupted run), measure, and return its record.
+
+    With ``train=False`` (the runs were trained by worker processes) a run without
+    metrics is reported and left out (None). Metrics are written to the run's
+    ``metrics.json`` after each stage, so an interrupted bench loses nothing done.
+    """
+    from .experiment import run_experiment
+    from .training import build_split, load_run
+
+    run_dir = run_dir_of(out_dir, run, seed)
+    all_overrides = [
+        *bench.overrides,
+        *run.overrides,
+        *options.overrides,
+        f"training.seed={seed}",
+        f"name={_slug(run.name)}-seed{seed}",
+    ]
+    config = load_config(run.config, all_overrides)
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+    finished = metrics is not None and metrics.get("epochs") == config.training.epochs
+    if train and not finished:
+        if options.deadline is not None and time.time() >= options.deadline:
+            log(f"[bench] {run.name} seed {seed}: time limit reached before it started")
+        else:
+            log(f"[bench] {run.name} seed {seed}: training in {run_dir}")
+            start = time.perf_counter()
+            resume = (run_dir / "checkpoints" / "last.pt").exists()
+            result = run_experiment(
+                config, run_dir, resume=resume, report=True, deadline=options.deadline
+            )
+            metrics = result.metrics
+            metrics["bench_wall_time_s"] = time.perf_counter() - start
+            metrics.update(provenance(config, options.concurrent_runs))
+            metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    if metrics is None:
+        log(f"[bench] {run.name} seed {seed}: no metrics in {run_dir}; left out of the table")
+        return None
+    if options.retime:
+        metrics.update(_retime(config, run_dir))
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    if not _has_frechet(metrics, bench) or (options.save_samples and not _has_samples(run_dir)):
+        _, model, _ = load_run(run_dir, "last", device=str(_device(config)))
+        test_data = build_split(config.data, "test")
+        metrics.update(
+            frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log)
+        )
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    log(
+        f"[bench] {run.name} seed {seed}: rec {metrics['test_rec_loss']:.2f}"
+        + "".join(f", {k} {metrics[k]:.2f}" for k in ("classifier_fd", "fid") if k in metrics)
+        + f" ({metrics.get('epochs')}/{config.training.epochs} epochs)"
+    )
+    return {
+        "run": run.name,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "encoder": _encoder_kind(config),
+        "protocol_epochs": config.training.epochs,
+        **metrics,
+        "_history": _read_history(run_dir / "history.csv"),
+    }
+
+
+def frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log):
+    """The set's Fréchet distances of one trained run (and its saved samples if asked)."""
+    from .experiment import frechet_metrics
+
+    samples_path = run_dir / "samples.npz" if options.save_samples else None
+    return frechet_metrics(
+        model,
+        config,
+        test_data,
+        bench.classifier_fd_samples,
+        bench.fid_samples,
+        log=log,
+        inception_weights=options.inception_weights,
+        samples_path=samples_path,
+    )
+
+
+def _has_samples(run_dir: Path) -> bool:
+    return (run_dir / "samples.npz").is_file()
+
+
+def provenance(config, concurrent_runs: int = 1) -> dict[str, Any]:
+    """Where and how a row was measured: machine, accelerator, torch, date, concurrency."""
+    import datetime
+    import platform
+
+    device = _device(config)
+    accelerator = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    )
+    return {
+        "machine": platform.node(),
+        "accelerator": accelerator,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "concurrent_runs": concurrent_runs,
+        "precision": config.training.precision,
+        "compiled": bool(config.training.compile),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+# ---------------------------------------------------------------------- parallel runs
+def threads_per_run(jobs: int) -> int:
+    """CPU threads of each of ``jobs`` runs at once: an even share (one run: torch's own)."""
+    import os
+
+    if jobs <= 1:
+        return torch.get_num_threads()
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _train_in_parallel(bench, tasks, out_dir: Path, options: RunOptions, log) -> None:
+    """Train the (run, seed) pairs in ``options.concurrent_runs`` worker processes at once.
+
+    Each worker is ``otae bench SET --models NAME --seeds S --worker``: it trains and
+    measures one pair and writes its ``metrics.json``; its output goes to
+    ``OUT/<run>/seed<S>.log``. CPU threads are shared out evenly (OMP/MKL and torch),
+    and with several GPUs each worker gets the next one (``CUDA_VISIBLE_DEVICES``).
+    """
+    import os
+    import subprocess
+
+    jobs = options.concurrent_runs
+    threads = threads_per_run(jobs)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    source = getattr(bench, "source", None) or bench.name
+    pending = list(tasks)
+    running: list[tuple[subprocess.Popen, BenchRun, int, Any]] = []
+    slot = 0
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                run, seed = pending.pop(0)
+                log_path = out_dir / _slug(run.name) / f"seed{seed}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+                if gpus > 1:
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+                slot += 1
+                command = _worker_command(source, run, seed, out_dir, options, threads)
+                handle = log_path.open("w")
+                process = subprocess.Popen(
+                    command, stdout=handle, stderr=subprocess.STDOUT, env=env
+                )
+                log(f"[bench] {run.name} seed {seed}: started ({threads} threads, log {log_path})")
+                running.append((process, run, seed, handle))
+            time.sleep(0.5)
+            for entry in list(running):
+                process, run, seed, handle = entry
+                if process.poll() is None:
+                    continue
+                running.remove(entry)
+                handle.close()
+                if process.returncode != 0:
+                    tail = Path(handle.name).read_text().strip().splitlines()[-1:] or [""]
+                    log(
+                        f"[bench] {run.name} seed {seed}: worker failed (exit "
+                        f"{process.returncode}): {tail[0]} (log: {handle.name})"
                     )
-                )
-                metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-            history = _read_history(run_dir / "history.csv")
-            records.append(
-                {
-                    "run": run.name,
-                    "seed": seed,
-                    "run_dir": str(run_dir),
-                    "encoder": _encoder_kind(config),
-                    **metrics,
-                    "_history": history,
-                }
-            )
-            log(
-                f"[bench] {run.name} seed {seed}: rec {metrics['test_rec_loss']:.2f}"
-                + "".join(
-                    f", {k} {metrics[k]:.2f}" for k in ("classifier_fd", "fid") if k in metrics
-                )
-            )
-    write_tables(bench, records, out_dir)
-    return out_dir
+                else:
+                    log(f"[bench] {run.name} seed {seed}: worker done")
+    finally:
+        for process, *_ in running:
+            process.terminate()
+
+
+def _worker_command(source, run, seed, out_dir, options: RunOptions, threads: int) -> list[str]:
+    """The ``otae bench ... --worker`` command line that trains one (run, seed)."""
+    import sys
+
+    command = [
+        sys.executable, "-m", "otae", "bench", str(source), *options.overrides,
+        "--models", run.name, "--seeds", str(seed), "--out", str(out_dir),
+        "--worker", "--threads", str(threads), "--concurrent-runs", str(options.concurrent_runs),
+    ]  # fmt: skip
+    if options.deadline is not None:
+        command += ["--deadline", repr(options.deadline)]
+    if options.save_samples:
+        command.append("--save-samples")
+    if options.inception_weights:
+        command += ["--inception-weights", options.inception_weights]
+    return command
+
+
+def _recorded_epochs(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "metrics.json").read_text()).get("epochs") or 0)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _append_throughput(
+    results_dir: Path, records, epochs: int, options: RunOptions, wall: float
+) -> None:
+    """Add this invocation's aggregate throughput (``epochs`` trained in ``wall`` seconds,
+    evaluation included) to ``throughput.csv``."""
+    import datetime
+    import platform
+
+    if epochs == 0:
+        return
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / "throughput.csv"
+    row = {
+        "date": datetime.date.today().isoformat(),
+        "machine": platform.node(),
+        "accelerator": records[0].get("accelerator", "") if records else "",
+        "torch_version": torch.__version__,
+        "concurrent_runs": options.concurrent_runs,
+        "threads_per_run": threads_per_run(options.concurrent_runs),
+        "runs": len(records),
+        "epochs": epochs,
+        "wall_time_s": round(wall, 1),
+        "epochs_per_minute": round(60 * epochs / wall, 2),
+    }
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def _retime(config, run_dir: Path) -> dict[str, float]:
@@ -250,8 +505,85 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def merge_records(results_dir: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` merged into the rows already in ``results_dir/runs.csv``.
+
+    A (run, seed) measured now replaces its old row; every other old row is kept as
+    it was (values read back as numbers where they are), with its convergence curve
+    from ``results_dir/histories/`` when there is one. New curves are stored there.
+    """
+    results_dir = Path(results_dir)
+    histories = results_dir / "histories"
+    for record in records:
+        if record.get("_history"):
+            histories.mkdir(parents=True, exist_ok=True)
+            path = histories / f"{_slug(record['run'])}-seed{record['seed']}.csv"
+            _write_history(path, record["_history"])
+    fresh = {(r["run"], int(r["seed"])) for r in records}
+    kept = []
+    path = results_dir / "runs.csv"
+    if path.exists():
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                record = {k: _parse_cell(v) for k, v in row.items() if v not in ("", None)}
+                record["run"], record["seed"] = row["run"], int(row["seed"])
+                if (record["run"], record["seed"]) in fresh:
+                    continue
+                record["_history"] = _read_history(
+                    histories / f"{_slug(record['run'])}-seed{record['seed']}.csv"
+                )
+                kept.append(record)
+    return kept + list(records)
+
+
+def _parse_cell(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(text, text)
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _in_bench_order(bench: BenchConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = {run.name: i for i, run in enumerate(bench.runs)}
+    return sorted(records, key=lambda r: (order.get(r["run"], len(order)), r["seed"]))
+
+
+def _epochs_cell(group: list[dict[str, Any]]) -> tuple[str, bool]:
+    """``"done/protocol"`` epochs of a row (its shortest seed) and whether it is short."""
+    done = min(int(r.get("epochs") or 0) for r in group)
+    protocol = max(int(r.get("protocol_epochs") or r.get("epochs") or 0) for r in group)
+    return f"{done}/{protocol}", done < protocol
+
+
+def _run_on(group: list[dict[str, Any]]) -> str:
+    """Where a row was measured: accelerator (or device), torch version and date."""
+    cells = []
+    for r in group:
+        where = r.get("accelerator") or r.get("device", "?")
+        cell = f"{where}, torch {r.get('torch_version', '?')}, {r.get('date', 'date ?')}"
+        if int(r.get("concurrent_runs") or 1) > 1:
+            cell += f", {int(r['concurrent_runs'])} runs at once"
+        if cell not in cells:
+            cells.append(cell)
+    return "; ".join(cells)
+
+
 def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Path) -> None:
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = _in_bench_order(bench, records)
     plain = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
     keys: list[str] = []
     for r in plain:
@@ -261,13 +593,13 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         writer.writeheader()
         writer.writerows(plain)
     rows = summarise(records)
+    groups = {row["run"]: [r for r in records if r["run"] == row["run"]] for row in rows}
     metric_cols = [("test_rec_loss", "Rec. loss")]
     if any("classifier_fd" in r for r in rows):
         metric_cols.append(("classifier_fd", "classifier FD"))
     if any("fid" in r for r in rows):
         metric_cols.append(("fid", "FID"))
     seeds = sorted({r["seed"] for r in records})
-    seed_counts = {r["run"]: sum(1 for x in records if x["run"] == r["run"]) for r in records}
     lines = [
         f"# {bench.name}: reconstruction and generation",
         "",
@@ -277,22 +609,42 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         "Rec. loss: mean per-image sum of squared errors on "
         "the test images (pixels in [0, 1], the RAE paper's unit). classifier FD: Fréchet "
         "distance between generated and test images in the 128-d feature space of a small "
-        "MNIST classifier (NOT comparable with FID). FID: Inception-v3 pool3.",
+        "MNIST classifier (NOT comparable with FID). FID: Inception-v3 pool3. "
+        "'epochs': epochs trained / the protocol's; a row marked † stopped short of the "
+        "protocol and does not stand for it.",
         "",
-        "| method | encoder | seeds | "
+        "| method | encoder | seeds | epochs | "
         + " | ".join(c for _, c in metric_cols)
         + (" | paper rec. | paper FID" if bench.paper else "")
-        + " |",
-        "|---|---|---|" + "---|" * len(metric_cols) + ("---|---|" if bench.paper else ""),
+        + " | run on |",
+        "|---|---|---|---|"
+        + "---|" * len(metric_cols)
+        + ("---|---|" if bench.paper else "")
+        + "---|",
     ]
+    short_rows = 0
     for row in rows:
+        group = groups[row["run"]]
+        epochs, short = _epochs_cell(group)
+        short_rows += short
         cells = [_fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan)) for k, _ in metric_cols]
         paper = bench.paper.get(row["run"], {})
         extra = [str(paper.get("rec", "—")), str(paper.get("fid", "—"))] if bench.paper else []
-        count = str(seed_counts[row["run"]])
-        lines.append("| " + " | ".join([row["run"], row["encoder"], count, *cells, *extra]) + " |")
+        label = row["run"] + (" †" if short else "")
+        lines.append(
+            "| "
+            + " | ".join(
+                [label, row["encoder"], str(len(group)), epochs, *cells, *extra, _run_on(group)]
+            )
+            + " |"
+        )
     baseline = _mean_std([r.get("mean_image_baseline_rec_loss") for r in records])[0]
     lines += ["", f"Mean-image baseline reconstruction loss: {baseline:.2f}."]
+    if short_rows:
+        lines.append(
+            f"† {short_rows} row(s) trained fewer epochs than the protocol (a time limit): "
+            "not the protocol's result; running the bench again continues them."
+        )
     acc = [r.get("classifier_test_accuracy") for r in records if r.get("classifier_test_accuracy")]
     trained_on = sorted(
         {r["classifier_trained_on"] for r in records if r.get("classifier_trained_on")}
@@ -300,57 +652,79 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     if acc:
         on = f", trained on {' / '.join(trained_on)}" if trained_on else ""
         lines.append(f"Classifier of the classifier FD: test accuracy {acc[0]:.4f}{on}.")
-    lines.append(_machine_line(records))
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
+    provenance_keys = ("machine", "accelerator", "torch_version", "date", "concurrent_runs")
     with (out_dir / "table.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        header = ["method", "encoder"]
+        header = ["method", "encoder", "seeds", "epochs", "protocol_epochs"]
         for key, _ in metric_cols:
             header += [f"{key}_mean", f"{key}_std"]
-        writer.writerow(header + ["seconds_per_epoch", "regulariser_share"])
+        writer.writerow(header + ["seconds_per_epoch", "regulariser_share", *provenance_keys])
         for row in rows:
-            values = [row["run"], row["encoder"]]
+            group = groups[row["run"]]
+            values = [
+                row["run"],
+                row["encoder"],
+                len(group),
+                min(int(r.get("epochs") or 0) for r in group),
+                max(int(r.get("protocol_epochs") or r.get("epochs") or 0) for r in group),
+            ]
             for key, _ in metric_cols:
                 values += [row.get(key, ""), row.get(f"{key}_std", "")]
+            first = group[0]
             writer.writerow(
-                values + [row.get("seconds_per_epoch", ""), row.get("regulariser_share", "")]
+                values
+                + [row.get("seconds_per_epoch", ""), row.get("regulariser_share", "")]
+                + [first.get(k, "") for k in provenance_keys]
             )
     runtime = [
         f"# {bench.name}: runtime",
         "",
-        "Seconds per training epoch (mean over seeds; epochs ran while other jobs shared "
-        "the machine, so they vary), and seconds per training step on one batch with and "
-        "without the regulariser: the fastest of repeated, alternated steps on a copy of the "
-        "trained model (share = 1 - without / with).",
+        "Seconds per training epoch (mean over seeds; 'runs at once': how many trained "
+        "concurrently on the machine, which slows each), and seconds per training step on "
+        "one batch with and without the regulariser: the fastest of repeated, alternated "
+        "steps on a copy of the trained model (share = 1 - without / with).",
         "",
-        "| method | s / epoch | s / step | s / step without regulariser | regulariser share |",
-        "|---|---|---|---|---|",
+        "| method | s / epoch | s / step | s / step without regulariser | regulariser share "
+        "| run on |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         runtime.append(
             f"| {row['run']} | {row.get('seconds_per_epoch', math.nan):.2f} | "
             f"{row.get('step_time_s', math.nan):.4f} | "
             f"{row.get('step_time_without_regulariser_s', math.nan):.4f} | "
-            f"{100 * row.get('regulariser_share', math.nan):.1f}% |"
+            f"{100 * row.get('regulariser_share', math.nan):.1f}% | {_run_on(groups[row['run']])} |"
         )
-    runtime.append(_machine_line(records))
+    runtime += _throughput_lines(out_dir / "throughput.csv")
     (out_dir / "runtime.md").write_text("\n".join(runtime) + "\n")
     _write_bench_report(bench, records, rows, out_dir)
 
 
-def _machine_line(records: list[dict[str, Any]]) -> str:
-    import platform
-
-    devices = sorted({str(r.get("device", "?")) for r in records})
-    cpu = platform.processor() or platform.machine()
-    threads = torch.get_num_threads()
-    gpu = ""
-    if any(d.startswith("cuda") for d in devices) and torch.cuda.is_available():
-        gpu = f", GPU {torch.cuda.get_device_name(0)}"
-    return (
-        f"\nMachine: {platform.node()} ({cpu}, {threads} torch threads{gpu}); "
-        f"devices {devices}; torch {torch.__version__}."
-    )
+def _throughput_lines(path: Path) -> list[str]:
+    """``throughput.csv`` as a Markdown table (aggregate epochs per minute per invocation)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Aggregate throughput of each bench invocation (epochs trained by all its runs per "
+        "minute of wall time, evaluation included):",
+        "",
+        "| date | accelerator | torch | runs at once | threads per run | runs | epochs | "
+        "wall s | epochs / min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['date']} | {r['accelerator']} | {r['torch_version']} | {r['concurrent_runs']} "
+            f"| {r.get('threads_per_run', '')} | {r['runs']} | {r['epochs']} "
+            f"| {r['wall_time_s']} | {r['epochs_per_minute']} |"
+        )
+    return lines
 
 
 def side_by_side(paths: list[Path], labels: list[str], out: Path, pad: int = 8) -> Path:

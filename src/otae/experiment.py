@@ -252,8 +252,12 @@ def run_experiment(
     overwrite: bool = False,
     report: bool = True,
     log=None,
+    deadline: float | None = None,
 ) -> RunResult | None:
     """Train ``config`` (continuing from the last checkpoint with ``resume``), then evaluate.
+
+    ``deadline`` (a ``time.time()`` value) ends training early at an epoch boundary
+    (:meth:`Trainer.fit`); the metrics then describe the epochs done (``epochs``).
 
     Under torchrun every rank trains; rank 0 alone prepares the run directory,
     evaluates and writes the report; the other ranks return ``None``.
@@ -273,7 +277,7 @@ def run_experiment(
         trainer.log(f"no checkpoint in {trainer.checkpoint_dir}: starting from scratch")
     resumed_at = trainer.epoch
     try:
-        history = trainer.fit()
+        history = trainer.fit(deadline=deadline)
         wall = time.perf_counter() - start
         if not is_main:
             return None

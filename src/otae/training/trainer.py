@@ -739,8 +739,15 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ driver
-    def fit(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train the remaining epochs; returns the per-epoch history (rank 0's: complete)."""
+    def fit(self, resume: bool = False, deadline: float | None = None) -> list[dict[str, float]]:
+        """Train the remaining epochs; returns the per-epoch history (rank 0's: complete).
+
+        ``deadline`` (a ``time.time()`` value) stops training at the last epoch boundary
+        before it: an epoch is started only if the mean epoch time so far says it ends
+        in time (the first one always starts). The checkpoints are those of the last
+        finished epoch, so the run continues later with ``resume``. Under torchrun the
+        ranks stop together (rank 0 alone keeps the history that decides).
+        """
         if resume:
             if not self.resume():
                 self.log(f"no checkpoint in {self.checkpoint_dir}: starting from scratch")
@@ -756,6 +763,12 @@ class Trainer:
         cfg = self.config.training
         try:
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                if not self._time_for_an_epoch(deadline):
+                    self.log(
+                        f"time limit: stopped after epoch {self.epoch} of {cfg.epochs}; "
+                        "resuming the run continues from there"
+                    )
+                    break
                 start = time.perf_counter()
                 row: dict[str, float] = {"epoch": epoch}
                 row.update(self.train_epoch(epoch))
@@ -782,6 +795,14 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return self.history
+
+    def _time_for_an_epoch(self, deadline: float | None) -> bool:
+        """Whether one more epoch (at the mean epoch time of this process) ends by ``deadline``."""
+        if deadline is None:
+            return True
+        times = [row["epoch_time_s"] for row in self.history if "epoch_time_s" in row]
+        fits = not times or time.time() + sum(times) / len(times) <= deadline
+        return distributed.all_ranks_true(fits, self.device)
 
     def _recovery_hint(self) -> str:
         """What is kept after a divergence and how to go on (for the error message)."""
