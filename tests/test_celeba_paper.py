@@ -270,7 +270,7 @@ def test_celeba_dataset_rejects_a_partly_unpacked_folder_when_built(celeba, tmp_
 
 @pytest.mark.slow
 def test_celeba_paper_bench_with_the_real_inception(celeba, tmp_path, monkeypatch):
-    """The set's FID with Inception-v3 itself (about a minute on 2 CPU cores: the
+    """The set's FID with Inception-v3 itself (1-2 minutes on 2 shared CPU cores: the
     2048-d matrix square root dominates), 10 generated vs the 6 test images."""
     monkeypatch.setenv("OTAE_CACHE_DIR", str(tmp_path / "cache"))
     small_fid_set(monkeypatch, 10)
