@@ -282,8 +282,10 @@ class CelebADataset(ImageDataset):
 
     ``root`` must hold ``img_align_celeba/`` (the 202,599 ``NNNNNN.jpg`` files of
     "Align&Cropped Images") and the official ``list_eval_partition.txt`` (lines
-    ``000001.jpg 0``; 0 train, 1 valid, 2 test), both from the CelebA site.
-    Labels are all ``-1``.
+    ``000001.jpg 0``; 0 train, 1 valid, 2 test), both from the CelebA site; every
+    image the split lists must be there (checked when the dataset is built).
+    Labels are all ``-1``: CelebA's attribute and identity files are not read, so
+    metrics that need labels (the classifier FD) do not apply; use FID.
     """
 
     def __init__(
@@ -317,17 +319,21 @@ class CelebADataset(ImageDataset):
         self.files = self._read_partition(partition, CELEBA_SPLITS[split])
         if not self.files:
             raise ValueError(f"{partition} lists no image of the {split!r} split")
-        first = self.image_dir / self.files[0]
-        if not first.is_file():
+        # One listing of the folder (202,599 names: well under a second), so that a
+        # partly unpacked zip fails here, not hours into training.
+        present = set(os.listdir(self.image_dir))
+        missing = [name for name in self.files if name not in present]
+        if missing:
             raise FileNotFoundError(
-                f"CelebA image {first} (listed in {partition}) not found: {fetch}"
+                f"CelebA image {self.image_dir / missing[0]} (listed in {partition}) not found"
+                f" ({len(missing)} of the {len(self.files)} {split} images are missing): {fetch}"
             )
 
     @staticmethod
     def _read_partition(path: Path, wanted: int) -> list[str]:
         names = []
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a BOM is not a file name
         except UnicodeDecodeError as err:
             raise ValueError(f"{path} is not a text file (not UTF-8: {err.reason})") from None
         for number, line in enumerate(text.splitlines(), start=1):
