@@ -234,6 +234,7 @@ def measure_run(
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
     finished = metrics is not None and metrics.get("epochs") == config.training.epochs
     if train and not finished:
+        _check_frechet_possible(bench, config)
         if options.deadline is not None and time.time() >= options.deadline:
             log(f"[bench] {run.name} seed {seed}: time limit reached before it started")
         else:
@@ -274,6 +275,17 @@ def measure_run(
         **metrics,
         "_history": _read_history(run_dir / "history.csv"),
     }
+
+
+def _check_frechet_possible(bench: BenchConfig, config) -> None:
+    """Refuse before training a set's classifier FD that the data cannot give."""
+    import copy
+
+    from .experiment import check_frechet_possible
+
+    wanted = copy.deepcopy(config)
+    wanted.evaluation.classifier_fd_samples = bench.classifier_fd_samples
+    check_frechet_possible(wanted)
 
 
 def frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log):
@@ -567,6 +579,13 @@ def _epochs_cell(group: list[dict[str, Any]]) -> tuple[str, bool]:
     return f"{done}/{protocol}", done < protocol
 
 
+def _number(value: Any, form: str) -> str:
+    """``value`` formatted, or a dash where it was not measured."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return form.format(value)
+
+
 def _run_on(group: list[dict[str, Any]]) -> str:
     """Where a row was measured: accelerator (or device), torch version and date."""
     cells = []
@@ -609,7 +628,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         "Rec. loss: mean per-image sum of squared errors on "
         "the test images (pixels in [0, 1], the RAE paper's unit). classifier FD: Fréchet "
         "distance between generated and test images in the 128-d feature space of a small "
-        "MNIST classifier (NOT comparable with FID). FID: Inception-v3 pool3. "
+        "classifier of the dataset (NOT comparable with FID). FID: Inception-v3 pool3. "
         "'epochs': epochs trained / the protocol's; a row marked † stopped short of the "
         "protocol and does not stand for it.",
         "",
@@ -690,12 +709,13 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        runtime.append(
-            f"| {row['run']} | {row.get('seconds_per_epoch', math.nan):.2f} | "
-            f"{row.get('step_time_s', math.nan):.4f} | "
-            f"{row.get('step_time_without_regulariser_s', math.nan):.4f} | "
-            f"{100 * row.get('regulariser_share', math.nan):.1f}% | {_run_on(groups[row['run']])} |"
-        )
+        cells = [
+            _number(row.get("seconds_per_epoch"), "{:.2f}"),
+            _number(row.get("step_time_s"), "{:.4f}"),
+            _number(row.get("step_time_without_regulariser_s"), "{:.4f}"),
+            _number(row.get("regulariser_share"), "{:.1%}"),
+        ]
+        runtime.append(f"| {row['run']} | {' | '.join(cells)} | {_run_on(groups[row['run']])} |")
     runtime += _throughput_lines(out_dir / "throughput.csv")
     (out_dir / "runtime.md").write_text("\n".join(runtime) + "\n")
     _write_bench_report(bench, records, rows, out_dir)
