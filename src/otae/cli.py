@@ -465,9 +465,10 @@ def _fid_images(spec: str, option: str):
     from .evaluation.fid import load_samples_npz
 
     name, _, split = spec.rpartition("-")
-    if name in DATASETS and not Path(spec).exists():
+    is_file = spec.endswith(".npz") or Path(spec).exists()
+    if name in DATASETS and not is_file:
         return build_dataset(name, split)
-    if not spec.endswith(".npz") and not Path(spec).exists():
+    if not is_file:
         raise ValueError(
             f"{option} {spec!r} is neither a samples .npz nor NAME-SPLIT with NAME one of "
             f"{', '.join(sorted(DATASETS))} (e.g. mnist-test)"

@@ -324,7 +324,8 @@ def _load_inception(path: Path, verify: bool) -> tuple[torch.jit.ScriptModule, b
 
     ``verify``: the full file must have :data:`INCEPTION_SHA1`, checked before loading;
     any other file must be a compact copy whose tensors hash to
-    :data:`INCEPTION_FP16_SHA1`. TorchScript archives load without running pickled code.
+    :data:`INCEPTION_FP16_SHA1`. torch.jit.load reads the archive with its own restricted
+    unpickler (TorchScript objects and tensors only, no Python code runs).
     """
     full = verify and _sha1(path) == INCEPTION_SHA1
     try:
