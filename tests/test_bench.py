@@ -288,3 +288,24 @@ def test_bench_jobs_train_in_worker_processes(tmp_path):
     assert (tmp_path / "par" / "vae" / "seed0.log").is_file()
     (row,) = csv.DictReader((parallel / "throughput.csv").open())
     assert row["concurrent_runs"] == "2" and int(row["epochs"]) == 4
+
+
+def test_bench_saves_the_samples_its_distances_score(tmp_path):
+    import numpy as np
+
+    from otae.evaluation.fid import generate_samples, load_samples_npz
+    from otae.training import load_run
+    from otae.training.trainer import derived_seed
+
+    bench = _tiny_bench(tmp_path)
+    out = run_bench(bench, tmp_path / "out", only=["RAE (D)"], save_samples=True,
+                    log=lambda m: None)  # fmt: skip
+    run_dir = tmp_path / "out" / "rae--d" / "seed0"
+    saved = load_samples_npz(run_dir / "samples.npz")
+    assert saved.dtype == np.uint8 and saved.shape == (10000, 1, 28, 28)
+    _, model, _ = load_run(run_dir, "last")
+    generator = torch.Generator().manual_seed(derived_seed(0, 0, 6))
+    expected = generate_samples(model, 10000, generator=generator)
+    quantised = np.rint(np.clip(expected.double().numpy(), 0, 1) * 255).astype(np.uint8)
+    assert np.array_equal(saved, quantised)
+    assert _rows(out)["RAE (D)"]["samples_file"] == str(run_dir / "samples.npz")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from otae.cli import _inception_weights_env, main
+from otae.cli import main
 from otae.data import build_dataset
 from otae.evaluation import fid as fid_module
 from otae.evaluation.fid import (
@@ -166,16 +166,29 @@ def test_a_missing_weights_file_names_it_and_how_to_get_weights(tmp_path, monkey
     assert "otae fid-weights" in message
 
 
-def test_eval_inception_weights_sets_the_environment_only_inside(tmp_path, monkeypatch):
+def test_eval_passes_its_inception_weights_to_the_extractor(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    args = ["train", "mnist/wae-quick", "--run-dir", str(run), "--no-report",
+            "data.train_subset=60", "data.test_subset=20", "training.epochs=1",
+            "network.architecture=mlp", "network.options={hidden: [8]}",
+            "training.progress=false", "evaluation.timing_steps=0"]  # fmt: skip
+    assert main(args) == 0
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"")
-    monkeypatch.setenv(INCEPTION_WEIGHTS_ENV, "before")
-    with _inception_weights_env(str(weights)):
-        assert os.environ[INCEPTION_WEIGHTS_ENV] == str(weights.resolve())
-    assert os.environ[INCEPTION_WEIGHTS_ENV] == "before"
-    monkeypatch.delenv(INCEPTION_WEIGHTS_ENV)
-    with _inception_weights_env(None):
-        assert INCEPTION_WEIGHTS_ENV not in os.environ
+    seen = []
+
+    class PixelFeatures:  # stands in for Inception: records the path it is given
+        def __init__(self, device="cpu", path=None, **kwargs):
+            seen.append(path)
+            self.name = "pixels"
+
+        def __call__(self, images):
+            return images.flatten(1)[:, :6].double().numpy()
+
+    monkeypatch.setattr(fid_module, "InceptionFeatureExtractor", PixelFeatures)
+    assert main(["eval", str(run), "--no-report", "--fid", "10",
+                 "--inception-weights", str(weights)]) == 0  # fmt: skip
+    assert seen == [weights] and "fid: " in capsys.readouterr().out
 
 
 def test_eval_with_missing_inception_weights_is_one_line(tmp_path, capsys):

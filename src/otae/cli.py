@@ -249,17 +249,22 @@ def _seed_list(text: str, option: str = "--seeds") -> list[int]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     _count(args.classifier_fd, "--classifier-fd")
     _count(args.fid, "--fid")
-    with _inception_weights_env(args.inception_weights):  # checks the path first: fast error
-        from .experiment import evaluate_run
+    weights = None
+    if args.inception_weights is not None:
+        from .evaluation.fid import resolve_inception_weights
 
-        result = evaluate_run(
-            args.run_dir,
-            args.checkpoint,
-            report=not args.no_report,
-            device=_device(args.device),
-            classifier_fd_samples=args.classifier_fd,
-            fid_samples=args.fid,
-        )
+        weights = resolve_inception_weights(args.inception_weights)  # a bad path fails now
+    from .experiment import evaluate_run
+
+    result = evaluate_run(
+        args.run_dir,
+        args.checkpoint,
+        report=not args.no_report,
+        device=_device(args.device),
+        classifier_fd_samples=args.classifier_fd,
+        fid_samples=args.fid,
+        inception_weights=weights,
+    )
     keys = ("test_rec_loss", "test_mse_per_pixel", "mean_image_baseline_rec_loss")
     for key in (*keys, "classifier_fd", "fid"):
         if key in result.metrics:
@@ -485,30 +490,6 @@ def _add_fid_parsers(sub) -> None:
         help="Inception weights (default: $OTAE_INCEPTION_WEIGHTS, else the package's)",
     )
     fid.add_argument("--device", default="cpu")
-
-
-class _inception_weights_env:
-    """``$OTAE_INCEPTION_WEIGHTS`` set to ``path`` (checked to exist) inside the block.
-
-    How ``otae eval --inception-weights`` reaches the extractor without widening
-    :func:`otae.experiment.evaluate_run`; the previous value is restored on exit.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        from .evaluation.fid import INCEPTION_WEIGHTS_ENV, resolve_inception_weights
-
-        self.key, self.saved = INCEPTION_WEIGHTS_ENV, os.environ.get(INCEPTION_WEIGHTS_ENV)
-        if self.path is not None:
-            os.environ[self.key] = str(resolve_inception_weights(self.path).resolve())
-
-    def __exit__(self, *exc) -> None:
-        if self.saved is None:
-            os.environ.pop(self.key, None)
-        else:
-            os.environ[self.key] = self.saved
 
 
 def _cmd_fid_weights(args: argparse.Namespace) -> int:

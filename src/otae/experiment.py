@@ -58,6 +58,7 @@ def frechet_metrics(
     fid_samples: int,
     log=print,
     inception_weights=None,
+    samples_path: str | Path | None = None,
 ) -> dict[str, float]:
     """Classifier FD and/or FID between ``n`` generated and ``n`` test images (0: skip).
 
@@ -68,7 +69,9 @@ def frechet_metrics(
     CPU comparison, not FID. FID uses Inception-v3 pool3 features
     (:mod:`otae.evaluation.fid`) from ``inception_weights`` (a path; None:
     ``$OTAE_INCEPTION_WEIGHTS``, else the installed package's). Real-image statistics
-    are cached.
+    are cached. ``samples_path``: also save the generated images the distances score
+    (uint8 npz, :func:`otae.evaluation.fid.save_samples_npz`), to score them elsewhere
+    with ``otae fid``.
     """
     from .evaluation import fid as fid_lib
 
@@ -90,16 +93,21 @@ def frechet_metrics(
     if fid_samples > 0:
         extractor = fid_lib.InceptionFeatureExtractor(device=device, path=inception_weights)
         jobs.append(("fid", extractor, fid_samples))
+    def sample_generator() -> torch.Generator:
+        # the same samples for every distance (and the saved file)
+        return torch.Generator(device=device).manual_seed(derived_seed(config.training.seed, 0, 6))
+
     for key, extractor, n in jobs:
         n_real = min(n, len(test_data))
         real = fid_lib.dataset_statistics(test_data, extractor, n_real, key=dataset_key)
-        generator = torch.Generator(device=device).manual_seed(
-            derived_seed(config.training.seed, 0, 6)
-        )
-        fake = fid_lib.generated_statistics(model, extractor, n, generator=generator)
+        fake = fid_lib.generated_statistics(model, extractor, n, generator=sample_generator())
         out[key] = fid_lib.frechet_distance(*real, *fake)
         out[f"{key}_samples"] = n
         out[f"{key}_real_samples"] = n_real
+    if samples_path is not None:
+        n = max(fid_samples, classifier_fd_samples) or 10000
+        images = fid_lib.generate_samples(model, n, generator=sample_generator())
+        out["samples_file"] = str(fid_lib.save_samples_npz(images, samples_path))
     return out
 
 
@@ -192,8 +200,12 @@ def evaluate_model(
     report: bool = True,
     extra: dict[str, Any] | None = None,
     log=print,
+    inception_weights=None,
 ) -> RunResult:
-    """Final metrics (spec §1 units) and, optionally, the figures and HTML report."""
+    """Final metrics (spec §1 units) and, optionally, the figures and HTML report.
+
+    ``inception_weights``: the FID weights file (:func:`frechet_metrics`).
+    """
     train_data = train_data or build_split(config.data, "train")
     test_data = test_data or build_split(config.data, "test")
     rec = reconstruction_metrics(model, test_data, config.training.eval_batch_size)
@@ -220,7 +232,13 @@ def evaluate_model(
     if ev.classifier_fd_samples > 0 or ev.fid_samples > 0:
         metrics.update(
             frechet_metrics(
-                model, config, test_data, ev.classifier_fd_samples, ev.fid_samples, log=log
+                model,
+                config,
+                test_data,
+                ev.classifier_fd_samples,
+                ev.fid_samples,
+                log=log,
+                inception_weights=inception_weights,
             )
         )
     _write_json(run_dir / "metrics.json", metrics)
@@ -344,10 +362,13 @@ def evaluate_run(
     *,
     classifier_fd_samples: int | None = None,
     fid_samples: int | None = None,
+    inception_weights=None,
 ) -> RunResult:
     """Re-evaluate a run directory from its checkpoint (``otae eval``).
 
-    ``classifier_fd_samples`` / ``fid_samples`` override the run's config (None: keep).
+    ``classifier_fd_samples`` / ``fid_samples`` override the run's config (None: keep);
+    ``inception_weights``: the FID weights file (None: ``$OTAE_INCEPTION_WEIGHTS``, else
+    the installed package's).
     """
     run_dir = Path(run_dir)
     config, model, state = load_run(run_dir, checkpoint, device=device)
@@ -364,4 +385,5 @@ def evaluate_run(
         list(state["history"]),
         report=report,
         extra={"checkpoint": checkpoint, "device": device},
+        inception_weights=inception_weights,
     )
