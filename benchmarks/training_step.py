@@ -287,6 +287,12 @@ def main() -> None:
             flush=True,
         )
         rows.append(row)
+        # written after every model: a run cut short (a lease's time limit) keeps its rows
+        paths = write_step_results(args, info, rows)
+    print("wrote", *paths)
+
+
+def write_step_results(args, info: dict, rows: list[dict]):
     name = args.name or (
         "training_step"
         + ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}")
@@ -302,8 +308,7 @@ def main() -> None:
         "rows": rows,
         "median_share_direct": statistics.median(r["share_direct"] for r in rows),
     }
-    paths = write_results(name, payload, markdown(info, rows, args))
-    print("wrote", *paths)
+    return write_results(name, payload, markdown(info, rows, args))
 
 
 if __name__ == "__main__":
