@@ -445,6 +445,7 @@ class Trainer:
                 # the dataset lives on the device: one copy of the whole order, split there
                 sizes = [len(b) for b in batches]
                 batches = list(torch.cat(batches).to(data.device).split(sizes))
+                pin = False  # its batches are on the device already
             for indices in batches:
                 images, labels = data.get_batch(indices)
                 if pin:
