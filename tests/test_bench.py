@@ -309,3 +309,17 @@ def test_bench_saves_the_samples_its_distances_score(tmp_path):
     quantised = np.rint(np.clip(expected.double().numpy(), 0, 1) * 255).astype(np.uint8)
     assert np.array_equal(saved, quantised)
     assert _rows(out)["RAE (D)"]["samples_file"] == str(run_dir / "samples.npz")
+
+
+def test_default_jobs_is_one_on_a_cpu_and_seven_per_gpu(tmp_path, monkeypatch):
+    from otae import bench as bench_lib
+    from otae.bench import bench_tasks, default_jobs
+
+    bench = _tiny_bench(tmp_path)
+    tasks = bench_tasks(bench)
+    assert default_jobs(bench, tasks, []) == 1  # no GPU here: auto -> cpu
+    monkeypatch.setattr(bench_lib, "_device", lambda config: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert default_jobs(bench, tasks, []) == 2  # never more runs at once than runs
+    many = tasks * 10
+    assert default_jobs(bench, many, []) == 14

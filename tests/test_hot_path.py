@@ -183,3 +183,48 @@ def test_compiled_objective_matches_eager_with_no_graph_break(model, tmp_path):
 def test_inductor_compiled_objective_matches_eager(model, tmp_path):
     """inductor (the default backend): generated kernels agree to float32 rounding."""
     _check_compiled_matches_eager(model, tmp_path, "inductor", 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("backend", "mode", "expected"),
+    [
+        ("inductor", "default", {"options": {"layout_optimization": False}}),
+        ("inductor", "reduce-overhead",
+         {"options": {"triton.cudagraphs": True, "layout_optimization": False}}),
+        ("inductor", "max-autotune-no-cudagraphs",
+         {"options": {"max_autotune": True, "coordinate_descent_tuning": True,
+                      "layout_optimization": False}}),
+        ("aot_eager", "default", {}),
+    ],
+)  # fmt: skip
+def test_compile_options_keep_convolutions_in_nchw(backend, mode, expected):
+    # channels-last layouts broke the paper nets' ConvTranspose2d backward under inductor
+    # on CUDA (pytorch#171622); the mode's own options are kept (torch.compile takes
+    # `mode` or `options`, never both)
+    from otae.training.compiled import compile_options
+
+    options = compile_options(backend, mode)
+    assert options == {"backend": backend, "fullgraph": True, "dynamic": False, **expected}
+    assert "mode" not in options
+
+
+@pytest.mark.slow
+def test_inductor_conv_transpose_chain_backward_matches_eager():
+    # the shape of the paper decoder's failure on an H200, checked where inductor runs here
+    from otae.training.compiled import compile_options
+
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(8, 1, 4, stride=2, padding=1),
+    )  # fmt: skip
+    x = torch.randn(4, 16, 7, 7, generator=g)
+
+    def loss(inputs):
+        return net(inputs).square().sum()
+
+    eager = torch.autograd.grad(loss(x), list(net.parameters()))
+    compiled = torch.compile(loss, **compile_options("inductor", "default"))
+    grads = torch.autograd.grad(compiled(x), list(net.parameters()))
+    for a, b in zip(grads, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -111,9 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--jobs",
         type=int,
-        default=1,
         help="runs trained at once, each a process with an even share of the CPU threads "
-        "(and its own GPU in turn on a multi-GPU machine); default 1",
+        "(and its own GPU in turn on a multi-GPU machine); default: 1 on a CPU, up to 7 "
+        "per GPU (measured: 1.85x the throughput of one at a time on an H200)",
     )
     bench.add_argument(
         "--time-limit",
@@ -329,7 +329,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for run, seed in bench_tasks(bench, only, seeds):
             measure_run(bench, run, seed, out, options)
         return 0
-    _count(args.jobs, "--jobs", minimum=1)
+    if args.jobs is not None:
+        _count(args.jobs, "--jobs", minimum=1)
     out = run_bench(
         bench,
         out,

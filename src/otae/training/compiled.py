@@ -54,7 +54,18 @@ def check_backend(name: str) -> str:
 def compile_options(backend: str, mode: str) -> dict:
     """Keyword arguments of ``torch.compile`` for ``training.compile_backend`` / ``_mode``."""
     options: dict = {"backend": check_backend(backend), "fullgraph": True, "dynamic": False}
-    if mode != "default":
+    if backend == "inductor":
+        # inductor's layout optimisation turns convolution inputs channels-last on CUDA,
+        # and its fake kernel of convolution_backward then predicts NCHW gradients where
+        # cuDNN returns NHWC ones: the paper nets' ConvTranspose2d backward failed its
+        # stride check on an H200 (torch 2.11, pytorch/pytorch#171622). Plain NCHW
+        # layouts avoid that; a mode becomes its options, since torch.compile takes one
+        # or the other.
+        from torch._inductor import list_mode_options
+
+        modes = list_mode_options(mode) if mode != "default" else {}
+        options["options"] = {**modes, "layout_optimization": False}
+    elif mode != "default":
         options["mode"] = mode
     return options
 
