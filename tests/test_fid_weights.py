@@ -29,13 +29,7 @@ from otae.evaluation.fid import (
     save_samples_npz,
 )
 
-
-def _have_inception() -> bool:
-    try:
-        find_inception_weights()
-    except ImportError:
-        return False
-    return True
+from .test_fid import _have_inception
 
 
 def _jit_load(path):

@@ -366,17 +366,12 @@ def write_compact_inception(
     module, _ = _load_inception(source, verify)
     module.half()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=out_path.name, suffix=".tmp")
-    os.close(handle)
-    try:
+
+    def write(f) -> None:
         with _quiet_jit():
-            torch.jit.save(module, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            torch.jit.save(module, f)
+
+    _atomic_write(out_path, write)
     return out_path
 
 
@@ -509,13 +504,22 @@ def _load_cached(path: Path, n: int, name: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def _save_cached(path: Path, mu: np.ndarray, sigma: np.ndarray, n: int, name: str, key: str):
+    _atomic_write(
+        path,
+        lambda f: np.savez(
+            f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(name), key=np.str_(key)
+        ),
+    )
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """``write(binary file)`` into a temporary file beside ``path``, then renamed onto it:
+    readers (other processes of ``otae bench --jobs`` too) see the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as f:
-            np.savez(
-                f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(name), key=np.str_(key)
-            )
+            write(f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -640,16 +644,7 @@ def save_samples_npz(images: Any, path: str | os.PathLike) -> Path:
             raise ValueError(f"samples must be uint8 or floating in [0, 1], got {array.dtype}")
         array = np.rint(np.clip(array.astype(np.float64), 0, 1) * 255).astype(np.uint8)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez_compressed(f, images=array)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, lambda f: np.savez_compressed(f, images=array))
     return path
 
 
