@@ -116,13 +116,13 @@ def test_run_sweep_passes_each_setting_to_run_protocol(monkeypatch, grid):
     # Everything else stays the base's; the t-SNE is off in a sweep.
     assert all(c.tsne_path is None and c.c_grid == _BASE.c_grid for c in calls)
     assert all(c.ae.epochs == _BASE.ae.epochs for c in calls)
-    assert lines[0] == f"sweep setting 1/{len(expected)}: latent_dim={expected[0]['latent_dim']} tau=" + (
-        "0" if grid else "0.5"
+    assert lines[0] == f"sweep setting 1/{len(expected)}: " + (
+        "latent_dim=2 tau=0" if grid else "latent_dim=2 tau=0.5"
     )
     assert res.accuracies == [{"independent": [0.5, 0.5]}] * len(expected)
 
 
-def test_config_factors_set_on_the_protocol_config(monkeypatch):
+def test_config_factors_set_on_the_protocol_config(monkeypatch, tmp_path):
     # Stands in for ProtocolConfig once it has the other engineer's fields.
     @dataclasses.dataclass
     class Extended(ProtocolConfig):
@@ -139,6 +139,11 @@ def test_config_factors_set_on_the_protocol_config(monkeypatch):
         ("standardise", 3, Extended),
         ("standardise", None, Extended),
     ]
+    # String and "all" values are drawn categorically and written as given.
+    md = write_sweep(res, tmp_path)["md"].read_text()
+    assert "## preprocess (others at base: labels_per_class=all)" in md
+    assert "| minmax | 50.00 ± 0.00 |" in md and "| all | 50.00 ± 0.00 |" in md
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
 
 
 def test_run_sweep_refuses_bad_factors_before_running(monkeypatch):
@@ -146,13 +151,15 @@ def test_run_sweep_refuses_bad_factors_before_running(monkeypatch):
     cases = [
         ({"depth": [1]}, "unknown sweep factor 'depth'; known factors: preprocess"),
         ({}, "at least one factor"),
+        ({"tau": [0.1]}, "at least one method"),
         ({"tau": []}, "tau: give distinct values"),
         ({"tau": [0.1, 0.1]}, "tau: give distinct values"),
         ({"tau": ["2"]}, "expected a number in [0, 1]"),
     ]
     for factors, message in cases:
-        with pytest.raises(ValueError, match=None) as info:
-            run_sweep({}, np.zeros(3), ["independent"], [0], _BASE, factors)
+        methods = [] if message == "at least one method" else ["independent"]
+        with pytest.raises(ValueError) as info:
+            run_sweep({}, np.zeros(3), methods, [0], _BASE, factors)
         assert message in str(info.value)
     # A known factor whose owner lacks the field (e.g. before a merge) is one clear line.
     monkeypatch.setitem(FACTORS, "shrink", Factor("config", float))
@@ -187,6 +194,16 @@ def test_paired_difference_against_hand_computation():
     assert paired_difference([0.7] * 3, [0.4] * 3) == (pytest.approx(30.0), pytest.approx(0, abs=1e-12), True)
     mean, se1, flag = paired_difference([0.7], [0.4])
     assert mean == pytest.approx(30.0) and math.isnan(se1) and flag is False
+
+
+def test_single_seed_tables_say_no_standard_error(monkeypatch, tmp_path):
+    _recorder(monkeypatch, {(20, 0.5): {"independent": [0.5], "aes_gw": [0.75]}})
+    res = run_sweep({}, np.zeros(3), ["independent", "aes_gw"], [0], _BASE, {"tau": [0.5]})
+    paths = write_sweep(res, tmp_path)
+    assert "| 0.5 | 50.00 ± 0.00 | 75.00 ± 0.00 | +25.00 ± n/a |" in paths["md"].read_text()
+    row = next(csv.DictReader(paths["csv"].open()))
+    assert (row["gw_minus_independent"], row["gw_minus_independent_se"]) == ("25.0000", "")
+    assert row["gw_beats_independent"] == "False"
 
 
 def test_write_sweep_csv_md_png_values(monkeypatch, tmp_path):
@@ -259,9 +276,9 @@ def _two_views(n: int, seed: int):
 
 def test_tiny_real_sweep(tmp_path):
     views, labels = _two_views(60, seed=0)
-    ae = AESettings(latent_dim=2, hidden=(8,), epochs=1, batch_size=32, hfgw_steps=3)
+    ae = AESettings(latent_dim=2, hidden=(8,), epochs=1, batch_size=48, hfgw_steps=2)
     base = ProtocolConfig(ae=ae, c_grid=(1.0,), logreg_max_iter=200)
-    res = run_sweep(views, labels, ["independent", "aes_gw"], [0, 1], base, {"tau": ["0", "0.5"]})
+    res = run_sweep(views, labels, ["independent", "aes_gw"], [3, 4], base, {"tau": ["0", "0.5"]})
     assert res.settings == [{"tau": 0.0}, {"tau": 0.5}]
     n_test = 6  # 10 % of 60, stratified
     for accs in res.accuracies:

@@ -263,11 +263,14 @@ def run_sweep(
 
     ``factors``: name -> values (parsed values, or CLI strings parsed here); ``base``:
     the setting the one-at-a-time design varies around (and, for the grid, the rest of
-    the configuration). Unknown factors, factors ``base`` lacks, and empty or repeated
-    value lists raise ValueError before anything runs. ``log`` gets one line per setting.
+    the configuration). Unknown factors, factors ``base`` lacks, empty or repeated value
+    lists and an empty ``methods`` raise ValueError before anything runs. ``log`` gets
+    one line per setting.
     """
     if not factors:
         raise ValueError(f"a sweep needs at least one factor; known factors: {', '.join(FACTORS)}")
+    if not methods:
+        raise ValueError("a sweep needs at least one method")
     parsed: dict[str, list] = {}
     for name, values in factors.items():
         factor = _known(name)
@@ -361,7 +364,8 @@ def _write_csv(results: SweepResults, path: Path) -> None:
 
 def _diff_cell(accs: Mapping[str, Sequence[float]]) -> str:
     mean, se, beats = paired_difference(accs[_GW], accs[_IND])
-    return f"{mean:+.2f} ± {se:.2f}" + (" ✓" if beats else "")
+    # One seed has no standard error.
+    return f"{mean:+.2f} ± " + ("n/a" if math.isnan(se) else f"{se:.2f}") + (" ✓" if beats else "")
 
 
 def _table(keys: list[str], rows: list[tuple[list[str], dict]], results: SweepResults) -> str:
