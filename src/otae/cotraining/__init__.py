@@ -39,6 +39,13 @@ from .protocol import (
     write_table,
 )
 
+# Explicit re-exports (``X as X``) keep __all__ untouched.
+from .sweep import FACTORS as FACTORS
+from .sweep import SweepResults as SweepResults
+from .sweep import parse_factor as parse_factor
+from .sweep import run_sweep as run_sweep
+from .sweep import write_sweep as write_sweep
+
 __all__ = [
     "AESettings",
     "AutoencoderFeatures",
