@@ -749,7 +749,9 @@ def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray
     return np.sort(np.concatenate([g[:per_class] for g in groups])).astype(np.int64)
 
 
-def stratified_parts(labels: np.ndarray, n_parts: int, seed: int) -> list[np.ndarray]:
+def stratified_parts(
+    labels: np.ndarray, n_parts: int, seed: int | Sequence[int]
+) -> list[np.ndarray]:
     """``n_parts`` disjoint sorted index arrays (int64) covering ``range(len(labels))``.
 
     Stratified: each class is shuffled (``numpy.random.default_rng(seed)``), the shuffled
