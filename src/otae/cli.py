@@ -169,6 +169,25 @@ def _parser() -> argparse.ArgumentParser:
         choices=("hierarchical", "sliced", "empirical"),
         help="D / D_gw family (default hierarchical, the paper's)",
     )
+    mv.add_argument(
+        "--preprocess",
+        choices=("standardise", "none", "minmax"),
+        default="standardise",
+        help="per-view scaling with training statistics: z-score (default), raw values, or "
+        "each column to [0, 1]",
+    )
+    mv.add_argument(
+        "--labels-per-class",
+        type=int,
+        metavar="N",
+        help="train the classifier on only N labelled training rows per class (default: all)",
+    )
+    mv.add_argument(
+        "--disjoint",
+        action="store_true",
+        help="split the training rows into one disjoint part per view (no pairs); paired "
+        "methods are reported n/a",
+    )
 
     lst = sub.add_parser("list", help="models, priors, networks, datasets and shipped configs")
     lst.add_argument(
@@ -353,7 +372,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_multiview(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .cotraining import METHODS, AESettings, ProtocolConfig, run_protocol, write_table
+    from .cotraining import (
+        METHODS,
+        AESettings,
+        ProtocolConfig,
+        applicable_methods,
+        run_protocol,
+        write_table,
+    )
     from .data import load_multiview
 
     views = [v.strip() for v in args.views.split(",")] if args.views else None
@@ -387,6 +413,8 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
                 f"seeds, got {args.seeds!r}"
             )
         seeds = list(range(int(count)))
+    applicable_methods(methods, args.disjoint)  # a ValueError if nothing can run
+    _count(args.labels_per_class, "--labels-per-class", 1)
     _count(args.epochs, "--epochs", 1)
     _count(args.latent_dim, "--latent-dim", 1)
     if args.tau is not None and not 0.0 <= args.tau <= 1.0:
@@ -406,8 +434,20 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
     }
     ae = dataclasses.replace(AESettings(), **settings)
     view_tag = "+".join(data.views)
-    out = args.out or Path("runs") / "multiview" / f"{Path(str(args.data)).stem}-{view_tag}"
-    out.mkdir(parents=True, exist_ok=True)
+    # Non-default regimes are part of the default folder name, so runs do not overwrite
+    # each other.
+    regime_tag = "".join(
+        tag
+        for tag, on in (
+            (f"-{args.preprocess}", args.preprocess != "standardise"),
+            (f"-{args.labels_per_class}perclass", args.labels_per_class is not None),
+            ("-disjoint", args.disjoint),
+        )
+        if on
+    )
+    out = args.out or (
+        Path("runs") / "multiview" / f"{Path(str(args.data)).stem}-{view_tag}{regime_tag}"
+    )
     # The paper's Table 4 column for Handwritten is the two views pix + fou.
     paper_setting = data.name == "handwritten" and set(data.views) == {"pix", "fou"}
     dataset = "Handwritten" if paper_setting else f"{data.name} ({view_tag})"
@@ -416,7 +456,11 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         tsne_path=out / "tsne_aes_gw.png",
         dataset=dataset,
         log=lambda m: print(m, file=sys.stderr, flush=True),
+        preprocess=args.preprocess,
+        labels_per_class=args.labels_per_class,
+        disjoint=args.disjoint,
     )
+    out.mkdir(parents=True, exist_ok=True)
     results = run_protocol(data.views, data.labels, methods, seeds, config)
     write_table(results, out / "table.md", out / "table.csv", dataset=dataset)
     if left_out:
@@ -424,6 +468,8 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
             handle.write(left_out)
     print((out / "table.md").read_text())
     print(f"tables: {out / 'table.md'}, {out / 'table.csv'}")
+    if (out / "table_diagnostics.csv").exists():
+        print(f"per-view diagnostics: {out / 'table_diagnostics.csv'}")
     if (out / "tsne_aes_gw.png").exists():
         print(f"t-SNE of the AEs+GW features: {out / 'tsne_aes_gw.png'}")
     return 0

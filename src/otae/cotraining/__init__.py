@@ -3,7 +3,8 @@
 * :mod:`.model`: :class:`MultiViewAutoencoders` (S >= 2 MLP autoencoders, eq. 14
   generalised to S views) and :func:`train_cotraining`; takes plain tensors.
 * :mod:`.baselines`: the Table 4 methods behind ``fit`` / ``transform``.
-* :mod:`.protocol`: the 80/10/10 classification protocol, Table 4 writer, t-SNE figure.
+* :mod:`.protocol`: the 80/10/10 classification protocol (preprocessing, label-budget and
+  disjoint-view regimes, per-view diagnostics), Table 4 writer, t-SNE figure.
 """
 
 from .baselines import (
@@ -30,9 +31,12 @@ from .model import (
     zero_pad,
 )
 from .protocol import (
+    COLLAPSE_SPREAD,
+    NEEDS_PAIRS,
     PAPER_TABLE4,
     ProtocolConfig,
     ProtocolResults,
+    applicable_methods,
     run_protocol,
     save_tsne,
     split_views,
@@ -50,6 +54,7 @@ __all__ = [
     "AESettings",
     "AutoencoderFeatures",
     "CCAAutoencoders",
+    "COLLAPSE_SPREAD",
     "CCAFeatures",
     "CoRegAutoencoders",
     "DISCREPANCIES",
@@ -57,12 +62,14 @@ __all__ = [
     "METHOD_LABELS",
     "METHOD_PAIRING",
     "MultiViewAutoencoders",
+    "NEEDS_PAIRS",
     "PAPER_TABLE4",
     "Posterior",
     "ProtocolConfig",
     "ProtocolResults",
     "ViewAutoencoder",
     "WassersteinAutoencoders",
+    "applicable_methods",
     "epoch_batches",
     "make_method",
     "prior_discrepancy",

@@ -1,10 +1,13 @@
 r"""The multi-view feature learners of the RAE paper's Table 4, behind one interface.
 
-Every method is an object with ``fit(train_views)`` (a list of (N, d_s) arrays, one per
-view, rows paired; unsupervised) and ``transform(views) -> np.ndarray`` features for the
-downstream classifier (paired rows of all views). Autoencoder methods concatenate the
-latent means of the views; ``transform(views, epoch=e)`` uses the weights saved at the
-end of epoch ``e`` (one of ``AESettings.checkpoints``).
+Every method is an object with ``fit(train_views)`` (a list of (N_s, d_s) arrays, one
+per view; unsupervised) and ``transform(views) -> np.ndarray`` features for the
+downstream classifier (paired rows of all views). Paired methods need paired rows (all
+N_s equal); the unpaired autoencoder methods also accept views with different samples
+and row counts (each view's batches are drawn from its own rows). Autoencoder methods
+concatenate the latent means of the views (:meth:`AutoencoderFeatures.view_features`
+gives them per view); ``transform(views, epoch=e)`` uses the weights saved at the end of
+epoch ``e`` (one of ``AESettings.checkpoints``).
 
 Methods (``METHODS``; ``pairing`` says whether training uses the row correspondence):
 
@@ -236,6 +239,7 @@ class AutoencoderFeatures:
         )
 
     def fit(self, train_views: Sequence[np.ndarray | Tensor]) -> AutoencoderFeatures:
+        """Train on one array per view; row counts may differ unless the method is paired."""
         views = _as_tensors(train_views)
         self.model = self.build([v.shape[1] for v in views])
         s = self.settings
@@ -269,6 +273,13 @@ class AutoencoderFeatures:
             raise ValueError(f"no checkpoint at epoch {epoch}; have {self.checkpoints}")
         self.model.load_state_dict(self.snapshots[epoch])
         return self.model.features(_as_tensors(views)).numpy()
+
+    def view_features(
+        self, views: Sequence[np.ndarray | Tensor], epoch: int | None = None
+    ) -> list[np.ndarray]:
+        """The latent means of each view, i.e. :meth:`transform` split per view."""
+        features = self.transform(views, epoch)
+        return np.split(features, np.cumsum(self.model.latent_dims)[:-1], axis=1)
 
 
 class CCAFeatures:

@@ -131,7 +131,8 @@ class ViewAutoencoder(nn.Module):
 
     Encoder: ``hidden`` ReLU layers, then a linear mean head and (probabilistic) a linear
     log-variance head. Decoder: the reversed hidden sizes with ReLU, then a linear layer to
-    the ``input_dim`` features (no output non-linearity: views are standardised).
+    the ``input_dim`` features (no output non-linearity: views are preprocessed, e.g.
+    standardised, not bounded).
     """
 
     def __init__(

@@ -661,24 +661,108 @@ def standardise(train_view: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray
     only; constant columns get standard deviation 1 (they become 0 in the training
     set). Returns float32 arrays, ``(train, *others)``, always as a tuple.
     """
-    train = np.asarray(train_view, dtype=np.float64)
+    arrays = _checked_columns(train_view, others)
+    mean = arrays[0].mean(axis=0)
+    std = arrays[0].std(axis=0)
+    std[(std == 0) | (std <= 1e-7 * np.abs(mean))] = 1.0
+    return tuple(((a - mean) / std).astype(np.float32) for a in arrays)
+
+
+def _checked_columns(train: np.ndarray, others: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """float64 copies of ``train`` (non-empty, 2-D) and ``others`` (2-D, same columns)."""
+    train = np.asarray(train, dtype=np.float64)
     if train.ndim != 2 or train.shape[0] == 0:
         raise ValueError(
             f"train_view must be a non-empty 2-D (samples, features) array, got shape {train.shape}"
         )
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std[(std == 0) | (std <= 1e-7 * np.abs(mean))] = 1.0
-    out = []
-    for i, array in enumerate((train_view, *others)):
+    out = [train]
+    for i, array in enumerate(others, start=1):
         array = np.asarray(array, dtype=np.float64)
         if array.ndim != 2 or array.shape[1] != train.shape[1]:
             raise ValueError(
                 f"array {i} must be 2-D with {train.shape[1]} columns like train_view, got "
                 f"shape {array.shape}"
             )
-        out.append(((array - mean) / std).astype(np.float32))
-    return tuple(out)
+        out.append(array)
+    return out
+
+
+def minmax_scale(train_view: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Map every column of ``train_view`` to [0, 1] with its TRAINING min and max.
+
+    ``others`` use the same (train) min and max, so their values may leave [0, 1].
+    Constant training columns map to 0 everywhere (x - min, scale 1). Returns float32
+    arrays, ``(train, *others)``, always as a tuple.
+    """
+    arrays = _checked_columns(train_view, others)
+    low, high = arrays[0].min(axis=0), arrays[0].max(axis=0)
+    scale = high - low
+    scale[scale == 0] = 1.0
+    return tuple(((a - low) / scale).astype(np.float32) for a in arrays)
+
+
+#: ``preprocess`` values of :func:`preprocess_views`.
+PREPROCESSING = ("standardise", "none", "minmax")
+
+
+def preprocess_views(
+    kind: str, train_view: np.ndarray, *others: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """``(train, *others)`` as float32 after ``kind``, with statistics of ``train_view`` only.
+
+    ``"standardise"``: :func:`standardise` (z-score); ``"minmax"``: :func:`minmax_scale`;
+    ``"none"``: the raw values.
+    """
+    if kind == "standardise":
+        return standardise(train_view, *others)
+    if kind == "minmax":
+        return minmax_scale(train_view, *others)
+    if kind == "none":
+        return tuple(a.astype(np.float32) for a in _checked_columns(train_view, others))
+    raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {kind!r}")
+
+
+def _class_permutations(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """One shuffled index array per class (classes in sorted order)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    return [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+
+
+def labelled_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices (int64) of exactly ``per_class`` rows of every class of ``labels``.
+
+    Chosen with ``numpy.random.default_rng(seed)`` (a shuffle per class, classes in
+    sorted order); a class with fewer rows is a ValueError.
+    """
+    per_class = int(per_class)
+    if per_class < 1:
+        raise ValueError(f"labels per class must be >= 1, got {per_class}")
+    groups = _class_permutations(labels, np.random.default_rng(seed))
+    small = {int(np.asarray(labels)[g[0]]): len(g) for g in groups if len(g) < per_class}
+    if small:
+        raise ValueError(
+            f"{per_class} labels per class asked, but some classes have fewer training rows "
+            f"(class: rows) {small}"
+        )
+    return np.sort(np.concatenate([g[:per_class] for g in groups])).astype(np.int64)
+
+
+def stratified_parts(
+    labels: np.ndarray, n_parts: int, seed: int | Sequence[int]
+) -> list[np.ndarray]:
+    """``n_parts`` disjoint sorted index arrays (int64) covering ``range(len(labels))``.
+
+    Stratified: each class is shuffled (``numpy.random.default_rng(seed)``), the shuffled
+    classes are concatenated and the rows dealt out in turn (row i to part i mod n), so
+    every class and the total split as evenly as possible (part sizes differ by <= 1).
+    """
+    n_parts = int(n_parts)
+    if n_parts < 1:
+        raise ValueError(f"n_parts must be >= 1, got {n_parts}")
+    order = np.concatenate(_class_permutations(labels, np.random.default_rng(seed)))
+    return [np.sort(order[k::n_parts]).astype(np.int64) for k in range(n_parts)]
 
 
 __all__ = [
@@ -690,7 +774,12 @@ __all__ = [
     "load_handwritten",
     "load_mat_multiview",
     "load_multiview",
+    "PREPROCESSING",
+    "labelled_subset",
     "load_npz_multiview",
+    "minmax_scale",
+    "preprocess_views",
     "split_indices",
     "standardise",
+    "stratified_parts",
 ]
