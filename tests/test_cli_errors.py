@@ -360,6 +360,9 @@ def views_npz(tmp_path):
         (["--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["--latent-dim", "0"], "--latent-dim must be >= 1, got 0"),
         (["--tau", "2"], "--tau must lie in [0, 1]"),
+        (["--grid"], "--grid needs at least one --sweep"),
+        (["--sweep", "depth=1,2"], "unknown sweep factor"),
+        (["--sweep", "tau=0,0.5", "--sweep", "tau=1"], "--sweep tau is given twice"),
     ],
 )
 def test_bad_multiview_arguments(views_npz, args, needle, tmp_path, capsys):

@@ -188,6 +188,16 @@ def _parser() -> argparse.ArgumentParser:
         help="split the training rows into one disjoint part per view (no pairs); paired "
         "methods are reported n/a",
     )
+    mv.add_argument(
+        "--sweep",
+        action="append",
+        metavar="FACTOR=V1,V2",
+        help="regime map: run the protocol at each value of FACTOR (preprocess, "
+        "labels_per_class, disjoint, latent_dim, tau, gamma, epochs), the other settings "
+        "as given; repeat for several factors (one at a time; all combinations with --grid); "
+        "writes sweep.md / sweep.csv / sweep.png",
+    )
+    mv.add_argument("--grid", action="store_true", help="with --sweep: every combination")
 
     lst = sub.add_parser("list", help="models, priors, networks, datasets and shipped configs")
     lst.add_argument(
@@ -460,6 +470,10 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         labels_per_class=args.labels_per_class,
         disjoint=args.disjoint,
     )
+    if args.grid and not args.sweep:
+        raise ValueError("--grid needs at least one --sweep FACTOR=V1,V2")
+    if args.sweep:
+        return _multiview_sweep(args, data, methods, seeds, config, out)
     out.mkdir(parents=True, exist_ok=True)
     results = run_protocol(data.views, data.labels, methods, seeds, config)
     write_table(results, out / "table.md", out / "table.csv", dataset=dataset)
@@ -472,6 +486,28 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         print(f"per-view diagnostics: {out / 'table_diagnostics.csv'}")
     if (out / "tsne_aes_gw.png").exists():
         print(f"t-SNE of the AEs+GW features: {out / 'tsne_aes_gw.png'}")
+    return 0
+
+
+def _multiview_sweep(args, data, methods, seeds, config, out: Path) -> int:
+    """``otae multiview --sweep``: the regime map around the settings given."""
+    import dataclasses
+
+    from .cotraining.sweep import parse_factor, run_sweep, write_sweep
+
+    factors: dict[str, list] = {}
+    for text in args.sweep:
+        name, values = parse_factor(text)
+        if name in factors:
+            raise ValueError(f"--sweep {name} is given twice")
+        factors[name] = values
+    out = out / ("sweep-grid" if args.grid else "sweep") if args.out is None else out
+    config = dataclasses.replace(config, tsne_path=None)
+    results = run_sweep(data.views, data.labels, methods, seeds, config, factors,
+                        grid=args.grid, log=config.log)  # fmt: skip
+    paths = write_sweep(results, out)
+    print(paths["md"].read_text() if "md" in paths else "")
+    print("sweep:", *paths.values())
     return 0
 
 
