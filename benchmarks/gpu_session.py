@@ -8,9 +8,9 @@ subprocess with a timeout cut to what the budget still allows, so that one stage
 that hangs or fails costs its own time only:
 
 1. ``env``: the GPU, driver and torch.
-2. ``step_fp32`` / ``step_bf16``: ``benchmarks/training_step.py`` for every model
-   (the OT term's share of the paper-net step; GWAE's step against the
-   reconstruction-only step).
+2. ``step_fp32`` / ``step_bf16`` / ``step_compiled``: ``benchmarks/training_step.py``
+   for every model (the OT term's share of the paper-net step; GWAE's step against the
+   reconstruction-only step), and compiled (inductor) for five models.
 3. ``sfgw``: ``benchmarks/sfgw_device.py`` (sliced FGW against sorting, N = 1e2..1e6).
 4. ``epoch_eager`` / ``epoch_compiled``: a 2-epoch paper-protocol D-RAE run, eager
    and with ``training.compile=true`` (seconds per epoch, compile time).
@@ -149,6 +149,11 @@ def main() -> None:
         "step_fp32": (step + ["--name", f"training_step_{tag}_fp32"], 120),
         "step_bf16": (step + ["--precision", "bf16", "--name", f"training_step_{tag}_bf16"]
                       + ([] if args.smoke else ["--models", "wae", "swae", "drae", "prae"]), 60),
+        # the compiled step (inductor; CUDA graphs would be --compile-mode reduce-overhead)
+        "step_compiled": (step + ["--compile", "--name", f"training_step_{tag}_fp32_compiled",
+                                  "--models", *(["drae"] if args.smoke else
+                                                ["drae", "wae", "swae", "prae", "sae"])]
+                          + (["--compile-backend", "aot_eager"] if args.smoke else []), 240),
         "sfgw": ([py, "benchmarks/sfgw_device.py", "--device", device, "--name", f"sfgw_{tag}",
                   "--dims", "8"] + (["--quick", "--compile-sizes"] if args.smoke else []), 60),
     }  # fmt: skip
