@@ -177,6 +177,18 @@ def test_summarise_mean_and_std():
     assert row["test_rec_loss"] == 2.0 and row["test_rec_loss_std"] == pytest.approx(2**0.5)
 
 
+def train_tiny_wae(run):
+    """A one-epoch WAE run on 100 MNIST images (small MLP) in ``run``, for ``otae eval``."""
+    from otae.cli import main
+
+    args = ["train", "mnist/wae-quick", "--run-dir", str(run), "--no-report",
+            "data.train_subset=100", "data.test_subset=60", "training.epochs=1",
+            "network.architecture=mlp", "network.options={hidden: [16]}",
+            "training.progress=false", "evaluation.timing_steps=0"]  # fmt: skip
+    assert main(args) == 0
+    return run
+
+
 def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
     import functools
     import json
@@ -190,12 +202,7 @@ def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
         train_subset=300, test_subset=100, epochs=1, log=lambda m: None,
     )  # fmt: skip
     monkeypatch.setattr(classifier_lib, "load_or_train_mnist_classifier", small)
-    run = tmp_path / "run"
-    args = ["train", "mnist/wae-quick", "--run-dir", str(run), "--no-report",
-            "data.train_subset=100", "data.test_subset=60", "training.epochs=1",
-            "network.architecture=mlp", "network.options={hidden: [16]}",
-            "training.progress=false", "evaluation.timing_steps=0"]  # fmt: skip
-    assert main(args) == 0
+    run = train_tiny_wae(tmp_path / "run")
     assert main(["eval", str(run), "--no-report", "--classifier-fd", "40"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["classifier_fd"] > 0 and metrics["classifier_fd_samples"] == 40

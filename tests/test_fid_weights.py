@@ -29,6 +29,7 @@ from otae.evaluation.fid import (
     save_samples_npz,
 )
 
+from .test_bench import train_tiny_wae
 from .test_fid import _have_inception
 
 
@@ -160,12 +161,7 @@ def test_a_missing_weights_file_names_it_and_how_to_get_weights(tmp_path, monkey
 
 
 def test_eval_passes_its_inception_weights_to_the_extractor(tmp_path, monkeypatch, capsys):
-    run = tmp_path / "run"
-    args = ["train", "mnist/wae-quick", "--run-dir", str(run), "--no-report",
-            "data.train_subset=60", "data.test_subset=20", "training.epochs=1",
-            "network.architecture=mlp", "network.options={hidden: [8]}",
-            "training.progress=false", "evaluation.timing_steps=0"]  # fmt: skip
-    assert main(args) == 0
+    run = train_tiny_wae(tmp_path / "run")
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"")
     seen = []
