@@ -652,6 +652,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("otae: interrupted; `otae train RUN_DIR --resume` continues the run", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`otae list | head`): nothing left to say, and saying it
+        # would fail again; point stdout at devnull so the interpreter's flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         if os.environ.get("OTAE_DEBUG"):
             raise
@@ -667,12 +672,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(err: BaseException) -> bool:
-    """Errors that bad input, bad files or a diverging run cause: one line, exit status 2."""
+    """Errors that bad input, bad files, a missing optional package or a diverging run
+    cause: one line, exit status 2."""
     from .training import CheckpointError, NonFiniteLossError
     from .training.distributed import RunStoppedOnAnotherRank
 
     return isinstance(
-        err, (ValueError, OSError, CheckpointError, NonFiniteLossError, RunStoppedOnAnotherRank)
+        err,
+        (
+            ValueError,
+            OSError,
+            ImportError,
+            CheckpointError,
+            NonFiniteLossError,
+            RunStoppedOnAnotherRank,
+        ),
     )
 
 

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor
 
 from ..discrepancies import hierarchical_fgw
+from ..discrepancies.gromov import require_pot
 from .model import MultiViewAutoencoders, Posterior, train_cotraining, zero_pad
 
 __all__ = [
@@ -184,6 +185,10 @@ class AESettings:
     hfgw_steps: int = 20
     checkpoints: tuple[int, ...] = ()
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.discrepancy == "empirical":  # POT is optional: say so before any work
+            require_pot()
 
 
 def _as_tensors(views: Sequence[np.ndarray | Tensor]) -> list[Tensor]:

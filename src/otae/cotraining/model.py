@@ -74,6 +74,7 @@ from ..discrepancies import (
     sliced_gw,
     sliced_wasserstein,
 )
+from ..discrepancies.gromov import require_pot
 from ..sphere import uniform_directions
 
 __all__ = [
@@ -305,6 +306,8 @@ class MultiViewAutoencoders(nn.Module):
         hiddens = _per_view(hidden, n_views)
         if discrepancy not in DISCREPANCIES:
             raise ValueError(f"discrepancy must be one of {DISCREPANCIES}, got {discrepancy!r}")
+        if discrepancy == "empirical":  # fail before training, not at its first batch
+            require_pot()
         if discrepancy == "hierarchical" and not probabilistic:
             raise ValueError("discrepancy='hierarchical' needs probabilistic=True")
         if prior_term not in ("sliced", "mmd"):

@@ -16,15 +16,18 @@ minimum of this non-convex problem. Called with torch tensors, POT's torch backe
 attaches the envelope-theorem gradients to the value (plan held fixed), so gradients
 reach ``x`` and ``y`` through the cost matrices built here in torch. The plan itself is
 computed by POT's exact OT solver on the CPU (a device round trip on GPU).
+
+POT is an optional dependency (``pip install 'otae[pot]'``), imported on the first call:
+without it these two functions raise :class:`~otae._optional.MissingDependencyError`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import ot
 import torch
 
+from .._optional import require
 from ._validation import check_choice, check_count, check_same, check_tensor, check_unit_interval
 from .gaussian import pairwise_sqeuclidean
 
@@ -40,6 +43,12 @@ def _cost(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
     # cdist's backward returns 0 (not NaN) where a distance is 0, e.g. the diagonal of
     # the intra-cloud matrix, where the sqrt of a squared distance would give NaN.
     return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def require_pot():
+    """POT's ``ot`` module, imported now (or :class:`~otae._optional.MissingDependencyError`)."""
+    return require("ot", feature="the empirical (fused) Gromov-Wasserstein solver",
+                   install="otae[pot]")
 
 
 def _uniform(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -79,7 +88,7 @@ def empirical_fgw(
     """
     _validate(x, y, metric, max_iter, same_dim=True)
     beta = check_unit_interval(beta, "beta")
-    value, log = ot.gromov.fused_gromov_wasserstein2(
+    value, log = require_pot().gromov.fused_gromov_wasserstein2(
         _cost(x, y, metric), _cost(x, x, metric), _cost(y, y, metric),
         _uniform(x.shape[0], x), _uniform(y.shape[0], y),
         loss_fun="square_loss", alpha=beta, max_iter=max_iter, log=True,
@@ -108,7 +117,7 @@ def empirical_gw(
         ``beta = 1`` when the dimensions agree.
     """
     _validate(x, y, metric, max_iter, same_dim=False)
-    value, log = ot.gromov.gromov_wasserstein2(
+    value, log = require_pot().gromov.gromov_wasserstein2(
         _cost(x, x, metric), _cost(y, y, metric),
         _uniform(x.shape[0], x), _uniform(y.shape[0], y),
         loss_fun="square_loss", max_iter=max_iter, log=True,
