@@ -25,7 +25,7 @@ import griffe
 
 _ROLE = re.compile(r":(?:py:)?(func|class|meth|attr|data|mod|exc|obj):`([^`]+)`")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
-_DIRECTIVE = re.compile(r"^(?P<indent>[ ]*)\.\. math::[ ]*$")
+_DIRECTIVE = re.compile(r"^(?P<indent>[ ]*)\.\. math::[ ]*(?P<first>.*)$")
 _ARGS_HEADERS = ("Args:", "Arguments:", "Parameters:", "Other Parameters:", "Keyword Args:")
 _GROUPED = re.compile(r"^(?P<indent>[ ]*)(?P<names>\*{0,2}\w+(?:, \*{0,2}\w+)+):(?P<text>.*)$")
 
@@ -49,7 +49,9 @@ def _blocks(text: str) -> str:
             continue
         base = _indent(line)
         j = i + 1
-        body: list[str] = []
+        # ".. math:: R = ..." starts the formula on the directive's line.
+        first = math.group("first").strip() if math else ""
+        body: list[str] = [" " * (base + 4) + first] if first else []
         while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) > base):
             body.append(lines[j])
             j += 1
@@ -59,7 +61,9 @@ def _blocks(text: str) -> str:
         pad = " " * base
         inner = textwrap.dedent("\n".join(body)).strip("\n").split("\n")
         if math:
-            out += ["", pad + r"\["] + [pad + b if b else "" for b in inner] + [pad + r"\]", ""]
+            # No blank or indented line inside: arithmatex takes the block as one paragraph.
+            formula = [pad + b.strip() for b in inner if b.strip()]
+            out += ["", pad + r"\[", *formula, pad + r"\]", ""]
         else:
             # reST shows "text::" as "text:" before the literal block.
             out += [line.rstrip()[:-1], "", pad + "```text"]

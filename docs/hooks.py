@@ -15,11 +15,11 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import functools
 import re
 from pathlib import Path
 
+import griffe
 from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,31 +62,91 @@ GALLERY_DIR = "gallery"
 RESULT_PAGES = "results"
 
 
+@functools.cache
+def _package() -> griffe.Module:
+    """otae as griffe reads it from ``src/`` (static: the build imports no torch)."""
+    return griffe.load("otae", search_paths=[str(ROOT / "src")])
+
+
+def _module(module_name: str) -> griffe.Module:
+    return _package()[module_name.removeprefix("otae.")] if "." in module_name else _package()
+
+
+def _target(member: griffe.Object | griffe.Alias) -> str:
+    """The path of the object a member stands for (through re-exports)."""
+    if not member.is_alias:
+        return member.path
+    try:
+        return member.final_target.path
+    except griffe.AliasResolutionError:
+        return member.target_path
+
+
 def public_names(module_name: str) -> list[str]:
     """The names a module's API page documents: its ``__all__``, or, without one, the
     classes and functions it defines whose names do not start with an underscore."""
-    module = importlib.import_module(module_name)
-    if hasattr(module, "__all__"):
-        return list(module.__all__)
+    module = _module(module_name)
+    if module.exports is not None:
+        return [str(name) for name in module.exports]
     return [
         name
-        for name, value in vars(module).items()
+        for name, member in module.members.items()
         if not name.startswith("_")
-        and (inspect.isclass(value) or inspect.isfunction(value))
-        and value.__module__ == module_name
+        and not member.is_alias
+        and (member.is_class or member.is_function)
     ]
 
 
+def _submodules(module_name: str) -> list[str]:
+    """A package's public submodules that have no page of their own."""
+    return [
+        sub.path
+        for name, sub in _module(module_name).modules.items()
+        if not name.startswith("_") and not sub.is_alias and sub.path not in API_MODULES
+    ]
+
+
+def sections(module_name: str) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` in the order of ``module_name``'s page: the module and its public
+    names, then, for a package, each submodule without a page of its own (its docstring holds
+    the math the functions' docstrings refer to) with the public names the package does not
+    re-export (the re-exported ones are documented once, at the package).
+
+    A name that is also a submodule's name (``otae.discrepancies.mmd``: the function
+    re-exported over the module ``mmd.py``) is documented in that submodule's section
+    (anchor ``otae.discrepancies.mmd.mmd``): griffe, like the anchor, takes the name for the
+    submodule."""
+    module = _module(module_name)
+    names = [n for n in public_names(module_name) if not module.members[n].is_module]
+    exported = {_target(module.members[n]) for n in names}
+    out = [(module_name, names)]
+    for sub in _submodules(module_name):
+        members = _module(sub).members
+        own = [n for n in public_names(sub) if _target(members[n]) not in exported]
+        out.append((sub, own))
+    return out
+
+
+def _members(names: list[str]) -> str:
+    return "".join(f"\n        - {name}" for name in names) if names else " false"
+
+
 def _api_page(module_name: str) -> str:
-    members = "".join(f"\n        - {name}" for name in public_names(module_name))
-    return f"::: {module_name}\n    options:\n      members:{members or ' []'}\n"
+    (root, names), *subs = sections(module_name)
+    page = f"::: {root}\n    options:\n      members:{_members(names)}\n"
+    if subs:
+        page += "\n## Submodules\n"
+    for sub, own in subs:
+        options = f"members:{_members(own)}\n      heading_level: 3"
+        page += f"\n::: {sub}\n    options:\n      {options}\n"
+    return page
 
 
 def _api_index() -> str:
     rows = []
     for name in API_MODULES:
-        doc = inspect.getdoc(importlib.import_module(name)) or ""
-        summary = doc.strip().split("\n\n")[0].replace("\n", " ")
+        docstring = _module(name).docstring
+        summary = (docstring.value if docstring else "").strip().split("\n\n")[0].replace("\n", " ")
         # Only the first sentence, and no reST roles in a Markdown table cell.
         summary = re.sub(r":[a-z]+:`~?\.?([^`]+)`", r"`\1`", summary.split(". ")[0]).rstrip(".")
         rows.append(f"| [`{name}`]({name}.md) | {summary.replace('|', '/')} |")
@@ -104,7 +164,8 @@ def _figures() -> list[Path]:
 
 def caption(png: Path) -> str:
     """A figure's caption: the title and first paragraph of the ``.md`` beside it with the
-    same stem, else of ``table.md`` there; empty when neither exists."""
+    same stem, else of ``table.md`` there; empty when neither exists. The figures of one
+    folder share it (their folder's section of the gallery)."""
     for md in (png.with_suffix(".md"), png.parent / "table.md"):
         if md.exists():
             break
@@ -121,15 +182,19 @@ def caption(png: Path) -> str:
 
 
 def _gallery() -> str:
-    parts = []
+    """One section per results folder: the caption, then each figure under its file name."""
+    sections: dict[Path, list[Path]] = {}
     for png in _figures():
-        rel = png.relative_to(RESULTS).as_posix()
-        text = caption(png)
-        parts.append(
-            f"## {rel}\n\n![{png.stem}]({GALLERY_DIR}/{rel})\n\n"
-            + (f"{text}\n\n" if text else "")
-        )
-    return "\n".join(parts)
+        sections.setdefault(png.parent, []).append(png)
+    parts = []
+    for folder, pngs in sections.items():
+        parts.append(f"## {folder.relative_to(RESULTS).as_posix()}\n\n")
+        if text := caption(pngs[0]):
+            parts.append(f"{text}\n\n")
+        for png in pngs:
+            rel = png.relative_to(RESULTS).as_posix()
+            parts.append(f"![{png.stem}]({GALLERY_DIR}/{rel})\n\n*{png.name}*\n\n")
+    return "".join(parts)
 
 
 def on_config(config):
@@ -161,6 +226,9 @@ def _outside_link(match: re.Match) -> str:
         name = module.group(1).replace("/", ".").removesuffix(".__init__")
         if name in API_MODULES:
             return f"[{text}](api/{name}.md)"
+        package = name.rsplit(".", 1)[0]
+        if package in API_MODULES and name in _submodules(package):
+            return f"[{text}](api/{package}.md#{name})"
     result = re.fullmatch(r"benchmarks/results/([^/]+\.md)", target)
     if result:
         return f"[{text}]({RESULT_PAGES}/{result.group(1)}{anchor or ''})"
