@@ -8,6 +8,7 @@
 * Gallery: every ``benchmarks/results/**/*.png`` is copied into the site under
   ``gallery/`` (nothing is duplicated in git) and appended to ``docs/gallery.md`` with a
   caption from a neighbouring ``.md`` (:func:`caption`).
+* Benchmark results: ``benchmarks/results/*.md`` are copied in as pages under ``results/``.
 * Links from ``docs/*.md`` to repository files outside ``docs/`` (``../src/otae/x.py``,
   ``../benchmarks/results/y.md``) become links to the module's API page or to the copy of
   the result page in the site; links to other repository files become plain text.
@@ -158,6 +159,11 @@ def _api_index() -> str:
     )
 
 
+def _result_pages() -> list[Path]:
+    """The benchmark result pages the guides link to (``benchmarks/results/*.md``)."""
+    return sorted(RESULTS.glob("*.md"))
+
+
 def _figures() -> list[Path]:
     return sorted(RESULTS.rglob("*.png"))
 
@@ -199,7 +205,8 @@ def _gallery() -> str:
 
 def on_config(config):
     api = [{"Overview": "api/index.md"}] + [{name: f"api/{name}.md"} for name in API_MODULES]
-    config.nav = [*config.nav, {"API reference": api}]
+    results = [f"{RESULT_PAGES}/{md.name}" for md in _result_pages()]
+    config.nav = [*config.nav, {"Benchmark results": results}, {"API reference": api}]
     return config
 
 
@@ -210,7 +217,7 @@ def on_files(files: Files, config) -> Files:
     for png in _figures():
         uri = f"{GALLERY_DIR}/{png.relative_to(RESULTS).as_posix()}"
         files.append(File.generated(config, uri, abs_src_path=str(png)))
-    for md in sorted(RESULTS.glob("*.md")):
+    for md in _result_pages():
         uri = f"{RESULT_PAGES}/{md.name}"
         files.append(File.generated(config, uri, abs_src_path=str(md)))
     return files
