@@ -1,10 +1,12 @@
 """MkDocs hooks that generate the API reference and the figure gallery at build time.
 
 * API reference: one page ``api/<module>.md`` per entry of :data:`API_MODULES`, listing
-  the module's public names (:func:`public_names`) for mkdocstrings, plus ``api/index.md``.
-  **To document a new module, add its dotted name to API_MODULES** (one line); the nav
-  follows. ``tests/test_docs_site.py`` fails while a module with ``__all__`` has a public
-  name that no page documents.
+  the module's public names (:func:`public_names`) for mkdocstrings, then its submodules
+  (:func:`sections`), plus ``api/index.md``. **To document a new top-level module, add its
+  dotted name to API_MODULES** (one line); the nav follows. A new submodule of a package
+  with a page (``otae.training.callbacks``) needs no line: it becomes a section of the
+  package's page. ``tests/test_docs_site.py`` fails while a top-level module has no page
+  or a name in any module's ``__all__`` is documented nowhere.
 * Gallery: every ``benchmarks/results/**/*.png`` is copied into the site under
   ``gallery/`` (nothing is duplicated in git) and appended to ``docs/gallery.md`` with a
   caption from a neighbouring ``.md`` (:func:`caption`).
@@ -26,8 +28,9 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
-# The modules with an API page, in nav order. A package re-exports its submodules'
-# public names, so a submodule needs its own entry only when a name is not re-exported.
+# The modules with an API page, in nav order. A package's page also holds each of its
+# submodules that has no entry here (docstring and the names the package does not
+# re-export: sections()), so a submodule needs an entry only for a page of its own.
 API_MODULES = [
     "otae.discrepancies",
     "otae.sphere",
@@ -152,8 +155,10 @@ def _api_index() -> str:
         summary = re.sub(r":[a-z]+:`~?\.?([^`]+)`", r"`\1`", summary.split(". ")[0]).rstrip(".")
         rows.append(f"| [`{name}`]({name}.md) | {summary.replace('|', '/')} |")
     return (
-        "# API reference\n\nGenerated from the docstrings: one page per module, listing "
-        "every name of the module's `__all__`.\n\n| module | |\n|---|---|\n"
+        "# API reference\n\nGenerated from the docstrings: one page per module with every "
+        "name of its `__all__`, then, for a package, its submodules (their docstrings hold "
+        "the math) with the public names the package does not re-export. Math is shown as "
+        "TeX.\n\n| module | |\n|---|---|\n"
         + "\n".join(rows)
         + "\n"
     )

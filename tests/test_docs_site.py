@@ -153,6 +153,9 @@ def test_site_renders_docstring_rest_as_markdown(site):
     assert '<span class="arithmatex">\\(' in html
     # :func:`.one_dimensional.fgw_1d_rows` style references resolve to links.
     assert 'class="autorefs autorefs-internal"' in html
+    # The function mmd re-exported over the module mmd.py: documented in the module's section.
+    at = html.index('id="otae.discrepancies.mmd.mmd"')
+    assert "doc-function-name" in html[at : at + 300]
     for page in (site / "api").rglob("*.html"):
         text = page.read_text(encoding="utf-8")
         for rest in (":func:`", ":class:`", ":math:`", ".. math::", "<autoref "):
@@ -176,3 +179,12 @@ def test_gallery_holds_every_benchmark_figure(site):
         assert f'src="{rel}"' in html, rel
     # The sweep figure is captioned by its sweep.md's title.
     assert "Co-training sweep (one factor at a time" in html
+
+
+def test_guide_links_to_repository_files_point_into_the_site(site):
+    html = (site / "distributed" / "index.html").read_text(encoding="utf-8")
+    assert 'href="../api/otae.parallel/"' in html  # ../src/otae/parallel.py
+    assert 'href="../api/otae.training/#otae.training.trainer"' in html  # a submodule section
+    assert 'href="../results/training_step/"' in html  # ../benchmarks/results/training_step.md
+    assert (site / "results" / "training_step" / "index.html").exists()
+    assert "../tests/test_distributed.py" not in html  # not in the site: plain text
