@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-ddp demo-discrepancies test test-slow bench bench-training-step bench-mnist-quick lint clean
+.PHONY: demo demo-ddp demo-discrepancies test test-slow bench bench-training-step bench-mnist-quick lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,17 @@ bench-mnist-quick: $(STAMP)
 	   runs/bench/mnist-quick/runtime.md runs/bench/mnist-quick/runs.csv \
 	   runs/bench/mnist-quick/convergence.png runs/bench/mnist-quick/conditional_all.png \
 	   benchmarks/results/mnist-quick/
+
+# The API reference and guides as a static site in site/ (offline; warnings are errors).
+# The docs tools go into .venv once; torch==2.13.0 is named so that pip keeps the CPU build.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet "torch==2.13.0" "mkdocs>=1.6,<2" "mkdocs-material>=9.5" \
+	    "mkdocstrings>=1.0" "mkdocstrings-python>=2.0" "mkdocs-autorefs>=1.4"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
