@@ -72,7 +72,10 @@ optimal GW coupling of weighted 1-D measures need not be monotone or anti-monoto
 The weighted path differentiates by autograd, in x, y AND in the weights (through the
 atom weights :math:`w_k`, i.e. the sorted cumulative sums; the atom indices are
 piecewise constant, so the gradient in a, b is that of the piece, defined almost
-everywhere). Uniform weights given explicitly reproduce the unweighted values up to
+everywhere). Only changes of a, b along the simplex (keeping each sum) are meaningful:
+the transported mass is the smaller of the two totals, a kink when they are equal,
+so the gradient in a (b) is defined up to a constant added to all its entries
+(parametrise the weights as ``softmax`` or ``v / v.sum()`` to optimise them). Uniform weights given explicitly reproduce the unweighted values up to
 rounding (a different order of operations).
 """
 
@@ -259,11 +262,14 @@ def _monotone_atoms(xs: torch.Tensor, wx: torch.Tensor, ys: torch.Tensor, wy: to
     the module docstring), with ``wx``, ``wy`` the weights in that order.
 
     ``t_{k-1}`` is an exact copy of some cumulative weight, so ``searchsorted(...,
-    right=True)`` steps past a point exactly when its mass is used up; the clamp covers
-    a final ``t`` above a cumulative sum that rounded just below it (a zero-mass atom).
+    right=True)`` steps past a point exactly when its mass is used up. The two totals
+    differ by rounding (~1e-16); the ends are capped at the smaller one so that excess is
+    not transported (it would pair the last points, of any weight, even 0, at a tiny but
+    nonzero mass), and the index clamps keep the resulting zero-mass atoms in range.
     """
     cx, cy = wx.cumsum(-1), wy.cumsum(-1)
-    ends = torch.cat((cx, cy), -1).sort(-1).values
+    total = torch.minimum(cx[..., -1:], cy[..., -1:])
+    ends = torch.minimum(torch.cat((cx, cy), -1).sort(-1).values, total)
     starts = torch.cat((torch.zeros_like(ends[..., :1]), ends[..., :-1]), -1)
     key = starts.detach()
     i = torch.searchsorted(cx.detach(), key, right=True).clamp_max_(xs.shape[-1] - 1)
