@@ -342,3 +342,18 @@ def test_weights_are_not_checked_when_input_checks_are_off():
     with input_checks(False):
         value = sliced_wasserstein(x, y, projections=directions(), a=a)
     assert torch.isfinite(value)
+
+
+def test_merging_duplicates_changes_the_mmd_estimate_by_the_duplicate_pair():
+    """Duplicates form a distinct pair in the unweighted estimator; merged into one
+    weighted point they do not: the difference is exactly that pair's share."""
+    x, y = clouds(3, 4)
+    duplicated = x[[0, 0, 1, 2]]
+    merged = torch.tensor([0.5, 0.25, 0.25], dtype=F64)
+    c = 2 * 3 * 1.0
+    k = c / (c + torch.cdist(duplicated, duplicated) ** 2)
+    # within term of the duplicated set: mean over 12 ordered distinct pairs; the merged
+    # one is the mean over the other 10 pairs (weights a_i a_j, normalised)
+    others = (k.sum() - k.diagonal().sum() - 2 * k[0, 1]) / 10
+    want = mmd(duplicated, y) - (k.sum() - k.diagonal().sum()) / 12 + others
+    torch.testing.assert_close(mmd(x, y, a=merged), want, rtol=1e-12, atol=1e-14)
