@@ -75,8 +75,9 @@ piecewise constant, so the gradient in a, b is that of the piece, defined almost
 everywhere). Only changes of a, b along the simplex (keeping each sum) are meaningful:
 the transported mass is the smaller of the two totals, a kink when they are equal,
 so the gradient in a (b) is defined up to a constant added to all its entries
-(parametrise the weights as ``softmax`` or ``v / v.sum()`` to optimise them). Uniform weights given explicitly reproduce the unweighted values up to
-rounding (a different order of operations).
+(parametrise the weights as ``softmax`` or ``v / v.sum()`` to optimise them).
+Uniform weights given explicitly reproduce the unweighted values up to rounding (a
+different order of operations).
 """
 
 from __future__ import annotations

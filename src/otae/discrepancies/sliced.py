@@ -20,8 +20,9 @@ monotone coupling (sliced W, exact per slice) or by the better of the monotone a
 anti-monotone couplings (sliced FGW/GW, an upper bound per slice), evaluated from
 the at most N + M - 1 atoms of the merged cumulative weights in O((N + M) log(N + M))
 per slice (:mod:`otae.discrepancies.one_dimensional`), still vectorised over slices
-and free of host syncs, and differentiable in x, y, and in a and b along the simplex. Without weights and with
-N == M the computation is the unweighted one, operation for operation.
+and free of host syncs, and differentiable in x, y, and in a and b along the simplex.
+Without weights and with N == M the computation is the unweighted one, operation for
+operation.
 """
 
 from __future__ import annotations
