@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ._pairwise import device_constant
+
 _state = threading.local()
 
 
@@ -94,6 +96,69 @@ def check_same(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], shape: 
                     f"{na} and {nb} must agree along dim {dim}, "
                     f"got {tuple(a.shape)} and {tuple(b.shape)}"
                 )
+
+
+def check_same_except_rows(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
+    """Check that ``a`` and ``b`` share dtype and device, and shape except along dim 0
+    (two samples of different sizes N and M)."""
+    check_same(a, b, names, shape=False)
+    if _enabled() and (a.ndim != b.ndim or a.shape[1:] != b.shape[1:]):
+        na, nb = names
+        raise ValueError(
+            f"{na} and {nb} must have the same shape except along dim 0 (the number of "
+            f"samples), got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def check_weights(w: object, name: str, points: torch.Tensor, points_name: str,
+                  min_positive: int = 1) -> torch.Tensor | None:
+    """Return ``w`` (``None`` passes through) after checking it holds weights for the
+    rows of ``points``: a 1-D floating tensor of length ``points.shape[0]``, in the dtype
+    and device of ``points``, finite, nonnegative, summing to 1, with at least
+    ``min_positive`` positive entries.
+
+    The sum is accepted within ``sqrt(eps)`` of the dtype (3.5e-4 in float32, 1.5e-8
+    in float64): weights normalised as ``w / w.sum()`` always pass. One host sync.
+    """
+    if w is None:
+        return None
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(w).__name__}")
+    if not _enabled():
+        return w
+    n = points.shape[0]
+    if not w.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(
+            f"{name} must be 1-D with one weight per row of {points_name} (length {n}), "
+            f"got shape {tuple(w.shape)}"
+        )
+    check_same(w, points, (name, points_name), shape=False)
+    stats = (torch.isfinite(w).all(), w.min(), w.sum(), (w > 0).sum())
+    finite, smallest, total, positive = torch.stack([t.double() for t in stats]).tolist()
+    if not finite:
+        raise NonFiniteInputError(f"{name} contains NaN or Inf")
+    if smallest < 0:
+        raise ValueError(f"{name} must be nonnegative, got a weight {smallest:.6g}")
+    if abs(total - 1.0) > math.sqrt(torch.finfo(w.dtype).eps):
+        raise ValueError(f"{name} must sum to 1, got a sum of {total:.8g}")
+    if positive < min_positive:
+        raise ValueError(f"{name} must have at least {min_positive} positive weights, "
+                         f"got {int(positive)}")
+    return w
+
+
+def _uniform(n: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.full((n,), 1.0 / n, dtype=dtype, device=device)
+
+
+def weights_or_uniform(w: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``w``, or the uniform weights 1/n in the dtype and device of ``like`` when None
+    (a cached constant: no operation per call)."""
+    if w is not None:
+        return w
+    return device_constant(_uniform, n, dtype=like.dtype, device=like.device)
 
 
 def check_unit_interval(value: float, name: str) -> float:

@@ -30,6 +30,26 @@ Pairwise squared distances of the stacked clouds :math:`[x; y]` come from one Gr
 matrix (O((N + M)^2) memory, no (N, M, d) intermediate), the scales broadcast along a
 leading dim, and the estimator is one weighted sum of the kernel matrix: a call costs
 O((N + M)^2 (d + S)) time for S scales and a fixed handful of operations.
+
+Weighted samples: with weights :math:`a` of the x points and :math:`b` of the y points
+(nonnegative, each summing to 1) the estimate keeps the same structure, each mean
+replaced by a weighted mean:
+
+.. math::
+
+    \widehat{MMD}^2_{a,b} = \frac{\sum_{i \ne j} a_i a_j k(x_i, x_j)}{1 - \sum_i a_i^2}
+        + \frac{\sum_{i \ne j} b_i b_j k(y_i, y_j)}{1 - \sum_i b_i^2}
+        - 2 \sum_{i, j} a_i b_j k(x_i, y_j),
+
+the within-set terms being weighted means over the distinct pairs (their weights
+:math:`a_i a_j` sum to :math:`1 - \sum a_i^2`). Uniform weights give back the unweighted
+estimator above (up to rounding), so passing ``a = 1/N`` changes nothing. This is NOT
+the V-statistic :math:`a^\top K_{xx} a + b^\top K_{yy} b - 2 a^\top K_{xy} b`, the
+squared MMD between the two weighted discrete measures themselves (GeomLoss's kernel
+losses), which keeps the diagonal terms :math:`a_i^2 k(x_i, x_i)`: the two differ by
+:math:`\sum_i a_i^2 (k(x_i, x_i) - \text{within}_x) + \ldots`, O(1/N) for uniform
+weights. A weight vector with a single positive entry has no distinct pairs and is
+rejected (under :func:`input_checks` ``(False)`` its within-set term is 0).
 """
 
 from __future__ import annotations
@@ -41,7 +61,14 @@ import torch
 
 from ._pairwise import device_constant
 from ._pairwise import pairwise_sqeuclidean as squared_distances
-from ._validation import check_choice, check_positive, check_same, check_tensor
+from ._validation import (
+    check_choice,
+    check_positive,
+    check_same,
+    check_tensor,
+    check_weights,
+    weights_or_uniform,
+)
 
 __all__ = ["mmd", "squared_distances", "WAE_SCALES", "KERNELS"]
 
@@ -77,12 +104,29 @@ def _estimator_weights(n: int, m: int, *, dtype, device) -> torch.Tensor:
     return w.fill_diagonal_(0.0)
 
 
+def _within(k: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """sum_{i != j} w_i w_j k_ij / sum_{i != j} w_i w_j for a square kernel block ``k``."""
+    w2 = w.square()
+    pairs = w @ k @ w - torch.dot(w2, k.diagonal())
+    norm = w.sum().square() - w2.sum()
+    return pairs / norm.clamp_min(torch.finfo(k.dtype).tiny)
+
+
+def _weighted_estimate(k: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The weighted estimator (module docstring) from the kernel matrix of [x; y]."""
+    n = a.shape[0]
+    return _within(k[:n, :n], a) + _within(k[n:, n:], b) - 2.0 * (a @ k[:n, n:] @ b)
+
+
 def mmd(
     x: torch.Tensor,
     y: torch.Tensor,
     kernel: Kernel = "imq",
     scale: float | None = None,
     scales: Sequence[float] = (1.0,),
+    *,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Unbiased squared MMD between two point clouds (see module docstring).
 
@@ -96,10 +140,14 @@ def mmd(
             ``C = 2 * d * scale``.
         scales: multipliers s of C; the kernel is summed over ``C * s`` for each s.
             ``(1.0,)`` by default; :data:`WAE_SCALES` reproduces the WAE code.
+        a, b: weights of the N points of x and the M points of y (1-D, nonnegative,
+            each summing to 1, at least two positive; checked unless
+            :func:`input_checks` is off); None means uniform. Either given: the
+            weighted estimator of the module docstring.
 
     Returns:
         A scalar tensor in the dtype and device of ``x``, differentiable in ``x``
-        and ``y``.
+        and ``y`` (and in ``a``, ``b`` when given).
     """
     check_tensor(x, "x", ndims=(2,), min_rows=2)
     check_tensor(y, "y", ndims=(2,), min_rows=2)
@@ -110,10 +158,14 @@ def mmd(
         raise ValueError(f"scales must be a non-empty sequence of positive floats, got {scales!r}")
     base = 2.0 * x.shape[1] * sigma2
     cs = [base * check_positive(s, "scales") for s in scales]
+    check_weights(a, "a", x, "x", min_positive=2)
+    check_weights(b, "b", y, "y", min_positive=2)
 
     # One kernel matrix of the stacked clouds holds the three blocks; the estimator is
     # its weighted sum (the weights drop the diagonals k(x_i, x_i), a constant bias).
     n, m = x.shape[0], y.shape[0]
     k = _kernel_sum(squared_distances(torch.cat((x, y))), kernel, cs)
+    if a is not None or b is not None:
+        return _weighted_estimate(k, weights_or_uniform(a, n, x), weights_or_uniform(b, m, y))
     w = device_constant(_estimator_weights, n, m, dtype=k.dtype, device=k.device)
     return torch.dot(k.flatten(), w.flatten())
