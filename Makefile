@@ -53,19 +53,13 @@ bench-mnist-quick: $(STAMP)
 	   runs/bench/mnist-quick/convergence.png runs/bench/mnist-quick/conditional_all.png \
 	   benchmarks/results/mnist-quick/
 
-# The API reference and guides as a static site in site/ (offline; warnings are errors).
-# The docs tools go into .venv once; torch==2.13.0 is named so that pip keeps the CPU build.
-DOCS_STAMP := $(VENV)/.docs-installed
-$(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet "torch==2.13.0" "mkdocs>=1.6,<2" "mkdocs-material>=9.5" \
-	    "mkdocstrings>=1.0" "mkdocstrings-python>=2.0" "mkdocs-autorefs>=1.4"
-	touch $(DOCS_STAMP)
-
-docs: $(DOCS_STAMP)
+# The API reference and guides as a static site in site/ (offline; warnings are errors;
+# the docs tools come with .[dev]).
+docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache

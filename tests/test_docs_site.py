@@ -13,11 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mkdocs")
-pytest.importorskip("mkdocstrings_handlers.python")
-pytest.importorskip("material")
-
-import otae  # noqa: E402
+import otae
 
 ROOT = Path(__file__).resolve().parent.parent
 # Public modules deliberately without an API page, and why.

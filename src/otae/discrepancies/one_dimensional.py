@@ -1,4 +1,4 @@
-r"""Exact fused Gromov-Wasserstein between two 1-D uniform empirical measures.
+r"""Fused Gromov-Wasserstein between two 1-D empirical measures (uniform or weighted).
 
 For samples :math:`x, y \in \mathbb{R}^N` and a permutation :math:`\sigma`,
 
@@ -7,9 +7,14 @@ For samples :math:`x, y \in \mathbb{R}^N` and a permutation :math:`\sigma`,
     FG_\beta(x, y; \sigma) = \frac{1-\beta}{N} \sum_i (x_i - y_{\sigma(i)})^2
       + \frac{\beta}{N^2} \sum_{i,j} \big((x_i - x_j)^2 - (y_{\sigma(i)} - y_{\sigma(j)})^2\big)^2,
 
-and :math:`FG_\beta(x, y) = \min_\sigma FG_\beta(x, y; \sigma)`. By Theorem 3.4 of
-Xu et al. (ICML 2020), once both samples are sorted the minimum is attained by the
-identity or by the anti-identity matching, so only two candidates are evaluated.
+and :math:`FG_\beta(x, y) = \min_\sigma FG_\beta(x, y; \sigma)`. Theorem 3.4 of
+Xu et al. (ICML 2020), after Vayer et al.'s sliced GW (2019), states that once both
+samples are sorted the minimum is attained by the identity or by the anti-identity
+matching, so only those two candidates are evaluated (as in the paper and its code).
+Beinert, Heiss and Steidl (SIAM J. Imaging Sci., 2023) later gave counterexamples to
+that statement for the GW part, so in general the value computed here is the smaller
+of the two candidates' values: an upper bound of the 1-D FGW, equal to it for
+``beta = 0`` and in every brute-force check over all N! permutations in our tests.
 
 The relational double sum is evaluated in O(N) with power sums of the centred
 samples :math:`\bar x = x - \operatorname{mean}(x)` (the relational part is invariant
