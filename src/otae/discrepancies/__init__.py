@@ -3,9 +3,9 @@
 Pure functions of tensors. Conventions (each docstring gives the math and shapes):
 ``beta`` is the weight of the Gromov-Wasserstein part of a fused GW value (POT's
 ``alpha``); point clouds are (N, d) with uniform weights unless sample weights ``a``,
-``b`` are given (sliced W / FGW / GW, MMD); directions are (d, L); outputs follow the dtype and device of the inputs; bad input raises ``ValueError``
-or ``TypeError`` naming the argument (switch the checks off in hot loops with
-:func:`input_checks`).
+``b`` are given (sliced W / FGW / GW, MMD); directions are (d, L); outputs follow
+the dtype and device of the inputs; bad input raises ``ValueError`` or ``TypeError``
+naming the argument (switch the checks off in hot loops with :func:`input_checks`).
 """
 
 from ._validation import NonFiniteInputError, input_checks
