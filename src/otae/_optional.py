@@ -30,7 +30,8 @@ def require(module: str, *, feature: str, install: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
+        quoted = f"'{install}'" if "[" in install else install  # shells glob brackets
         raise MissingDependencyError(
             f"{feature} needs the optional package {module!r}, which is not installed "
-            f"({err}); install it with `pip install '{install}'`"
+            f"({err}); install it with `pip install {quoted}`"
         ) from None
