@@ -641,7 +641,7 @@ def _run_on(group: list[dict[str, Any]]) -> str:
 
 #: clustering columns of the tables (scores in [0, 1], or [-0.5, 1] for ARI: 3 digits)
 _SOURCE = {"kmeans": "k-means", "prior": "prior"}
-_CLUSTER = {f"cluster_{m}_{s}" for m in ("acc", "nmi", "ari") for s in _SOURCE}
+_CLUSTER = tuple(f"cluster_{m}_{s}" for s in _SOURCE for m in ("acc", "nmi", "ari"))
 
 
 def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Path) -> None:
@@ -863,6 +863,7 @@ def _write_bench_report(bench, records, rows, out_dir: Path) -> None:
                 "fid",
                 "seconds_per_epoch",
                 "regulariser_share",
+                *_CLUSTER,
             )
             if k in row
         }

@@ -38,6 +38,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
@@ -177,6 +178,7 @@ def prior_assignments(model, codes: Tensor) -> np.ndarray | None:
 def kmeans_assignments(codes: Any, n_clusters: int, random_state: int = KMEANS_SEED) -> np.ndarray:
     """k-means clusters (scikit-learn ``KMeans``, ``n_init=10``) of the rows of ``codes``."""
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     points = codes.detach().cpu().double().numpy() if isinstance(codes, Tensor) else codes
     points = np.asarray(points, dtype=np.float64)
@@ -188,7 +190,10 @@ def kmeans_assignments(codes: Any, n_clusters: int, random_state: int = KMEANS_S
             f"got {n_clusters}"
         )
     km = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=random_state)
-    return km.fit_predict(points).astype(np.int64)
+    # OpenMP threads as many as the run's torch threads (a bench shares the cores out):
+    # oversubscribed, k-means' OpenMP loops spin-wait (17x slower measured on 2 busy cores)
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):
+        return km.fit_predict(points).astype(np.int64)
 
 
 def cluster_assignments(
