@@ -214,6 +214,10 @@ def test_priors_without_components_fall_back_to_kmeans(prior):
     assert source == "kmeans"
     expected = KMeans(n_clusters=3, n_init=10, random_state=0).fit_predict(codes.double().numpy())
     np.testing.assert_array_equal(clusters, expected)
+    out = clustering_metrics(Holder(prior), codes, np.arange(30) % 3)
+    assert out["cluster_acc_kmeans"] == clustering_accuracy(np.arange(30) % 3, expected)
+    prior_keys = [k for k in out if k.endswith("_prior") or k == "cluster_prior_components"]
+    assert len(prior_keys) == 4 and all(out[k] is None for k in prior_keys)
 
 
 def test_well_separated_blobs_are_recovered_by_both_sources():
@@ -313,6 +317,9 @@ def test_report_shows_a_clustering_section(tmp_path):
     note = {"clustering": "skipped: the test images are unlabelled"}
     page = write_report(tmp_path, title="t", config={}, metrics=note, figures={}, history=[])
     assert "<h2>Clustering</h2>\n<p>skipped: the test images are unlabelled</p>" in page.read_text()
+    no_prior = {**metrics, "cluster_acc_prior": None, "cluster_prior_components": None}
+    page = write_report(tmp_path, title="t", config={}, metrics=no_prior, figures={}, history=[])
+    assert "prior components" not in page.read_text().split("<h2>Clustering</h2>")[1]
     page = write_report(tmp_path, title="t", config={}, metrics={"x": 1}, figures={}, history=[])
     assert "Clustering" not in page.read_text()
 

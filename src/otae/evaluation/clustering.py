@@ -221,8 +221,9 @@ def clustering_metrics(
     """Clustering scores of ``codes`` against ``labels`` (the keys of ``metrics.json``).
 
     ``cluster_{acc,nmi,ari}_kmeans`` always (k-means with as many clusters as distinct
-    labels), ``cluster_{acc,nmi,ari}_prior`` where the model's prior has components
-    (:func:`prior_assignments`; ``cluster_prior_components`` says how many), plus
+    labels), ``cluster_{acc,nmi,ari}_prior`` by the model's prior components
+    (:func:`prior_assignments`; ``cluster_prior_components`` says how many; all four
+    None where the prior has none), plus
     ``cluster_classes``, ``cluster_points`` and ``clustering_time_s`` (both sources).
     """
     labels = _as_1d_ints(labels, "labels")
@@ -235,7 +236,10 @@ def clustering_metrics(
     out: dict[str, Any] = {"cluster_classes": n_classes, "cluster_points": int(labels.size)}
     out.update(_scores(labels, kmeans_assignments(codes, n_classes, random_state), "kmeans"))
     clusters = prior_assignments(model, codes)
-    if clusters is not None:
+    if clusters is None:  # the same keys for every model: stable columns in bench tables
+        out["cluster_prior_components"] = None
+        out.update(dict.fromkeys(_scores(labels, labels, "prior")))
+    else:
         out["cluster_prior_components"] = int(model.prior.n_components)
         out.update(_scores(labels, clusters, "prior"))
     out["clustering_time_s"] = time.perf_counter() - start

@@ -180,7 +180,7 @@ def _clustering_html(metrics: Mapping[str, Any]) -> str:
     sources = [
         (source, name)
         for source, name in (("kmeans", "k-means"), ("prior", "prior components"))
-        if f"cluster_acc_{source}" in metrics
+        if metrics.get(f"cluster_acc_{source}") is not None
     ]
     if not sources:
         note = metrics.get("clustering")
