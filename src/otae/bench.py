@@ -264,6 +264,19 @@ def measure_run(
             frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log)
         )
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    if _lacks_clustering(metrics, config):  # a run measured before clustering was
+        from .evaluation.clustering import dataset_clustering_metrics
+
+        _, model, _ = load_run(run_dir, "last", device=str(_device(config)))
+        metrics.update(
+            dataset_clustering_metrics(
+                model,
+                build_split(config.data, "test"),
+                config.training.eval_batch_size,
+                codes_path=run_dir / "test_codes.npz",
+            )
+        )
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     log(
         f"[bench] {run.name} seed {seed}: rec {metrics['test_rec_loss']:.2f}"
         + "".join(f", {k} {metrics[k]:.2f}" for k in ("classifier_fd", "fid") if k in metrics)
@@ -493,6 +506,12 @@ def _has_frechet(metrics: dict[str, Any], bench: BenchConfig) -> bool:
     return all(n == 0 or metrics.get(f"{key}_samples") == n for key, n in wanted)
 
 
+def _lacks_clustering(metrics: dict[str, Any], config) -> bool:
+    """Whether a run's metrics miss the clustering scores (or their note) that it wants."""
+    wanted = getattr(config.evaluation, "clustering", True)  # as in evaluate_model
+    return wanted and "cluster_acc_kmeans" not in metrics and "clustering" not in metrics
+
+
 def _encoder_kind(config) -> str:
     from .models import get_model_class
 
@@ -620,6 +639,11 @@ def _run_on(group: list[dict[str, Any]]) -> str:
     return "; ".join(cells)
 
 
+#: clustering columns of the tables (scores in [0, 1], or [-0.5, 1] for ARI: 3 digits)
+_SOURCE = {"kmeans": "k-means", "prior": "prior"}
+_CLUSTER = tuple(f"cluster_{m}_{s}" for s in _SOURCE for m in ("acc", "nmi", "ari"))
+
+
 def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -639,6 +663,10 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         metric_cols.append(("classifier_fd", "classifier FD"))
     if any("fid" in r for r in rows):
         metric_cols.append(("fid", "FID"))
+    for source in ("kmeans", "prior"):  # clustering of the test codes, where measured
+        if any(f"cluster_acc_{source}" in r for r in rows):
+            metric_cols += [(f"cluster_{m}_{source}", f"{m.upper()} {_SOURCE[source]}")
+                            for m in ("acc", "nmi", "ari")]  # fmt: skip
     seeds = sorted({r["seed"] for r in records})
     lines = [
         f"# {bench.name}: reconstruction and generation",
@@ -650,6 +678,10 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         "the test images (pixels in [0, 1], the RAE paper's unit). classifier FD: Fréchet "
         "distance between generated and test images in the 128-d feature space of a small "
         "classifier of the dataset (NOT comparable with FID). FID: Inception-v3 pool3. "
+        "ACC / NMI / ARI (where present): clustering of the test codes against the "
+        "labels, by k-means with as many clusters as classes, and by the model's own "
+        "mixture prior (highest-responsibility component; — where the prior has no "
+        "components); see docs/evaluation.md. "
         "'epochs': epochs trained / the protocol's; a row marked † stopped short of the "
         "protocol and does not stand for it.",
         "",
@@ -667,7 +699,10 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         group = groups[row["run"]]
         epochs, short = _epochs_cell(group)
         short_rows += short
-        cells = [_fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan)) for k, _ in metric_cols]
+        cells = [
+            _fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan), 3 if k in _CLUSTER else 2)
+            for k, _ in metric_cols
+        ]
         paper = bench.paper.get(row["run"], {})
         extra = [str(paper.get("rec", "—")), str(paper.get("fid", "—"))] if bench.paper else []
         label = row["run"] + (" †" if short else "")
@@ -828,6 +863,7 @@ def _write_bench_report(bench, records, rows, out_dir: Path) -> None:
                 "fid",
                 "seconds_per_epoch",
                 "regulariser_share",
+                *_CLUSTER,
             )
             if k in row
         }

@@ -204,7 +204,10 @@ def evaluate_model(
 ) -> RunResult:
     """Final metrics (spec §1 units) and, optionally, the figures and HTML report.
 
-    ``inception_weights``: the FID weights file (:func:`frechet_metrics`).
+    ``inception_weights``: the FID weights file (:func:`frechet_metrics`). Unless
+    ``evaluation.clustering`` is false, the test codes are clustered against the test
+    labels (:func:`otae.evaluation.clustering.dataset_clustering_metrics`) and saved
+    to ``test_codes.npz``.
     """
     train_data = train_data or build_split(config.data, "train")
     test_data = test_data or build_split(config.data, "test")
@@ -239,6 +242,18 @@ def evaluate_model(
                 ev.fid_samples,
                 log=log,
                 inception_weights=inception_weights,
+            )
+        )
+    # the switch for long test sets; getattr: EvaluationConfig gains the field separately
+    if getattr(ev, "clustering", True):
+        from .evaluation.clustering import dataset_clustering_metrics
+
+        metrics.update(
+            dataset_clustering_metrics(
+                model,
+                test_data,
+                config.training.eval_batch_size,
+                codes_path=run_dir / "test_codes.npz",
             )
         )
     _write_json(run_dir / "metrics.json", metrics)

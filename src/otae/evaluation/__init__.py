@@ -5,6 +5,18 @@ from .classifier import (
     MnistClassifier,
     load_or_train_mnist_classifier,
 )
+
+# clustering of latent codes (issue 16)
+from .clustering import (
+    adjusted_rand_index,
+    cluster_assignments,
+    clustering_accuracy,
+    clustering_metrics,
+    dataset_clustering_metrics,
+    kmeans_assignments,
+    normalized_mutual_information,
+    prior_assignments,
+)
 from .fid import (
     InceptionFeatureExtractor,
     dataset_statistics,
@@ -73,4 +85,15 @@ __all__ = [
     "save_samples_npz",
     "write_compact_inception",
     "write_report",
+]
+
+__all__ += [
+    "adjusted_rand_index",
+    "cluster_assignments",
+    "clustering_accuracy",
+    "clustering_metrics",
+    "dataset_clustering_metrics",
+    "kmeans_assignments",
+    "normalized_mutual_information",
+    "prior_assignments",
 ]

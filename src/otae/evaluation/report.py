@@ -2,9 +2,9 @@
 
 :func:`write_report` writes ``run_dir/report.html``: one file that can be
 mailed (every figure embedded as a base64 ``data:`` URI, no external assets)
-holding a metrics table, the resolved config as YAML-like text, the per-epoch
-history and the figures with captions. Every piece of text goes through
-:func:`html.escape`. :func:`generate_report` makes the standard figures of a
+holding a metrics table, the clustering scores where measured, the resolved config
+as YAML-like text, the per-epoch history and the figures with captions. Every piece
+of text goes through :func:`html.escape`. :func:`generate_report` makes the standard figures of a
 trained model into ``run_dir/figures/`` and then calls :func:`write_report`.
 """
 
@@ -175,6 +175,38 @@ def _metrics_table(metrics: Mapping[str, Any]) -> str:
     return f'<table>\n<tr><th class="key">metric</th><th>value</th></tr>\n{body}\n</table>'
 
 
+def _clustering_html(metrics: Mapping[str, Any]) -> str:
+    """The clustering section: ACC / NMI / ARI per source (:mod:`.clustering`), or its note."""
+    sources = [
+        (source, name)
+        for source, name in (("kmeans", "k-means"), ("prior", "prior components"))
+        if metrics.get(f"cluster_acc_{source}") is not None
+    ]
+    if not sources:
+        note = metrics.get("clustering")
+        return "" if note is None else f"<h2>Clustering</h2>\n<p>{_esc(note)}</p>"
+    head = "".join(f"<th>{_esc(m)}</th>" for m in ("ACC", "NMI", "ARI"))
+    rows = [
+        f'<tr><td class="key">{_esc(name)}</td>'
+        + "".join(_cell(metrics.get(f"cluster_{m}_{source}")) for m in ("acc", "nmi", "ari"))
+        + "</tr>"
+        for source, name in sources
+    ]
+    k = metrics.get("cluster_prior_components")
+    prior = f"; prior: each code to its most responsible of the {k} prior components" if k else ""
+    caption = (
+        f"Test codes (posterior means, {metrics.get('cluster_points')} images) clustered "
+        f"without labels and scored against the {metrics.get('cluster_classes')} classes. "
+        f"k-means: as many clusters as classes{prior}. ACC: best one-to-one matching of "
+        "clusters to classes; NMI: arithmetic-mean normalisation; ARI: adjusted Rand index."
+    )
+    return (
+        f'<h2>Clustering</h2>\n<table>\n<tr><th class="key">clusters</th>{head}</tr>\n'
+        + "\n".join(rows)
+        + f"\n</table>\n<p>{_esc(caption)}</p>"
+    )
+
+
 def _history_table(history: Sequence[Mapping[str, Any]]) -> str:
     if not history:
         return "<p>No history recorded.</p>"
@@ -243,6 +275,7 @@ def write_report(
 <p>Generated {_esc(stamp)} in {_esc(run_dir)}.</p>
 <h2>Metrics</h2>
 {_metrics_table(metrics)}
+{_clustering_html(metrics)}
 <h2>Figures</h2>
 {figures_html or "<p>No figures.</p>"}
 <h2>Training history</h2>
