@@ -1,9 +1,16 @@
-"""Evaluation of trained models: test metrics, figures and a self-contained HTML report."""
+"""Evaluation of trained models: test metrics, disentanglement metrics (MIG, DCI,
+FactorVAE score), figures and a self-contained HTML report."""
 
 from .classifier import (
     ClassifierFeatureExtractor,
     MnistClassifier,
     load_or_train_mnist_classifier,
+)
+from .disentanglement import (
+    dci,
+    dci_scores,
+    factorvae_score,
+    mutual_information_gap,
 )
 from .fid import (
     InceptionFeatureExtractor,
@@ -49,8 +56,11 @@ __all__ = [
     "conditional_samples",
     "convergence_plot",
     "dataset_statistics",
+    "dci",
+    "dci_scores",
     "encode_dataset",
     "eval_mode",
+    "factorvae_score",
     "feature_statistics",
     "frechet_distance",
     "generate_samples",
@@ -63,6 +73,7 @@ __all__ = [
     "loss_curves",
     "make_grid",
     "mean_image_baseline",
+    "mutual_information_gap",
     "pca_fit",
     "project_codes",
     "reconstruction_grid",
