@@ -155,6 +155,9 @@ def test_split_sizes_disjoint_deterministic_and_consistent(all32):
     assert isinstance(ds, FactorImageDataset) and len(ds) == 614
     assert torch.equal(ds.images, again.images) and torch.equal(ds.factors, again.factors)
     assert torch.equal(ds.images, all32.images[test]) and torch.equal(ds.factors, all32.factors[test])
+    # random order: the first 100 test images already cover every shape and scale
+    assert set(ds.factors[:100, 0].tolist()) == {0, 1, 2}
+    assert set(ds.factors[:100, 1].tolist()) == {0, 1, 2, 3}
     # every factor value appears in the test split, roughly as often as the others
     for k, size in enumerate(SHAPES_FACTOR_SIZES):
         counts = np.bincount(ds.factors[:, k].numpy(), minlength=size)

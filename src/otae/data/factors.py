@@ -38,8 +38,10 @@ metric below 1. Here each shape's 8 angles cover exactly one symmetry period, so
 circular: index 7 is as close to index 0 as to index 6. The heart is mirror
 symmetric about its vertical axis, the square and ellipse about both axes.
 
-Split: a fixed permutation (seed :data:`SHAPES_SPLIT_SEED`) puts 614 images (10 %)
-in ``test`` and 5530 in ``train``, each kept in grid order; ``all`` is the whole grid.
+Split: a fixed permutation of the grid (seed :data:`SHAPES_SPLIT_SEED`) puts its first
+614 images (10 %) in ``test`` and the other 5530 in ``train``, each in that permuted
+order, so that a first-``n`` subset (``data.train_subset``) is a uniform sample of the
+grid, not only squares; ``all`` is the whole grid in grid order.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ def shapes_grid() -> np.ndarray:
 
 
 def shapes_split_indices(split: str) -> np.ndarray:
-    """Grid indices of ``split`` ('train', 'test' or 'all'), sorted; fixed seed."""
+    """Grid indices of ``split`` ('train', 'test' or 'all'); the first two in a fixed
+    random order (seed :data:`SHAPES_SPLIT_SEED`), ``all`` in grid order."""
     if split not in SHAPES_SPLITS:
         raise ValueError(f"shapes split must be one of {', '.join(SHAPES_SPLITS)}, got {split!r}")
     total = int(np.prod(SHAPES_FACTOR_SIZES))
@@ -179,7 +182,7 @@ def shapes_split_indices(split: str) -> np.ndarray:
         return np.arange(total)
     order = np.random.default_rng(SHAPES_SPLIT_SEED).permutation(total)
     n_test = int(total * SHAPES_TEST_FRACTION)
-    return np.sort(order[:n_test] if split == "test" else order[n_test:])
+    return order[:n_test] if split == "test" else order[n_test:]
 
 
 class FactorImageDataset(TensorImageDataset):
