@@ -186,6 +186,11 @@ def test_factorvae_ignores_collapsed_dimensions(factors):
     assert out["votes"][5].sum() == 0 and out["score"] == 1.0
     out = factorvae_score(np.zeros((N, 3)), factors)
     assert out["score"] == 0.0 and not out["active"].any()
+    # the threshold is absolute: codes 100x smaller are all "collapsed" unless it is 0
+    small = codes / 100
+    assert factorvae_score(small, factors, n_train=300, n_eval=300)["score"] == 0.0
+    out = factorvae_score(small, factors, n_train=300, n_eval=300, active_threshold=0)
+    assert out["score"] == 1.0 and out["active"].tolist() == [True] * 5 + [False]
 
 
 def test_bad_arguments_raise_one_clear_error(factors):

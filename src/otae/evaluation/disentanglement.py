@@ -298,7 +298,9 @@ def factorvae_score(
     Returns ``score`` (held-out accuracy of the majority-vote classifier, in [0, 1]),
     ``train_accuracy``, ``votes`` ``(D, K)`` (training votes), ``active`` ``(D,)``
     (dimensions with overall std >= ``active_threshold``). With no active dimension
-    the score is 0 (as in disentanglement_lib).
+    the score is 0 (as in disentanglement_lib). The threshold is absolute, meant for
+    codes on the scale of an N(0, I) prior; for codes of arbitrary scale (deterministic
+    autoencoders) pass ``active_threshold=0`` (every non-constant dimension).
     """
     codes = _as_codes(codes)
     factors = _as_factors(factors, codes.shape[0])
@@ -309,7 +311,7 @@ def factorvae_score(
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     n_codes, n_factors = codes.shape[1], factors.shape[1]
     scale = codes.std(axis=0)
-    active = scale >= active_threshold
+    active = (scale >= active_threshold) & (scale > 0)
     if not active.any():
         return {"score": 0.0, "train_accuracy": 0.0,
                 "votes": np.zeros((n_codes, n_factors), dtype=np.int64), "active": active}
