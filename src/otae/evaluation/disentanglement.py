@@ -311,7 +311,7 @@ def factorvae_score(
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     n_codes, n_factors = codes.shape[1], factors.shape[1]
     scale = codes.std(axis=0)
-    active = (scale >= active_threshold) & (scale > 0)
+    active = (scale >= active_threshold) & (np.ptp(codes, axis=0) > 0)  # ptp: exact
     if not active.any():
         return {"score": 0.0, "train_accuracy": 0.0,
                 "votes": np.zeros((n_codes, n_factors), dtype=np.int64), "active": active}
