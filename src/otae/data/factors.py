@@ -211,9 +211,11 @@ class FactorImageDataset(TensorImageDataset):
                 f"factor_sizes, got {tuple(factors.shape)} and {len(sizes)} sizes"
             )
         if len(factors) and (
-            factors.min() < 0 or (factors >= torch.tensor(sizes)).any()
+            factors.min() < 0 or (factors >= torch.tensor(sizes, device=factors.device)).any()
         ):
             raise ValueError("factors must be indices in [0, factor_sizes[k]) for column k")
+        if not 0 <= label_factor < len(names):
+            raise ValueError(f"label_factor must be in [0, {len(names)}), got {label_factor}")
         super().__init__(images, factors[:, label_factor])
         self.factors = factors
         self.factor_names = names
@@ -221,27 +223,26 @@ class FactorImageDataset(TensorImageDataset):
         self.factor_values = factor_values
         self.label_factor = int(label_factor)
 
-    def _take(self, index: Tensor | slice, images: Tensor) -> FactorImageDataset:
-        values = None if self.factor_values is None else self.factor_values[index]
+    def _take(self, index: Tensor | slice) -> FactorImageDataset:
+        rows = index if isinstance(index, slice) else index.numpy()
         return FactorImageDataset(
-            images, self.factors[index], self.factor_names, self.factor_sizes,
-            values, self.label_factor,
+            self.images[index], self.factors[index], self.factor_names, self.factor_sizes,
+            None if self.factor_values is None else self.factor_values[rows],
+            self.label_factor,
         )
 
     def first(self, n: int) -> ImageDataset:
-        n = self._check_subset(n)
-        return self._take(slice(0, n), self.images[:n])
+        return self._take(slice(0, self._check_subset(n)))
 
     def subset(self, indices: Tensor | Sequence[int]) -> FactorImageDataset:
         """The examples at ``indices`` (in that order), factors included."""
-        indices = _as_index_tensor(indices)
-        return self._take(indices.numpy(), self.images[indices])
+        return self._take(_as_index_tensor(indices))
 
     def on_device(self, device: torch.device) -> FactorImageDataset:
-        moved = self._take(slice(None), self.images.to(device))
-        moved.factors = self.factors.to(device)
-        moved._labels = self._labels.to(device)
-        return moved
+        return FactorImageDataset(
+            self.images.to(device), self.factors.to(device), self.factor_names,
+            self.factor_sizes, self.factor_values, self.label_factor,
+        )
 
 
 def load_shapes(split: str = "train", image_size: int = 64) -> FactorImageDataset:
