@@ -118,6 +118,10 @@ def test_dci_normalisation_on_hand_made_importance_matrices():
     assert out["disentanglement"] == pytest.approx(1 - scipy_entropy([0.75, 0.25], base=2))
     assert out["completeness"] == pytest.approx(1.0)  # each factor in a single code
     assert out["per_code"].tolist() == pytest.approx([1 - scipy_entropy([3, 1], base=2), 0.0])
+    # one factor: a code cannot mix factors (D = 1); completeness still sees the spread
+    out = dci_scores([[1.0], [2.0]])
+    assert out["disentanglement"] == pytest.approx(1.0)
+    assert out["completeness"] == pytest.approx(1 - scipy_entropy([1, 2], base=2))
     # a general matrix against scipy's entropy, term by term
     r = np.random.default_rng(3).random((5, 3))
     out = dci_scores(r)

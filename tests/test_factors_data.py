@@ -172,7 +172,7 @@ def test_split_sizes_disjoint_deterministic_and_consistent(all32):
 def test_64_and_32_render_the_same_geometry():
     # at 64 each pixel holds 2x2 pixels of 32 (same fractions of the side): the
     # box-downsampled 64 image has the same area and centroid as the 32 image
-    big = load_shapes("test", image_size=64).first(50)
+    big = build_dataset("shapes", "test").first(50)  # 64x64 by default
     small = load_shapes("test", image_size=32).first(50)
     assert big.image_shape == (1, 64, 64) and small.image_shape == (1, 32, 32)
     down = big.images.double().reshape(50, 1, 32, 2, 32, 2).mean(dim=(3, 5))
@@ -213,5 +213,7 @@ def test_bad_arguments_raise_one_clear_error():
         render_shapes([0], [0], [0], [0], [0])
     with pytest.raises(ValueError, match=r"factors must have shape \(N, 2\)"):
         FactorImageDataset(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, 3), "ab", (2, 2))
+    with pytest.raises(ValueError, match=r"label_factor must be in \[0, 2\), got 2"):
+        FactorImageDataset(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), [[0, 1]], "ab", (2, 2), None, 2)
     with pytest.raises(ValueError, match="factors must be indices"):
         FactorImageDataset(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), [[0, 2]], "ab", (2, 2))
