@@ -16,6 +16,8 @@ a whole batch at once (vectorised for in-memory data).
   centre crop 140 then bilinear resize to 64x64 (the paper's preprocessing).
 * ``image_folder``: every png/jpg/jpeg/bmp file under ``root``; the split is ignored
   (point ``root`` at a different folder for a test set).
+* ``shapes``: dSprites-like shapes with known generative factors, rendered in memory
+  (:mod:`otae.data.factors`); splits ``train`` / ``test`` / ``all``; 64x64 or 32x32.
 
 Nothing is ever downloaded.
 """
@@ -522,11 +524,23 @@ def _build_image_folder(split: str, root: str | None, image_size: int | None) ->
     return ImageFolderDataset(_need_root("image_folder", root), image_size=image_size)
 
 
+def _build_shapes(split: str, root: str | None, image_size: int | None) -> ImageDataset:
+    """dSprites-like shapes with 5 known factors, rendered by otae; train/test/all, 64 or 32."""
+    from .factors import load_shapes  # factors.py builds on this module
+
+    if root is not None and str(root) != "":
+        raise ValueError(
+            f"dataset 'shapes' is generated, not read: data.root must be unset, got {root!r}"
+        )
+    return load_shapes(split, image_size=image_size or 64)
+
+
 DATASETS: dict[str, DatasetBuilder] = {
     "mnist": _build_mnist,
     "idx": _build_idx,
     "celeba": _build_celeba,
     "image_folder": _build_image_folder,
+    "shapes": _build_shapes,
 }
 
 
@@ -540,9 +554,11 @@ def build_dataset(
     """Dataset ``name`` (a key of :data:`DATASETS`), optionally its first ``subset`` examples.
 
     ``split`` is 'train' / 'test' for mnist and idx, 'train' / 'valid' / 'test' for
-    celeba, and is ignored for image_folder. ``root`` is the data folder (required
-    except for mnist, whose embedded copy it overrides). ``image_size`` resizes
-    celeba (default 64) and image_folder images; mnist and idx keep their size.
+    celeba, 'train' / 'test' / 'all' for shapes, and is ignored for image_folder.
+    ``root`` is the data folder (required except for mnist, whose embedded copy it
+    overrides, and shapes, which has none). ``image_size`` resizes celeba (default 64)
+    and image_folder images, renders shapes at 64 (default) or 32; mnist and idx keep
+    their size.
     """
     try:
         builder = DATASETS[name]

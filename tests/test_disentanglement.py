@@ -1,0 +1,219 @@
+"""Disentanglement metrics: known answers, brute-force MI, hand-made importance matrices."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import entropy as scipy_entropy
+from sklearn.metrics import mutual_info_score
+
+from otae.data.factors import shapes_grid
+from otae.evaluation.disentanglement import (
+    dci,
+    dci_scores,
+    discrete_mutual_information,
+    discretise,
+    factorvae_score,
+    mutual_information_gap,
+)
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def factors():
+    """1000 rows of the shapes factor grid (3 x 4 x 8 x 8 x 8), fixed draw."""
+    grid = shapes_grid()
+    return grid[np.random.default_rng(0).choice(len(grid), N, replace=False)]
+
+
+def standardised(f):
+    return (f - f.mean(axis=0)) / f.std(axis=0)
+
+
+def permuted_copy(f, rng):
+    """Each code dimension a rescaled copy of one factor (permuted), plus tiny noise."""
+    z = standardised(f)[:, [3, 0, 4, 1, 2]] * np.array([2.0, -0.5, 3.0, 1.0, 0.1])
+    return z + 1e-3 * rng.standard_normal(z.shape)
+
+
+def rotated(f, rng):
+    """A random rotation of the standardised factors: every dimension mixes all factors."""
+    q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    return standardised(f) @ q
+
+
+def brute_force_mi(a, b):
+    """I(a; b) in nats by the definition, one joint cell at a time."""
+    n = len(a)
+    total = 0.0
+    for va in set(a.tolist()):
+        for vb in set(b.tolist()):
+            joint = np.sum((a == va) & (b == vb)) / n
+            if joint > 0:
+                total += joint * math.log(joint / (np.mean(a == va) * np.mean(b == vb)))
+    return total
+
+
+def test_mutual_information_equals_the_definition_and_sklearn():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 5, size=(300, 3))
+    y = np.stack([x[:, 0], (x[:, 1] + rng.integers(0, 2, 300)) % 4, rng.integers(0, 3, 300)], 1)
+    mi = discrete_mutual_information(x, y)
+    assert mi.shape == (3, 3)
+    for i in range(3):
+        for j in range(3):
+            assert mi[i, j] == pytest.approx(brute_force_mi(x[:, i], y[:, j]), abs=1e-12)
+            assert mi[i, j] == pytest.approx(mutual_info_score(x[:, i], y[:, j]), abs=1e-12)
+    # I(x; x) = H(x)
+    assert mi[0, 0] == pytest.approx(scipy_entropy(np.bincount(x[:, 0])), abs=1e-12)
+
+
+def test_discretise_matches_numpy_histogram_bins():
+    rng = np.random.default_rng(2)
+    codes = rng.standard_normal((500, 4)) * [1, 10, 0.1, 3]
+    codes[:, 3] = 7.0  # constant: one bin
+    bins = discretise(codes, n_bins=20)
+    for d in range(3):
+        edges = np.histogram_bin_edges(codes[:, d], bins=20)
+        np.testing.assert_array_equal(bins[:, d], np.digitize(codes[:, d], edges[:-1]) - 1)
+    assert (bins[:, 3] == 0).all() and bins.min() == 0 and bins.max() == 19
+    # MIG's MI matrix is the MI of those bins, checked against sklearn
+    f = rng.integers(0, 3, size=(500, 2))
+    out = mutual_information_gap(codes, f, n_bins=20)
+    for d in range(4):
+        for k in range(2):
+            expected = mutual_info_score(bins[:, d], f[:, k])
+            assert out["mutual_information"][d, k] == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(
+        out["factor_entropy"], [scipy_entropy(np.bincount(f[:, k])) for k in range(2)]
+    )
+
+
+def test_mig_closed_form_cases():
+    f = np.repeat(np.arange(4), 25)  # uniform over 4 values
+    # the factor itself (each value in its own bin) and a constant: gap = H(f) -> MIG 1
+    codes = np.stack([f.astype(float), np.zeros(100)], 1)
+    out = mutual_information_gap(codes, f, n_bins=4)
+    assert out["mig"] == pytest.approx(1.0, abs=1e-12)
+    assert out["mutual_information"][:, 0] == pytest.approx([math.log(4), 0.0], abs=1e-12)
+    # two copies of the factor: the top two MIs tie, no gap -> MIG 0
+    out = mutual_information_gap(np.stack([f, -2.0 * f], 1), f, n_bins=4)
+    assert out["mig"] == pytest.approx(0.0, abs=1e-12)
+    # half the information: a code that tells {0,1} from {2,3} has MI log 2 = H(f) / 2
+    out = mutual_information_gap(np.stack([f // 2, np.zeros(100)], 1).astype(float), f, n_bins=2)
+    assert out["mig"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_dci_normalisation_on_hand_made_importance_matrices():
+    out = dci_scores(np.eye(4))
+    assert out["disentanglement"] == pytest.approx(1.0) and out["completeness"] == pytest.approx(1.0)
+    out = dci_scores(np.ones((4, 3)))
+    assert out["disentanglement"] == pytest.approx(0.0, abs=1e-12)
+    assert out["completeness"] == pytest.approx(0.0, abs=1e-12)
+    # one code carries factor 0 (3/4) and factor 1 (1/4); the other carries nothing
+    r = np.array([[3.0, 1.0], [0.0, 0.0]])
+    out = dci_scores(r)
+    assert out["disentanglement"] == pytest.approx(1 - scipy_entropy([0.75, 0.25], base=2))
+    assert out["completeness"] == pytest.approx(1.0)  # each factor in a single code
+    assert out["per_code"].tolist() == pytest.approx([1 - scipy_entropy([3, 1], base=2), 0.0])
+    # one factor: a code cannot mix factors (D = 1); completeness still sees the spread
+    out = dci_scores([[1.0], [2.0]])
+    assert out["disentanglement"] == pytest.approx(1.0)
+    assert out["completeness"] == pytest.approx(1 - scipy_entropy([1, 2], base=2))
+    # a general matrix against scipy's entropy, term by term
+    r = np.random.default_rng(3).random((5, 3))
+    out = dci_scores(r)
+    rho = r.sum(1) / r.sum()
+    d = sum(rho[j] * (1 - scipy_entropy(r[j], base=3)) for j in range(5))
+    c = np.mean([1 - scipy_entropy(r[:, k], base=5) for k in range(3)])
+    assert out["disentanglement"] == pytest.approx(d) and out["completeness"] == pytest.approx(c)
+
+
+def test_disentangled_codes_score_one(factors):
+    rng = np.random.default_rng(4)
+    codes = permuted_copy(factors, rng)
+    assert mutual_information_gap(codes, factors)["mig"] > 0.98
+    out = dci(codes, factors, random_state=0)
+    assert out["disentanglement"] > 0.99 and out["completeness"] > 0.99
+    assert out["informativeness"] > 0.99
+    # the importance sits on the permutation
+    assert out["importance"].argmax(axis=0).tolist() == [1, 3, 4, 0, 2]
+    assert factorvae_score(codes, factors, n_train=500, n_eval=500)["score"] == 1.0
+    # five extra noise dimensions (unused) change nothing
+    noisy = np.concatenate([codes, rng.standard_normal((N, 5))], axis=1)
+    out = dci(noisy, factors, random_state=0)
+    assert out["disentanglement"] > 0.99 and out["completeness"] > 0.99
+
+
+def test_rotated_codes_score_low_but_stay_informative(factors):
+    codes = rotated(factors, np.random.default_rng(5))
+    mig = mutual_information_gap(codes, factors)["mig"]
+    out = dci(codes, factors, random_state=0)
+    # measured: MIG 0.13, D 0.13, C 0.13, informativeness 0.67 (seeds as here); the
+    # FactorVAE score stays 0.84: a rotation can keep one lowest-variance axis per factor
+    assert mig < 0.25
+    assert out["disentanglement"] < 0.25 and out["completeness"] < 0.25
+    assert out["informativeness"] > 0.5
+
+
+def test_noise_codes_score_zero(factors):
+    codes = np.random.default_rng(6).standard_normal((N, 5))
+    assert mutual_information_gap(codes, factors)["mig"] < 0.02
+    out = dci(codes, factors, random_state=0)
+    assert out["disentanglement"] < 0.02 and out["completeness"] < 0.02
+    chance = np.mean([1 / 3, 1 / 4, 1 / 8, 1 / 8, 1 / 8])  # 0.19: guessing every factor
+    assert abs(out["informativeness"] - chance) < 0.05
+    # FactorVAE: votes land at random, the majority classifier is right ~1/K of the time
+    assert abs(factorvae_score(codes, factors, n_train=500, n_eval=500)["score"] - 0.2) < 0.05
+
+
+def test_explicit_test_set_tensors_and_determinism(factors):
+    rng = np.random.default_rng(7)
+    codes = torch.from_numpy(permuted_copy(factors, rng)).float()
+    out = dci(codes[:600], torch.from_numpy(factors[:600]), codes[600:], factors[600:])
+    assert out["test_accuracy"].tolist() == [1.0] * 5
+    again = dci(codes[:600], factors[:600], codes[600:], factors[600:])
+    np.testing.assert_array_equal(out["importance"], again["importance"])
+    a = factorvae_score(codes, factors, n_train=300, n_eval=300, random_state=3)
+    b = factorvae_score(codes, factors, n_train=300, n_eval=300, random_state=3)
+    np.testing.assert_array_equal(a["votes"], b["votes"])
+    assert a["votes"].sum() == 300
+
+
+def test_factorvae_ignores_collapsed_dimensions(factors):
+    codes = permuted_copy(factors, np.random.default_rng(8))
+    codes = np.concatenate([codes, np.full((N, 1), 3.0)], axis=1)  # a collapsed dimension
+    out = factorvae_score(codes, factors, n_train=300, n_eval=300)
+    assert out["active"].tolist() == [True] * 5 + [False]
+    assert out["votes"][5].sum() == 0 and out["score"] == 1.0
+    out = factorvae_score(np.zeros((N, 3)), factors)
+    assert out["score"] == 0.0 and not out["active"].any()
+    # the threshold is absolute: codes 100x smaller are all "collapsed" unless it is 0
+    small = codes / 100
+    assert factorvae_score(small, factors, n_train=300, n_eval=300)["score"] == 0.0
+    out = factorvae_score(small, factors, n_train=300, n_eval=300, active_threshold=0)
+    assert out["score"] == 1.0 and out["active"].tolist() == [True] * 5 + [False]
+
+
+def test_bad_arguments_raise_one_clear_error(factors):
+    codes = np.zeros((N, 5))
+    with pytest.raises(ValueError, match=r"factors must have shape \(10, K\)"):
+        mutual_information_gap(codes[:10], factors)
+    with pytest.raises(ValueError, match="codes must be finite"):
+        mutual_information_gap(np.full((4, 2), np.nan), np.arange(4))
+    with pytest.raises(ValueError, match="codes must have at least 2 dimensions"):
+        mutual_information_gap(codes[:, :1], factors)
+    with pytest.raises(ValueError, match="factors column 1 takes a single value"):
+        mutual_information_gap(codes, np.stack([factors[:, 0], np.zeros(N)], 1))
+    with pytest.raises(ValueError, match="n_bins must be an int >= 2"):
+        mutual_information_gap(codes, factors, n_bins=1)
+    with pytest.raises(ValueError, match="factors must hold discrete"):
+        mutual_information_gap(codes, factors + 0.5)
+    with pytest.raises(ValueError, match="codes_test and factors_test must be given together"):
+        dci(codes, factors, codes_test=codes)
+    with pytest.raises(ValueError, match="importance must be a"):
+        dci_scores(-np.eye(2))
+    with pytest.raises(ValueError, match="batch_size must be an int >= 2"):
+        factorvae_score(codes, factors, batch_size=1)
