@@ -24,8 +24,10 @@ trainer's generator, which may be an :mod:`otae.noise` recorder or tape). Withou
 ``torch.Generator`` (owned, passed, or the global one): it cannot enter a graph, so a
 draw is a graph break. For one graph (``fullgraph=True``) pass pre-drawn
 ``projections=`` to the sliced modules, or pass an :class:`otae.noise.DrawTape` of
-pre-drawn noise as ``generator=`` (what otae's compiled training step does). MMD,
-Sinkhorn and hierarchical FGW draw nothing.
+pre-drawn noise as ``generator=`` (what otae's compiled training step does), and
+switch off the input checks, which read values back
+(``with otae.discrepancies.input_checks(False):``). MMD, Sinkhorn and hierarchical FGW
+draw nothing.
 
 Data-parallel training: the value is a function of the whole batch, so under
 ``DistributedDataParallel`` every rank that holds the same inputs and seed computes the
@@ -186,11 +188,13 @@ class _LocationSearchLoss(_RandomLoss):
     def _refresh_searched(module: _LocationSearchLoss, incompatible_keys: Any) -> None:
         module.searched = bool((module.locations.norm(dim=-1) > 0).all())
 
-    def initial_locations(self, generator: noise.Generatorish = None) -> Tensor | None:
-        """The search's starting point(s): the stored location(s), or None (random starts)."""
+    def initial_locations(self, generator: noise.Generatorish = None,
+                          like: Tensor | None = None) -> Tensor | None:
+        """The search's starting point(s): the stored location(s) (in the dtype of
+        ``like`` if given), or None (random starts)."""
         if not self.warm_start or not self.searched:
             return None
-        return self.locations
+        return self.locations if like is None else self.locations.to(like.dtype)
 
     def _search(self, x: Tensor, y: Tensor, generator: noise.Generatorish,
                 init: Tensor | None, **options: Any) -> tuple[Tensor, Tensor]:
@@ -199,7 +203,7 @@ class _LocationSearchLoss(_RandomLoss):
 
     def forward(self, x: Tensor, y: Tensor, *, generator: noise.Generatorish = None) -> Tensor:
         generator = self._source(generator)
-        init = self.initial_locations(generator)
+        init = self.initial_locations(generator, like=x)
         out = self._search(x, y, generator, init, **({"log": True} if self.diagnostics else {}))
         value, found = out[0], out[1]
         if self.diagnostics:
@@ -286,8 +290,9 @@ class MaxSlicedFGWLoss(_LocationSearchLoss):
         super().__init__(dim, 1, warm_start, diagnostics, seed)
         self.beta, self.n_iters, self.lr, self.n_starts = beta, n_iters, lr, n_starts
 
-    def initial_locations(self, generator: noise.Generatorish = None) -> Tensor | None:
-        previous = super().initial_locations(generator)
+    def initial_locations(self, generator: noise.Generatorish = None,
+                          like: Tensor | None = None) -> Tensor | None:
+        previous = super().initial_locations(generator, like)
         if previous is None or self.n_starts == 1:
             return previous
         fresh = uniform_directions(self.n_starts - 1, self.dim, generator=generator,
