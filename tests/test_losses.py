@@ -13,8 +13,8 @@ import torch
 
 from otae import losses
 from otae.discrepancies import (
-    input_checks,
     hierarchical_fgw,
+    input_checks,
     max_sliced_fgw,
     mmd,
     sinkhorn,
