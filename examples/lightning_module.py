@@ -39,10 +39,10 @@ class SWAutoencoder(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=3e-3)
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
-def main(max_steps: int = 20) -> float:
+def main(max_steps: int = 40) -> float:
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(512, 32) @ torch.randn(32, 32) / 4)
     model = SWAutoencoder()
@@ -56,4 +56,4 @@ def main(max_steps: int = 20) -> float:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 40)

@@ -3,7 +3,9 @@ r"""Relational regularised autoencoders (Xu et al., ICML 2020): P-RAE and D-RAE.
 Both pull the batch posterior towards a learnable Gaussian-mixture prior (K = 10
 components, random init, spec §6) with a fused Gromov-Wasserstein discrepancy of
 trade-off ``beta`` (the weight of the GW part, POT's ``alpha``; paper: 0.1). Both
-regularisers are batch-level scalars that enter the total as computed.
+regularisers are batch-level scalars that enter the total as computed, computed by the
+loss module ``model.discrepancy_loss`` (:class:`otae.losses.HierarchicalFGWLoss`,
+:class:`otae.losses.SlicedFGWLoss`).
 
 * ``prae`` (probabilistic): hierarchical FGW between the batch posterior mixture
   :math:`\frac1N \sum_i \mathcal{N}(\mu_i, \sigma_i^2)` and the prior
