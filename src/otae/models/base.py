@@ -82,6 +82,9 @@ class Autoencoder(nn.Module):
     batch_regulariser: ClassVar[bool] = False
     #: a batch-level regulariser that also needs the images (gathered too)
     regulariser_reads_images: ClassVar[bool] = False
+    #: the :mod:`otae.losses` module computing the regulariser, built from
+    #: :meth:`loss_options` as the submodule ``discrepancy_loss``; None: no such module
+    loss_class: ClassVar[type[nn.Module] | None] = None
 
     def __init__(self, config: ModelConfig, encoder: Encoder, decoder: Decoder, prior: Prior):
         super().__init__()
@@ -110,6 +113,25 @@ class Autoencoder(nn.Module):
         bind = getattr(prior, "bind", None)
         if callable(bind):
             bind(self.encoder)
+        if self.loss_class is not None:
+            self.discrepancy_loss = self.loss_class(**self.loss_options())
+
+    def loss_options(self) -> dict[str, Any]:
+        """Keyword arguments of :attr:`loss_class` read from ``config``."""
+        return {}
+
+    def synced_loss(self) -> nn.Module:
+        """``discrepancy_loss`` with the options of the current config.
+
+        The config stays the source of truth: a field edited after construction takes
+        effect at the next call (only changed attributes are set, so a compiled step
+        sees no mutation).
+        """
+        loss = self.discrepancy_loss
+        for name, value in self.loss_options().items():
+            if getattr(loss, name) != value:
+                setattr(loss, name, value)
+        return loss
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -281,8 +303,9 @@ class PriorSampleAutoencoder(Autoencoder):
         return self.discrepancy(z, y, generator), {}
 
     def discrepancy(self, z: Tensor, y: Tensor, generator: noise.Generatorish) -> Tensor:
-        """Scalar discrepancy between codes ``z`` and prior samples ``y``, both ``(N, d)``."""
-        raise NotImplementedError
+        """Scalar discrepancy between codes ``z`` and prior samples ``y``, both ``(N, d)``;
+        default: the ``discrepancy_loss`` module with the loss's ``generator``."""
+        return self.synced_loss()(z, y, generator=generator)
 
 
 def upcast(t: Tensor) -> Tensor:

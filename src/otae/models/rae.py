@@ -3,7 +3,9 @@ r"""Relational regularised autoencoders (Xu et al., ICML 2020): P-RAE and D-RAE.
 Both pull the batch posterior towards a learnable Gaussian-mixture prior (K = 10
 components, random init, spec §6) with a fused Gromov-Wasserstein discrepancy of
 trade-off ``beta`` (the weight of the GW part, POT's ``alpha``; paper: 0.1). Both
-regularisers are batch-level scalars that enter the total as computed.
+regularisers are batch-level scalars that enter the total as computed, computed by the
+loss module ``model.discrepancy_loss`` (:class:`otae.losses.HierarchicalFGWLoss`,
+:class:`otae.losses.SlicedFGWLoss`).
 
 * ``prae`` (probabilistic): hierarchical FGW between the batch posterior mixture
   :math:`\frac1N \sum_i \mathcal{N}(\mu_i, \sigma_i^2)` and the prior
@@ -29,9 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..discrepancies import hierarchical_fgw, sliced_fgw
 from ..discrepancies.hierarchical import TAU_RULES
 from ..discrepancies.sliced import SCALES
+from ..losses import HierarchicalFGWLoss, SlicedFGWLoss
 from . import _checks
 from .base import Autoencoder, ModelConfig, PriorSampleAutoencoder, register_model
 
@@ -75,20 +77,16 @@ class ProbabilisticRAE(Autoencoder):
     config_class = PRAEConfig
     probabilistic = True
     batch_regulariser = True
+    loss_class = HierarchicalFGWLoss
+
+    def loss_options(self):
+        c = self.config
+        return {"beta": c.beta, "n_outer": c.n_outer, "n_inner": c.n_inner,
+                "tau": c.solver_tau()}
 
     def regulariser(self, x, mean, logvar, z, generator):
-        c = self.config
         prior_means, prior_stds = self.prior.gaussian_components()
-        value = hierarchical_fgw(
-            mean,
-            torch.exp(0.5 * logvar),
-            prior_means,
-            prior_stds,
-            beta=c.beta,
-            n_outer=c.n_outer,
-            n_inner=c.n_inner,
-            tau=c.solver_tau(),
-        )
+        value = self.synced_loss()(mean, torch.exp(0.5 * logvar), prior_means, prior_stds)
         return value, {}
 
 
@@ -115,9 +113,8 @@ class DeterministicRAE(PriorSampleAutoencoder):
     """``R = SFG_beta(codes, prior samples)`` over ``n_projections`` random directions."""
 
     config_class = DRAEConfig
+    loss_class = SlicedFGWLoss
 
-    def discrepancy(self, z, y, generator):
+    def loss_options(self):
         c = self.config
-        return sliced_fgw(
-            z, y, beta=c.beta, n_projections=c.n_projections, generator=generator, scale=c.scale
-        )
+        return {"beta": c.beta, "n_projections": c.n_projections, "scale": c.scale}

@@ -4,7 +4,8 @@ r"""Sinkhorn autoencoder (Patrini et al., UAI 2019): deterministic encoder, any 
           y_j \sim p(z),
 
 the transport cost of the entropic plan after ``n_iters`` log-domain Sinkhorn
-iterations (:func:`otae.discrepancies.sinkhorn`), or with ``divergence: true`` the
+iterations (:func:`otae.discrepancies.sinkhorn`; the module :class:`otae.losses.SinkhornLoss`
+is ``model.discrepancy_loss``), or with ``divergence: true`` the
 debiased Sinkhorn divergence
 :math:`S_\varepsilon = OT_\varepsilon(q, p) - \frac12 OT_\varepsilon(q, q) -
 \frac12 OT_\varepsilon(p, p)` (:func:`otae.discrepancies.sinkhorn_divergence`, GeomLoss;
@@ -41,8 +42,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ..discrepancies import sinkhorn, sinkhorn_divergence
 from ..discrepancies.sinkhorn import GRADIENTS, SUPPORTED_P, annealing_schedule
+from ..losses import SinkhornLoss
 from ..priors import build_prior
 from . import _checks
 from .base import ModelConfig, PriorSampleAutoencoder, register_model
@@ -98,6 +99,7 @@ class SinkhornAE(PriorSampleAutoencoder):
     """``R = <P_eps, C>`` (or ``S_eps``) between codes and prior samples."""
 
     config_class = SAEConfig
+    loss_class = SinkhornLoss
 
     @classmethod
     def build_prior(cls, config, image_shape, generator):
@@ -116,11 +118,15 @@ class SinkhornAE(PriorSampleAutoencoder):
         mean, logvar = super().encode(x)
         return (F.normalize(mean, dim=-1) if self.on_sphere else mean), logvar
 
-    def discrepancy(self, z, y, generator):
+    def loss_options(self):
         c = self.config
-        if c.divergence:
-            return sinkhorn_divergence(z, y, epsilon=c.epsilon, p=c.p)
-        return sinkhorn(
-            z, y, epsilon=c.epsilon, n_iters=c.n_iters, p=c.p, gradient=c.gradient,
-            epsilon_start=c.epsilon_start or None, scaling=c.epsilon_scaling,
-        )
+        return {
+            "epsilon": c.epsilon, "n_iters": c.n_iters, "p": c.p, "divergence": c.divergence,
+            "gradient": c.gradient, "epsilon_start": c.epsilon_start or None,
+            # the divergence keeps GeomLoss's annealing ratio: epsilon_scaling belongs
+            # to the plain cost's schedule
+            "scaling": 0.5 if c.divergence else c.epsilon_scaling,
+        }
+
+    def discrepancy(self, z, y, generator):
+        return self.synced_loss()(z, y)  # Sinkhorn draws nothing

@@ -12,11 +12,14 @@ FG_\beta(\theta_\# q, \theta_\# p)` on the codes and as many stratified prior sa
 The location search (:func:`otae.discrepancies.spherical_sliced_fgw`,
 :func:`~otae.discrepancies.max_sliced_fgw`) runs on DETACHED codes and prior samples;
 the value at the found location(s) is back-propagated into the encoder and the prior
-only. The found location(s) are kept in the registered buffer ``locations`` (all zeros
-until the first search; saved with the model) and, with ``warm_start``, the next
-batch's search starts from them. Because it runs every batch from a warm start, the
-search defaults to ``n_iters = 10`` steps; the spec's reference value (a same-author
-implementation) is 100 steps with lr 0.1, kappa 50, L 10. The buffer is only updated
+only. The search is the loss module ``model.discrepancy_loss``
+(:class:`otae.losses.SphericalSlicedFGWLoss` or :class:`~otae.losses.MaxSlicedFGWLoss`).
+The found location(s) are kept in its registered buffer ``locations`` (``model.locations``;
+all zeros until the first search; saved with the model under the key ``locations``)
+and, with ``warm_start``, the next batch's search starts from them. Because it runs
+every batch from a warm start, the search defaults to ``n_iters = 10`` steps; the
+spec's reference value (a same-author implementation) is 100 steps with lr 0.1,
+kappa 50, L 10. The buffer is only updated
 in training mode, so evaluating a model does not change it.
 Whether the buffer holds a search result is known on the host (set by a training
 search, recomputed by ``load_state_dict``), so a training step never reads the buffer
@@ -34,10 +37,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..discrepancies import max_sliced_fgw, spherical_sliced_fgw
-from ..sphere import uniform_directions
+from .. import noise
+from ..losses import MaxSlicedFGWLoss, SphericalSlicedFGWLoss
 from . import _checks
 from .base import ModelConfig, PriorSampleAutoencoder, register_model
+
+#: the found locations' key in a model's state dict, and in its loss module's
+_MODEL_KEY, _MODULE_KEY = "locations", "discrepancy_loss.locations"
 
 
 @dataclass
@@ -103,59 +109,56 @@ class MaxSFGConfig(SearchConfig):
 
 
 class _SphericalRAE(PriorSampleAutoencoder):
-    """Shared regulariser: prior samples, warm-started search, buffer update."""
+    """Shared regulariser: prior samples, then the warm-started search of the loss module.
 
+    The module (``discrepancy_loss``) holds the ``locations`` buffer; checkpoints keep
+    the key ``locations`` of the model (saved under it, mapped back on loading), so
+    checkpoints written before the module existed load unchanged.
+    """
+
+    loss_class = SphericalSlicedFGWLoss
     distribution = "vmf"
 
     def __init__(self, config, encoder, decoder, prior):
         super().__init__(config, encoder, decoder, prior)
-        self.register_buffer("locations", torch.zeros(self.n_locations, config.latent_dim))
-        # Whether ``locations`` holds a search result, kept on the host so that the
-        # training step does not synchronise to test the buffer; refreshed on loading.
-        self._searched = False
-        self.register_load_state_dict_post_hook(_SphericalRAE._refresh_searched)
+        self.register_state_dict_post_hook(_SphericalRAE._save_locations)
+        self.register_load_state_dict_pre_hook(_SphericalRAE._load_locations)
 
     @staticmethod
-    def _refresh_searched(module: _SphericalRAE, incompatible_keys) -> None:
-        module._searched = bool((module.locations.norm(dim=-1) > 0).all())
+    def _save_locations(module, state_dict, prefix, local_metadata) -> None:
+        key = prefix + _MODULE_KEY
+        if key in state_dict:
+            state_dict[prefix + _MODEL_KEY] = state_dict.pop(key)
+
+    @staticmethod
+    def _load_locations(module, state_dict, prefix, *args) -> None:
+        key = prefix + _MODEL_KEY
+        if key in state_dict:
+            state_dict[prefix + _MODULE_KEY] = state_dict.pop(key)
+
+    @property
+    def locations(self) -> torch.Tensor:
+        """The found location(s), the loss module's buffer (zeros before the first search)."""
+        return self.discrepancy_loss.locations
 
     def draw_schedule_key(self) -> tuple:
         # the first search draws random starts; later ones start from ``locations``
-        return (self._searched,)
+        return (self.discrepancy_loss.searched,)
 
     @property
     def n_locations(self) -> int:
         return 1
 
-    def initial_locations(self, generator: torch.Generator | None) -> torch.Tensor | None:
-        """The search's starting point(s): the stored location(s), or None (random)."""
-        if not self.config.warm_start or not self._searched:
-            return None
-        return self.locations
-
-    def search(self, z, y, generator, init):
+    def loss_options(self):
         c = self.config
-        return spherical_sliced_fgw(
-            z,
-            y,
-            beta=c.beta,
-            kappa=c.kappa,
-            n_projections=c.n_projections,
-            n_iters=c.n_iters,
-            lr=c.lr,
-            n_components=self.n_locations,
-            distribution=self.distribution,
-            generator=generator,
-            init_locations=init,
-            return_locations=True,
-        )
+        return {"dim": c.latent_dim, "beta": c.beta, "kappa": c.kappa,
+                "n_projections": c.n_projections, "n_iters": c.n_iters, "lr": c.lr,
+                "n_locations": self.n_locations, "distribution": self.distribution,
+                "warm_start": c.warm_start}
 
-    def discrepancy(self, z, y, generator):
-        value, found = self.search(z, y, generator, self.initial_locations(generator))
-        if self.training:
-            self.locations.copy_(found.reshape(self.locations.shape))
-            self._searched = True
-        return value
+    def initial_locations(self, generator: noise.Generatorish) -> torch.Tensor | None:
+        """The search's starting point(s): the stored location(s), or None (random)."""
+        return self.synced_loss().initial_locations(generator)
 
 
 @register_model("ssfg")
@@ -189,30 +192,9 @@ class MaxSFGRAE(_SphericalRAE):
     """``R = max_theta FG_beta(theta#codes, theta#prior)`` (multi-start ascent)."""
 
     config_class = MaxSFGConfig
+    loss_class = MaxSlicedFGWLoss
 
-    def initial_locations(self, generator):
-        previous = super().initial_locations(generator)
-        if previous is None or self.config.n_starts == 1:
-            return previous
-        fresh = uniform_directions(
-            self.config.n_starts - 1,
-            self.config.latent_dim,
-            generator=generator,
-            dtype=previous.dtype,
-            device=previous.device,
-        )
-        return torch.cat((previous, fresh))
-
-    def search(self, z, y, generator, init):
+    def loss_options(self):
         c = self.config
-        return max_sliced_fgw(
-            z,
-            y,
-            beta=c.beta,
-            n_iters=c.n_iters,
-            lr=c.lr,
-            n_starts=c.n_starts,
-            generator=generator,
-            init_directions=init,
-            return_direction=True,
-        )
+        return {"dim": c.latent_dim, "beta": c.beta, "n_iters": c.n_iters, "lr": c.lr,
+                "n_starts": c.n_starts, "warm_start": c.warm_start}

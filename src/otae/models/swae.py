@@ -4,16 +4,17 @@ r"""SWAE (Kolouri et al. 2018): deterministic encoder, N(0, I) prior, sliced Was
           \big(\mathrm{sort}(z \theta_l)_i - \mathrm{sort}(y \theta_l)_i\big)^2,
           \quad \theta_l \sim U(S^{d-1}),\ y_i \sim p(z),
 
-:func:`otae.discrepancies.sliced_wasserstein` between the batch codes and as many prior
-samples; prior samples, then directions, are drawn from the ``generator`` passed to
-``loss``. A batch-level scalar.
+:func:`otae.discrepancies.sliced_wasserstein` (the module
+:class:`otae.losses.SlicedWassersteinLoss`, ``model.discrepancy_loss``) between the
+batch codes and as many prior samples; prior samples, then directions, are drawn from
+the ``generator`` passed to ``loss``. A batch-level scalar.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..discrepancies import sliced_wasserstein
+from ..losses import SlicedWassersteinLoss
 from . import _checks
 from .base import ModelConfig, PriorSampleAutoencoder, register_model
 
@@ -36,8 +37,7 @@ class SWAE(PriorSampleAutoencoder):
     """``R = SW_2^2(codes, prior samples)`` over ``n_projections`` uniform directions."""
 
     config_class = SWAEConfig
+    loss_class = SlicedWassersteinLoss
 
-    def discrepancy(self, z, y, generator):
-        return sliced_wasserstein(
-            z, y, n_projections=self.config.n_projections, generator=generator
-        )
+    def loss_options(self):
+        return {"n_projections": self.config.n_projections}

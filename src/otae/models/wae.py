@@ -3,7 +3,8 @@ r"""WAE-MMD (Tolstikhin et al. 2018): deterministic encoder, N(0, I) prior, MMD.
 .. math:: R = \widehat{MMD}^2_k(\{z_i\}, \{y_i\}),\quad y_i \sim p(z),\quad
           k(a, b) = \sum_s \frac{C s}{C s + \|a - b\|^2},\ C = 2 d \sigma^2,
 
-the unbiased estimate of :func:`otae.discrepancies.mmd` between the batch codes and as
+the unbiased estimate of :func:`otae.discrepancies.mmd` (the module
+:class:`otae.losses.MMDLoss`, ``model.discrepancy_loss``) between the batch codes and as
 many prior samples (drawn with the ``generator`` passed to ``loss``), a batch-level
 scalar. ``sigma^2 = 1`` (the N(0, I) prior); the multipliers ``s`` default to the WAE
 authors' :data:`~otae.discrepancies.mmd.WAE_SCALES` (the IMQ kernel summed over C x
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..discrepancies import mmd
 from ..discrepancies.mmd import KERNELS, WAE_SCALES
+from ..losses import MMDLoss
 from . import _checks
 from .base import ModelConfig, PriorSampleAutoencoder, register_model
 
@@ -48,6 +49,10 @@ class WAE(PriorSampleAutoencoder):
     """``R = MMD^2_k(codes, prior samples)`` with the (multi-scale) IMQ kernel."""
 
     config_class = WAEConfig
+    loss_class = MMDLoss
+
+    def loss_options(self):
+        return {"kernel": self.config.kernel, "scales": tuple(self.config.scales)}
 
     def discrepancy(self, z, y, generator):
-        return mmd(z, y, kernel=self.config.kernel, scales=tuple(self.config.scales))
+        return self.synced_loss()(z, y)  # MMD draws nothing
