@@ -20,6 +20,7 @@ clouds, a scalar) enters as computed, at the scale its own options choose
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -47,6 +48,10 @@ class ModelConfig:
     n_components: int = 10
     #: "mean": per-image averages; "sum": per-batch sums as in the RAE authors' code
     reduction: str = "mean"
+    #: models with an iterative solver (P-RAE, SAE, the spherical family): log what the
+    #: solver did each step (``train_solver_*`` columns of history.csv: marginal error,
+    #: last change, objective gain of the search...); costs extra operations per step
+    diagnostics: bool = False
 
     def validate(self) -> None:
         if self.latent_dim < 1:
@@ -113,8 +118,33 @@ class Autoencoder(nn.Module):
         bind = getattr(prior, "bind", None)
         if callable(bind):
             bind(self.encoder)
+        if config.diagnostics and not self.logs_solver:
+            raise ValueError(
+                f"model.diagnostics: {type(self).__name__} has no iterative solver to report on "
+                "(P-RAE, SAE and the spherical family have one)"
+            )
         if self.loss_class is not None:
             self.discrepancy_loss = self.loss_class(**self.loss_options())
+
+    @property
+    def logs_solver(self) -> bool:
+        """Whether :attr:`loss_class` is an iterative solver that reports diagnostics."""
+        return self.loss_class is not None and "diagnostics" in inspect.signature(
+            self.loss_class
+        ).parameters
+
+    def solver_extras(self) -> dict[str, Tensor]:
+        """The scalar diagnostics of the last regulariser call as ``solver_<key>`` extras
+        (empty unless ``config.diagnostics``); plans and traces are left out of the logs."""
+        info = getattr(self, "discrepancy_loss", None)
+        info = None if info is None else info.last_diagnostics
+        if not self.config.diagnostics or info is None:
+            return {}
+        return {
+            f"solver_{key}": torch.as_tensor(value, dtype=torch.float32)
+            for key, value in info.items()
+            if not isinstance(value, Tensor) or value.dim() == 0
+        }
 
     def loss_options(self) -> dict[str, Any]:
         """Keyword arguments of :attr:`loss_class` read from ``config``."""
@@ -300,7 +330,7 @@ class PriorSampleAutoencoder(Autoencoder):
 
     def regulariser(self, x, mean, logvar, z, generator):
         y = self.prior.sample(z.shape[0], generator)
-        return self.discrepancy(z, y, generator), {}
+        return self.discrepancy(z, y, generator), self.solver_extras()
 
     def discrepancy(self, z: Tensor, y: Tensor, generator: noise.Generatorish) -> Tensor:
         """Scalar discrepancy between codes ``z`` and prior samples ``y``, both ``(N, d)``;

@@ -82,12 +82,12 @@ class ProbabilisticRAE(Autoencoder):
     def loss_options(self):
         c = self.config
         return {"beta": c.beta, "n_outer": c.n_outer, "n_inner": c.n_inner,
-                "tau": c.solver_tau()}
+                "tau": c.solver_tau(), "diagnostics": c.diagnostics}
 
     def regulariser(self, x, mean, logvar, z, generator):
         prior_means, prior_stds = self.prior.gaussian_components()
         value = self.synced_loss()(mean, torch.exp(0.5 * logvar), prior_means, prior_stds)
-        return value, {}
+        return value, self.solver_extras()
 
 
 @dataclass

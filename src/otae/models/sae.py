@@ -91,6 +91,11 @@ class SAEConfig(ModelConfig):
             annealing_schedule(self.epsilon, self.n_iters, self.epsilon_start,
                                self.epsilon_scaling)
         _checks.choice(self.p, "p", SUPPORTED_P)
+        if self.diagnostics and self.divergence:
+            raise ValueError(
+                "model.diagnostics needs model.divergence: false (GeomLoss does not expose "
+                "the iterations of the Sinkhorn divergence)"
+            )
         _checks.positive(self.prior_kappa, "prior_kappa", allow_zero=True)
 
 
@@ -126,6 +131,7 @@ class SinkhornAE(PriorSampleAutoencoder):
             # the divergence keeps GeomLoss's annealing ratio: epsilon_scaling belongs
             # to the plain cost's schedule
             "scaling": 0.5 if c.divergence else c.epsilon_scaling,
+            "diagnostics": c.diagnostics,
         }
 
     def discrepancy(self, z, y, generator):

@@ -154,7 +154,7 @@ class _SphericalRAE(PriorSampleAutoencoder):
         return {"dim": c.latent_dim, "beta": c.beta, "kappa": c.kappa,
                 "n_projections": c.n_projections, "n_iters": c.n_iters, "lr": c.lr,
                 "n_locations": self.n_locations, "distribution": self.distribution,
-                "warm_start": c.warm_start}
+                "warm_start": c.warm_start, "diagnostics": c.diagnostics}
 
     def initial_locations(self, generator: noise.Generatorish) -> torch.Tensor | None:
         """The search's starting point(s): the stored location(s), or None (random)."""
@@ -197,4 +197,4 @@ class MaxSFGRAE(_SphericalRAE):
     def loss_options(self):
         c = self.config
         return {"dim": c.latent_dim, "beta": c.beta, "n_iters": c.n_iters, "lr": c.lr,
-                "n_starts": c.n_starts, "warm_start": c.warm_start}
+                "n_starts": c.n_starts, "warm_start": c.warm_start, "diagnostics": c.diagnostics}
