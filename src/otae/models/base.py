@@ -136,9 +136,10 @@ class Autoencoder(nn.Module):
     def solver_extras(self) -> dict[str, Tensor]:
         """The scalar diagnostics of the last regulariser call as ``solver_<key>`` extras
         (empty unless ``config.diagnostics``); plans and traces are left out of the logs."""
-        info = getattr(self, "discrepancy_loss", None)
-        info = None if info is None else info.last_diagnostics
-        if not self.config.diagnostics or info is None:
+        if not self.config.diagnostics:
+            return {}
+        info = self.discrepancy_loss.last_diagnostics
+        if info is None:
             return {}
         return {
             f"solver_{key}": torch.as_tensor(value, dtype=torch.float32)
