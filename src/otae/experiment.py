@@ -6,6 +6,7 @@ This sits above :mod:`otae.training` and :mod:`otae.evaluation` and is what
     config.yaml          the resolved config (re-runnable with `otae train`)
     history.csv          every loss term and test metric per epoch
     tensorboard/         the same, for TensorBoard
+    wandb/, mlruns/      the same, with training.loggers: [wandb] / [mlflow]
     checkpoints/         last.pt, best.pt (atomic, weights-only loadable)
     metrics.json         final test metrics
     figures/, report.html
@@ -283,6 +284,10 @@ def run_experiment(
 
     Under torchrun every rank trains; rank 0 alone prepares the run directory,
     evaluates and writes the report; the other ranks return ``None``.
+
+    The trainer's callbacks (:mod:`otae.training.callbacks`) also get the final
+    metrics and report path (``on_run_end``), or the error of a failed evaluation
+    (``on_exception``), then ``teardown``.
     """
     from .training import distributed
 
@@ -298,8 +303,11 @@ def run_experiment(
     if resume and not trainer.resume():
         trainer.log(f"no checkpoint in {trainer.checkpoint_dir}: starting from scratch")
     resumed_at = trainer.epoch
+    trained = False
     try:
-        history = trainer.fit(deadline=deadline)
+        # the callbacks stay open for the final metrics (on_run_end), torn down below
+        history = trainer.fit(deadline=deadline, teardown=False)
+        trained = True
         wall = time.perf_counter() - start
         if not is_main:
             return None
@@ -312,7 +320,7 @@ def run_experiment(
         with local_batches(trainer.model):
             if config.evaluation.timing_steps > 0:
                 extra.update(_step_timings(trainer, config.evaluation.timing_steps))
-            return evaluate_model(
+            result = evaluate_model(
                 trainer.model,
                 config,
                 run_dir,
@@ -323,10 +331,16 @@ def run_experiment(
                 extra=extra,
                 log=trainer.log,
             )
-    except BaseException:
+        trainer.callbacks.on_run_end(trainer, result.metrics, result.report)
+        return result
+    except BaseException as err:
+        if trained:  # a failure of fit() was reported to the callbacks there
+            trainer.callbacks.on_exception(trainer, err)
         if is_main and trainer.epoch != resumed_at:
             _drop_stale_metrics(run_dir, trainer.epoch, trainer.log)
         raise
+    finally:
+        trainer.teardown()
 
 
 def _step_timings(trainer: Trainer, steps: int) -> dict[str, Any]:
