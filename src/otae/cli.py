@@ -3,7 +3,7 @@
 Errors a user can fix (bad config, missing or damaged data, corrupted checkpoint, a
 diverging run...) are printed as one ``otae: error: ...`` line with exit status 2, not
 a traceback; the code raises them as ``ValueError`` / ``OSError`` (``FileNotFoundError``
-...), :class:`~otae.training.CheckpointError` or
+...), ``ImportError`` (an optional package to install), :class:`~otae.training.CheckpointError` or
 :class:`~otae.training.NonFiniteLossError`, with a message naming the culprit. Any other
 exception is a bug in otae: one ``otae: internal error: ...`` line, exit status 1.
 ``OTAE_DEBUG=1`` re-raises either kind with its traceback.
@@ -667,12 +667,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(err: BaseException) -> bool:
-    """Errors that bad input, bad files or a diverging run cause: one line, exit status 2."""
+    """Errors that bad input, bad files, a missing optional package (ImportError naming
+    the extra to install) or a diverging run cause: one line, exit status 2."""
     from .training import CheckpointError, NonFiniteLossError
     from .training.distributed import RunStoppedOnAnotherRank
 
     return isinstance(
-        err, (ValueError, OSError, CheckpointError, NonFiniteLossError, RunStoppedOnAnotherRank)
+        err,
+        (ValueError, OSError, ImportError, CheckpointError, NonFiniteLossError,
+         RunStoppedOnAnotherRank),
     )
 
 

@@ -287,8 +287,8 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 
 
 class WandbCallback(Callback):
-    """A Weights & Biases run: the config once, each history row (step = epoch), and the
-    final metrics as the run summary plus the report path.
+    """A Weights & Biases run: the config once, each history row (step = epoch), the
+    final metrics as ``final_*`` summary values and the report path as ``report``.
 
     ``mode`` is W&B's: ``offline`` (default: written under ``run_dir/wandb``, nothing
     leaves the machine; ``wandb sync run_dir/wandb/offline-run-*`` uploads it later),
@@ -319,7 +319,8 @@ class WandbCallback(Callback):
         self.run.log(_numbers(row), step=epoch)
 
     def on_run_end(self, trainer, metrics, report):
-        self.run.summary.update(_numbers(metrics))
+        # prefixed: W&B's summary also holds the last history row under the plain names
+        self.run.summary.update({f"final_{k}": v for k, v in _numbers(metrics).items()})
         if report is not None:
             self.run.summary["report"] = str(report)
 

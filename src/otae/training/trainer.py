@@ -275,6 +275,10 @@ class Trainer:
         self.is_main = self.rank == 0
         log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.log = log if self.is_main else (lambda msg: None)
+        # first: a missing W&B / MLflow library fails here, before the data is loaded
+        self.callbacks = CallbackList(
+            default_callbacks(config) + list(callbacks or []), enabled=self.is_main
+        )
         if config.training.batch_size % self.world_size:
             raise ValueError(
                 f"training.batch_size={config.training.batch_size} is the global batch and must "
@@ -344,10 +348,6 @@ class Trainer:
         self.checkpoint_epoch: int | None = None
         self.history: list[dict[str, float]] = []
         self.best_value = math.inf
-        # made last: W&B / MLflow fail here (not installed) before any training
-        self.callbacks = CallbackList(
-            default_callbacks(config) + list(callbacks or []), enabled=self.is_main
-        )
 
     # ------------------------------------------------------------------ state
     @property
