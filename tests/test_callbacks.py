@@ -297,7 +297,12 @@ def test_mlflow_file_store_holds_config_rows_and_final_metrics(tmp_path, monkeyp
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     run_dir = tmp_path / "run"
     config = mnist_config(tmp_path, loggers=["mlflow"], epochs=2)
-    result = run_experiment(config, run_dir, log=lambda m: None)
+    recorder = Recorder()
+    result = run_experiment(config, run_dir, log=lambda m: None, callbacks=[recorder])
+    # run_experiment's hooks: the final metrics (those of metrics.json) before teardown
+    assert recorder.names()[-3:] == ["fit_end", "run_end", "teardown"]
+    metrics_json = json.loads((run_dir / "metrics.json").read_text())
+    assert recorder.events[-2] == ("run_end", metrics_json, None)
     client = MlflowClient((run_dir / "mlruns").resolve().as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("cb").experiment_id])
     assert run.info.status == "FINISHED"

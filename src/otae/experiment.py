@@ -276,6 +276,7 @@ def run_experiment(
     report: bool = True,
     log=None,
     deadline: float | None = None,
+    callbacks: list | None = None,
 ) -> RunResult | None:
     """Train ``config`` (continuing from the last checkpoint with ``resume``), then evaluate.
 
@@ -285,7 +286,8 @@ def run_experiment(
     Under torchrun every rank trains; rank 0 alone prepares the run directory,
     evaluates and writes the report; the other ranks return ``None``.
 
-    The trainer's callbacks (:mod:`otae.training.callbacks`) also get the final
+    ``callbacks`` are added to the trainer's (:class:`~otae.training.Trainer`); all of
+    them (:mod:`otae.training.callbacks`) also get the final
     metrics and report path (``on_run_end``), or the error of a failed evaluation
     (``on_exception``), then ``teardown``.
     """
@@ -296,7 +298,7 @@ def run_experiment(
     if is_main:
         prepare_run_dir(run_dir, resume, overwrite)
     distributed.barrier()
-    trainer = Trainer(config, run_dir, log=log)
+    trainer = Trainer(config, run_dir, log=log, callbacks=callbacks)
     # refused now, not after training: a Fréchet metric the data cannot have
     check_frechet_possible(config, trainer.train_data)
     start = time.perf_counter()
@@ -335,7 +337,7 @@ def run_experiment(
         return result
     except BaseException as err:
         if trained:  # a failure of fit() was reported to the callbacks there
-            trainer.callbacks.on_exception(trainer, err)
+            trainer.notify_failure(err)
         if is_main and trainer.epoch != resumed_at:
             _drop_stale_metrics(run_dir, trainer.epoch, trainer.log)
         raise

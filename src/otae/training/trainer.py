@@ -809,17 +809,18 @@ class Trainer:
             self.callbacks.on_fit_end(self)
         except NonFiniteLossError as err:
             error = NonFiniteLossError(f"{err}; {self._recovery_hint()}")
-            self._failed(error, teardown)
+            self.notify_failure(error, teardown)
             raise error from None
         except BaseException as err:
-            self._failed(err, teardown)
+            self.notify_failure(err, teardown)
             raise
         if teardown:
             self.teardown()
         return self.history
 
-    def _failed(self, err: BaseException, teardown: bool) -> None:
-        """Tell the callbacks that the run failed with ``err`` (about to propagate).
+    def notify_failure(self, err: BaseException, teardown: bool = False) -> None:
+        """Tell the callbacks that the run failed with ``err`` (which the caller re-raises),
+        then tear them down if ``teardown``.
 
         An error of a callback here is not raised: it would hide ``err``, the reason the
         run stopped; it is logged instead.
