@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,8 @@ def wandb_records(path: Path) -> list:
             pos += room
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # a chunk still being written
+            break
         pending += data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
@@ -272,8 +275,15 @@ def test_wandb_offline_run_holds_config_rows_and_final_metrics(tmp_path):
     run_dir = tmp_path / "run"
     result = run_experiment(mnist_config(tmp_path, loggers=["wandb"]), run_dir, log=lambda m: None)
     (offline,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
-    records = wandb_records(offline)
-    kinds = [r.WhichOneof("record_type") for r in records]
+    # finish() can return before W&B's service process has flushed the file (seen on a
+    # loaded machine); it is complete once the run's exit record is in it
+    deadline = time.monotonic() + 30
+    while True:
+        records = wandb_records(offline)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     config = items([r.run.config.update for r in records if r.WhichOneof("record_type") == "run"]
                    + [r.config.update for r in records if r.WhichOneof("record_type") == "config"])
     assert config["model"]["name"] == "drae" and config["training"]["loggers"] == ["wandb"]
