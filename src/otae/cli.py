@@ -3,7 +3,7 @@
 Errors a user can fix (bad config, missing or damaged data, corrupted checkpoint, a
 diverging run...) are printed as one ``otae: error: ...`` line with exit status 2, not
 a traceback; the code raises them as ``ValueError`` / ``OSError`` (``FileNotFoundError``
-...), :class:`~otae.training.CheckpointError` or
+...), ``ImportError`` (an optional package to install), :class:`~otae.training.CheckpointError` or
 :class:`~otae.training.NonFiniteLossError`, with a message naming the culprit. Any other
 exception is a bug in otae: one ``otae: internal error: ...`` line, exit status 1.
 ``OTAE_DEBUG=1`` re-raises either kind with its traceback.

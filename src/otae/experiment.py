@@ -6,6 +6,7 @@ This sits above :mod:`otae.training` and :mod:`otae.evaluation` and is what
     config.yaml          the resolved config (re-runnable with `otae train`)
     history.csv          every loss term and test metric per epoch
     tensorboard/         the same, for TensorBoard
+    wandb/, mlruns/      the same, with training.loggers: [wandb] / [mlflow]
     checkpoints/         last.pt, best.pt (atomic, weights-only loadable)
     metrics.json         final test metrics
     figures/, report.html
@@ -290,6 +291,7 @@ def run_experiment(
     report: bool = True,
     log=None,
     deadline: float | None = None,
+    callbacks: list | None = None,
 ) -> RunResult | None:
     """Train ``config`` (continuing from the last checkpoint with ``resume``), then evaluate.
 
@@ -298,6 +300,11 @@ def run_experiment(
 
     Under torchrun every rank trains; rank 0 alone prepares the run directory,
     evaluates and writes the report; the other ranks return ``None``.
+
+    ``callbacks`` are added to the trainer's (:class:`~otae.training.Trainer`); all of
+    them (:mod:`otae.training.callbacks`) also get the final
+    metrics and report path (``on_run_end``), or the error of a failed evaluation
+    (``on_exception``), then ``teardown``.
     """
     from .training import distributed
 
@@ -306,15 +313,18 @@ def run_experiment(
     if is_main:
         prepare_run_dir(run_dir, resume, overwrite)
     distributed.barrier()
-    trainer = Trainer(config, run_dir, log=log)
+    trainer = Trainer(config, run_dir, log=log, callbacks=callbacks)
     # refused now, not after training: a Fréchet metric the data cannot have
     check_frechet_possible(config, trainer.train_data)
     start = time.perf_counter()
     if resume and not trainer.resume():
         trainer.log(f"no checkpoint in {trainer.checkpoint_dir}: starting from scratch")
     resumed_at = trainer.epoch
+    trained = False
     try:
-        history = trainer.fit(deadline=deadline)
+        # the callbacks stay open for the final metrics (on_run_end), torn down below
+        history = trainer.fit(deadline=deadline, teardown=False)
+        trained = True
         wall = time.perf_counter() - start
         if not is_main:
             return None
@@ -327,7 +337,7 @@ def run_experiment(
         with local_batches(trainer.model):
             if config.evaluation.timing_steps > 0:
                 extra.update(_step_timings(trainer, config.evaluation.timing_steps))
-            return evaluate_model(
+            result = evaluate_model(
                 trainer.model,
                 config,
                 run_dir,
@@ -338,10 +348,16 @@ def run_experiment(
                 extra=extra,
                 log=trainer.log,
             )
-    except BaseException:
+        trainer.callbacks.on_run_end(trainer, result.metrics, result.report)
+        return result
+    except BaseException as err:
+        if trained:  # a failure of fit() was reported to the callbacks there
+            trainer.notify_failure(err)
         if is_main and trainer.epoch != resumed_at:
             _drop_stale_metrics(run_dir, trainer.epoch, trainer.log)
         raise
+    finally:
+        trainer.teardown()
 
 
 def _step_timings(trainer: Trainer, steps: int) -> dict[str, Any]:

@@ -1,5 +1,14 @@
-"""Training: typed configs, one trainer for every model, atomic checkpoints."""
+"""Training: typed configs, one trainer for every model, callbacks, atomic checkpoints."""
 
+from .callbacks import (
+    Callback,
+    ConsoleLogger,
+    CSVLogger,
+    MLflowCallback,
+    ProgressBar,
+    TensorBoardLogger,
+    WandbCallback,
+)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import (
     DataConfig,
@@ -27,15 +36,22 @@ from .trainer import (
 )
 
 __all__ = [
+    "CSVLogger",
+    "Callback",
     "CheckpointError",
+    "ConsoleLogger",
     "DataConfig",
     "EvaluationConfig",
     "ExperimentConfig",
+    "MLflowCallback",
     "NetworkConfig",
     "NonFiniteLossError",
     "OptimizerConfig",
+    "ProgressBar",
+    "TensorBoardLogger",
     "Trainer",
     "TrainingConfig",
+    "WandbCallback",
     "apply_overrides",
     "build_split",
     "config_from_dict",

@@ -61,6 +61,10 @@ class OptimizerConfig:
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+#: W&B's run modes (wandb.init(mode=...))
+WANDB_MODES = ("offline", "online", "disabled")
+
+
 @dataclass
 class TrainingConfig:
     epochs: int = 50
@@ -96,6 +100,17 @@ class TrainingConfig:
     regulariser_mode: str = "global"
     progress: bool = True
     tensorboard: bool = True
+    #: external experiment trackers, off by default: any of wandb, mlflow
+    #: (otae.training.callbacks; pip install otae[wandb] / otae[mlflow])
+    loggers: list[str] = field(default_factory=list)
+    #: the W&B project, and W&B's mode: offline (written under the run directory,
+    #: uploaded later by `wandb sync`), online or disabled
+    wandb_project: str = "otae"
+    wandb_mode: str = "offline"
+    #: the MLflow tracking URI; None: a local file store at <run dir>/mlruns
+    mlflow_tracking_uri: str | None = None
+    #: the MLflow experiment; None: the config's name
+    mlflow_experiment: str | None = None
 
 
 @dataclass
@@ -152,6 +167,24 @@ class ExperimentConfig:
                 f"training.regulariser_mode must be one of {', '.join(REGULARISER_MODES)}, "
                 f"got {t.regulariser_mode!r}"
             )
+        from .callbacks import EXTERNAL_LOGGERS
+
+        for logger in t.loggers:
+            if logger not in EXTERNAL_LOGGERS:
+                raise ValueError(
+                    f"training.loggers: unknown logger {logger!r}; choose from "
+                    f"{', '.join(EXTERNAL_LOGGERS)} (progress, history.csv, TensorBoard and "
+                    "console lines are always on, see training.progress / training.tensorboard)"
+                )
+        if len(set(t.loggers)) != len(t.loggers):
+            raise ValueError(f"training.loggers lists a logger twice: {t.loggers}")
+        if t.wandb_mode not in WANDB_MODES:
+            raise ValueError(
+                f"training.wandb_mode must be one of {', '.join(WANDB_MODES)}, "
+                f"got {t.wandb_mode!r}"
+            )
+        if not t.wandb_project:
+            raise ValueError("training.wandb_project must not be empty")
         if t.optimizer.name not in ("adam", "rmsprop"):
             raise ValueError(
                 f"training.optimizer.name must be 'adam' or 'rmsprop', got {t.optimizer.name!r}"
@@ -235,6 +268,11 @@ RESUME_FREE = (
     "training.data_on_device",
     "training.progress",
     "training.tensorboard",
+    "training.loggers",
+    "training.wandb_project",
+    "training.wandb_mode",
+    "training.mlflow_tracking_uri",
+    "training.mlflow_experiment",
 )
 #: Settings a resumed run applies to its restored optimisers from the next step on.
 RESUME_APPLIED = ("training.optimizer.lr", "training.optimizer.critic_lr")

@@ -1,4 +1,8 @@
-"""One trainer for every model: epochs, critic schedule, logs, checkpoints, resume.
+"""One trainer for every model: epochs, critic schedule, checkpoints, resume.
+
+What a run logs (progress bar, history.csv, TensorBoard, console lines, W&B, MLflow)
+goes through callbacks (:mod:`otae.training.callbacks`); the trainer keeps training,
+evaluation, the divergence checks and the checkpoints.
 
 Data parallelism (``torchrun``, :mod:`otae.training.distributed`). ``batch_size`` is
 the global batch; rank ``r`` of ``W`` trains on rows ``r, r + W, ...`` of each
@@ -21,7 +25,6 @@ completed epoch.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -40,6 +43,13 @@ from ..discrepancies._validation import input_checks
 from ..models import Autoencoder, build_model
 from ..parallel import BatchShards, convert_batchnorm, local_batches
 from . import distributed
+from .callbacks import (
+    Callback,
+    CallbackList,
+    _NoProgress,  # noqa: F401  (its former home: tests look for it here)
+    _progress,  # noqa: F401
+    default_callbacks,
+)
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -140,8 +150,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 _DIVERGENCE_FIX = "lower training.optimizer.lr (or model.gamma)"
-#: without a progress bar, a diverged step is looked for (one host sync) every this many
-#: steps, and at the end of the epoch
+#: a diverged step is looked for (one host sync) every this many steps, at the steps where
+#: a callback reads the terms (the progress bar's), and at the end of the epoch
 _DIVERGENCE_CHECK_EVERY = 50
 
 
@@ -242,7 +252,10 @@ class Trainer:
     """Train ``config.model`` on ``config.data``; write everything under ``run_dir``.
 
     ``train_data``/``test_data`` may be given directly (any :class:`ImageDataset`);
-    otherwise they are built from ``config.data``.
+    otherwise they are built from ``config.data``. ``log`` receives the trainer's
+    messages (default: stderr). ``callbacks`` are added after the ones the config asks
+    for (:func:`~otae.training.callbacks.default_callbacks`: progress bar, history.csv,
+    TensorBoard, console lines, W&B / MLflow); all of them run on rank 0 only.
     """
 
     def __init__(
@@ -253,6 +266,7 @@ class Trainer:
         train_data: ImageDataset | None = None,
         test_data: ImageDataset | None = None,
         log: Callable[[str], None] | None = None,
+        callbacks: list[Callback] | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -261,6 +275,10 @@ class Trainer:
         self.is_main = self.rank == 0
         log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.log = log if self.is_main else (lambda msg: None)
+        # first: a missing W&B / MLflow library fails here, before the data is loaded
+        self.callbacks = CallbackList(
+            default_callbacks(config) + list(callbacks or []), enabled=self.is_main
+        )
         if config.training.batch_size % self.world_size:
             raise ValueError(
                 f"training.batch_size={config.training.batch_size} is the global batch and must "
@@ -645,36 +663,31 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One epoch; returns the mean loss terms over the global batches (all ranks)."""
-        cfg = self.config.training
         gen = self.noise_generator(epoch)
         batches = self.epoch_batches(epoch)
         self.model.train()
         sums: dict[str, Tensor] = {}
         seen = 0
-        progress = _progress(
-            len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=cfg.progress and self.is_main
-        )
+        callbacks = self.callbacks
+        callbacks.on_epoch_start(self, epoch, len(batches))
         self.divergence.reset()
-        for step, (x, _) in enumerate(self._iterate(self.train_data, batches)):
-            terms, critic_terms = self.step(x, gen)
-            for key, value in critic_terms.items():
-                key = key if key.startswith("critic") else f"critic_{key}"
-                sums[key] = sums.get(key, 0) + value.detach() * len(x)
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0) + value.detach() * len(x)
-            seen += len(x)
-            progress.update(1)
-            # logging points: the only host syncs of the loop
-            if step % 10 == 0 and progress.enabled:
-                self._check_divergence(epoch, progress)
-                progress.set_postfix(
-                    rec=f"{float(terms['reconstruction'].detach()):.2f}",
-                    reg=f"{float(terms['regulariser'].detach()):.4g}",
-                )
-            elif (step + 1) % _DIVERGENCE_CHECK_EVERY == 0:
-                self._check_divergence(epoch, progress)
-        self._check_divergence(epoch, progress)
-        progress.close()
+        try:
+            for step, (x, _) in enumerate(self._iterate(self.train_data, batches)):
+                terms, critic_terms = self.step(x, gen)
+                for key, value in critic_terms.items():
+                    key = key if key.startswith("critic") else f"critic_{key}"
+                    sums[key] = sums.get(key, 0) + value.detach() * len(x)
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0) + value.detach() * len(x)
+                seen += len(x)
+                # logging points are the only host syncs of the loop: divergence first,
+                # so that no callback reads the terms of a diverged step
+                if callbacks.syncs_at(step) or (step + 1) % _DIVERGENCE_CHECK_EVERY == 0:
+                    self._check_divergence(epoch)
+                callbacks.on_step_end(self, epoch, step, terms)
+            self._check_divergence(epoch)
+        finally:
+            callbacks.on_train_epoch_end(self, epoch)
         # each rank's terms are its share; their average over ranks is the global value
         keys = list(sums)
         totals = distributed.sum_over_ranks(
@@ -683,11 +696,10 @@ class Trainer:
         seen *= self.world_size
         return {f"train_{k}": float(v) / seen for k, v in zip(keys, totals.tolist(), strict=True)}
 
-    def _check_divergence(self, epoch: int, progress) -> None:
+    def _check_divergence(self, epoch: int) -> None:
         """Raise :class:`NonFiniteLossError` if a step of this epoch was not finite."""
         if not self.divergence.diverged():
             return
-        progress.close()  # the error line must not share the bar's line
         batch, values = self.divergence.report()
         what = f"loss is not finite ({values})"
         broken = self._nonfinite_modules()
@@ -740,7 +752,9 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ driver
-    def fit(self, resume: bool = False, deadline: float | None = None) -> list[dict[str, float]]:
+    def fit(
+        self, resume: bool = False, deadline: float | None = None, *, teardown: bool = True
+    ) -> list[dict[str, float]]:
         """Train the remaining epochs; returns the per-epoch history (rank 0's: complete).
 
         ``deadline`` (a ``time.time()`` value) stops training at the last epoch boundary
@@ -748,21 +762,23 @@ class Trainer:
         in time (the first one always starts). The checkpoints are those of the last
         finished epoch, so the run continues later with ``resume``. Under torchrun the
         ranks stop together (rank 0 alone keeps the history that decides).
+
+        The callbacks get ``on_fit_start`` ... ``on_fit_end`` (or ``on_exception``, and the
+        error propagates), then ``teardown`` unless ``teardown=False``: the caller then
+        calls :meth:`teardown` itself, after whatever it still reports to them
+        (:func:`otae.experiment.run_experiment` does so for the final metrics).
         """
         if resume:
             if not self.resume():
                 self.log(f"no checkpoint in {self.checkpoint_dir}: starting from scratch")
-        writer = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in remove_stale_temporaries(self.checkpoint_dir):
                 self.log(f"removed {stale.name}, left by a checkpoint write that was killed")
             save_config(self.config, self.run_dir / "config.yaml")
-            writer = _tensorboard_writer(
-                self.run_dir / "tensorboard", self.epoch + 1, self.config, self.log
-            )
         cfg = self.config.training
         try:
+            self.callbacks.on_fit_start(self)
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
                 if not self._time_for_an_epoch(deadline):
                     self.log(
@@ -778,7 +794,7 @@ class Trainer:
                 failure: Exception | None = None
                 if self.is_main:
                     try:
-                        self._end_epoch(row, writer)
+                        self._end_epoch(row, self.callbacks)
                     except Exception as err:  # re-raised after the vote
                         failure = err
                 # the other ranks wait while rank 0 evaluates and writes checkpoints; the
@@ -790,12 +806,38 @@ class Trainer:
                     raise distributed.RunStoppedOnAnotherRank(
                         f"rank 0 stopped the run at the end of epoch {epoch}; its error says why"
                     )
+            self.callbacks.on_fit_end(self)
         except NonFiniteLossError as err:
-            raise NonFiniteLossError(f"{err}; {self._recovery_hint()}") from None
-        finally:
-            if writer is not None:
-                writer.close()
+            error = NonFiniteLossError(f"{err}; {self._recovery_hint()}")
+            self.notify_failure(error, teardown)
+            raise error from None
+        except BaseException as err:
+            self.notify_failure(err, teardown)
+            raise
+        if teardown:
+            self.teardown()
         return self.history
+
+    def notify_failure(self, err: BaseException, teardown: bool = False) -> None:
+        """Tell the callbacks that the run failed with ``err`` (which the caller re-raises),
+        then tear them down if ``teardown``.
+
+        An error of a callback here is not raised: it would hide ``err``, the reason the
+        run stopped; it is logged instead.
+        """
+        try:
+            self.callbacks.on_exception(self, err)
+        except Exception as hook_err:
+            self.log(f"warning: a callback failed while the run stopped: {hook_err!r}")
+        if teardown:
+            try:
+                self.teardown()
+            except Exception as hook_err:
+                self.log(f"warning: a callback failed while the run stopped: {hook_err!r}")
+
+    def teardown(self) -> None:
+        """The callbacks' last call (:meth:`fit` makes it unless ``teardown=False``); once."""
+        self.callbacks.teardown(self)
 
     def _time_for_an_epoch(self, deadline: float | None) -> bool:
         """Whether one more epoch (at the mean epoch time of this process) ends by ``deadline``."""
@@ -818,12 +860,14 @@ class Trainer:
             f"continue from there with `otae train {run} training.optimizer.lr=<lower>`"
         )
 
-    def _end_epoch(self, row: dict[str, float], writer) -> None:
-        """Held-out evaluation, history, logs and checkpoints of a finished epoch (rank 0).
+    def _end_epoch(self, row: dict[str, float], callbacks: CallbackList) -> None:
+        """Held-out evaluation, history, checkpoints, then the callbacks (rank 0).
 
         An epoch whose last updates left the model non-finite (its held-out loss is NaN
         or Inf) raises :class:`NonFiniteLossError` here, before anything is written: the
-        previous epoch's checkpoints stay as they were.
+        previous epoch's checkpoints stay as they were. The callbacks' ``on_epoch_end``
+        (history.csv, TensorBoard, the epoch's line...) comes after the checkpoints, so a
+        callback that raises stops the run with this epoch saved.
         """
         epoch = self.epoch
         try:
@@ -841,16 +885,6 @@ class Trainer:
             )
         row.update(metrics)
         self.history.append(row)
-        self._write_csv()
-        if writer is not None:
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(key.replace("_", "/", 1), value, epoch)
-            writer.flush()
-        self.log(
-            f"epoch {epoch}: train rec {row.get('train_reconstruction', float('nan')):.3f}"
-            f" | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
-        )
         if row.get("test_total", math.inf) < self.best_value:
             self.best_value = row["test_total"]
             save_checkpoint(self.state_dict(), self.checkpoint_dir / "best.pt")
@@ -858,68 +892,12 @@ class Trainer:
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
             save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
             self.checkpoint_epoch = epoch
-
-    def _write_csv(self) -> None:
-        keys: list[str] = []
-        for row in self.history:
-            keys += [k for k in row if k not in keys]
-        tmp = self.run_dir / ".history.csv.tmp"
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        os.replace(tmp, self.run_dir / "history.csv")
+        callbacks.on_epoch_end(self, epoch, row)
 
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    """A per-batch progress bar on stderr, only when stderr is a terminal.
-
-    Redirected to a file or a pipe, a bar is thousands of carriage-return updates in
-    the log; the one line per epoch that the trainer logs is the progress there.
-    """
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        enabled = False
-    # a Jupyter widget bar (tqdm.auto's choice in a notebook) is one updating widget
-    widget = enabled and "notebook" in tqdm.__module__
-    if not enabled or not (widget or _is_terminal(sys.stderr)):
-        return _NoProgress()
-    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-    bar.enabled = True
-    return bar
-
-
-class _NoProgress:
-    enabled = False
-
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kwargs: Any) -> None: ...
-    def close(self) -> None: ...
-
-
-def _tensorboard_writer(log_dir: Path, first_epoch: int, config, log):
-    if not config.training.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log("tensorboard is not installed: TensorBoard logs are off (history.csv is written)")
-        return None
-    # purge_step drops events a killed run logged after its last checkpoint.
-    return SummaryWriter(str(log_dir), purge_step=first_epoch)
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu"):

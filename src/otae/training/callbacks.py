@@ -1,0 +1,470 @@
+"""Trainer callbacks: everything the trainer logs goes through them.
+
+A :class:`Callback` has one no-op method per event of a run; subclass it and override
+the ones you need, then pass instances to ``Trainer(..., callbacks=[...])``. The events,
+in order::
+
+    on_fit_start(trainer)                    after resume, run dir and config.yaml written
+      on_epoch_start(trainer, epoch, n_steps)
+        on_step_end(trainer, epoch, step, terms)   every optimisation step
+      on_train_epoch_end(trainer, epoch)     after the last step (also when a step failed)
+      on_epoch_end(trainer, epoch, row)      after evaluation, history and checkpoints
+    on_fit_end(trainer)                      every epoch done (or the deadline reached)
+    on_exception(trainer, err)               instead of on_fit_end: the run failed
+    on_run_end(trainer, metrics, report)     `otae train` / run_experiment: metrics.json
+    teardown(trainer)                        always last: close files, finish runs
+
+Rules the trainer keeps:
+
+* Callbacks run on rank 0 only (under torchrun the other ranks train silently).
+* ``terms`` in :meth:`Callback.on_step_end` are the step's loss terms as 0-dim DEVICE
+  tensors. Reading one (``float(t)``) waits for the GPU; a callback may do that only at
+  the steps where :meth:`Callback.syncs_at` says True. The trainer checks divergence at
+  those steps first, so a callback never sees the values of a diverged step.
+* ``row`` in :meth:`Callback.on_epoch_end` is the epoch's history row (``epoch``,
+  ``train_*`` means, ``epoch_time_s``, ``test_*``), already in ``trainer.history`` and in
+  the epoch's checkpoints. A callback that raises there stops the run AFTER the epoch's
+  checkpoints were written: resuming continues with the next epoch. (Under torchrun the
+  error stops every rank, as any failure of rank 0's end of epoch does.)
+* :meth:`Callback.on_run_end` comes from :func:`otae.experiment.run_experiment` (the
+  ``otae train`` path) after the final metrics; ``Trainer.fit`` alone never calls it.
+  ``Trainer.fit`` calls :meth:`Callback.teardown` at its end unless given
+  ``teardown=False`` (``run_experiment`` does so and calls ``Trainer.teardown`` after
+  its evaluation).
+
+Built-ins (:func:`default_callbacks` picks them from ``training.*``): :class:`ProgressBar`
+(``training.progress``), :class:`CSVLogger` (``history.csv``), :class:`TensorBoardLogger`
+(``training.tensorboard``), :class:`ConsoleLogger` (one line per epoch), and the opt-in
+:class:`WandbCallback` / :class:`MLflowCallback` (``training.loggers``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
+#: the names ``training.loggers`` accepts, with the extra that installs each library
+EXTERNAL_LOGGERS = {"wandb": "otae[wandb]", "mlflow": "otae[mlflow]"}
+
+
+class Callback:
+    """Hooks into a training run; every method is a no-op here (see the module doc)."""
+
+    def syncs_at(self, step: int) -> bool:
+        """Whether :meth:`on_step_end` reads the terms of step ``step`` on the host."""
+        return False
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Training starts (or resumes: ``trainer.epoch`` epochs are done already)."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int, n_steps: int) -> None:
+        """Epoch ``epoch`` (1-based) starts; it has ``n_steps`` optimisation steps."""
+
+    def on_step_end(
+        self, trainer: Trainer, epoch: int, step: int, terms: dict[str, Tensor]
+    ) -> None:
+        """Step ``step`` (0-based within the epoch) is done; ``terms`` are device tensors."""
+
+    def on_train_epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        """The epoch's steps are done (or one failed), before its held-out evaluation."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, float]) -> None:
+        """Epoch ``epoch`` is evaluated, in ``trainer.history`` and checkpointed."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """Training ended normally (every epoch, or stopped at the deadline)."""
+
+    def on_exception(self, trainer: Trainer, err: BaseException) -> None:
+        """The run failed with ``err`` (divergence, a full disk, Ctrl-C...); it propagates."""
+
+    def on_run_end(self, trainer: Trainer, metrics: dict[str, Any], report: Path | None) -> None:
+        """The run's final metrics (as in metrics.json) and its report.html (None: none)."""
+
+    def teardown(self, trainer: Trainer) -> None:
+        """Last call of the run, success or not: close what the callback opened."""
+
+
+class CallbackList:
+    """Calls each hook of ``callbacks`` in order; on ranks other than 0, nothing."""
+
+    def __init__(self, callbacks: list[Callback], enabled: bool = True) -> None:
+        self.callbacks = list(callbacks) if enabled else []
+        self._torn_down = False
+
+    def __iter__(self):
+        return iter(self.callbacks)
+
+    def syncs_at(self, step: int) -> bool:
+        return any(cb.syncs_at(step) for cb in self.callbacks)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(*args)
+
+    def on_fit_start(self, trainer):
+        self._torn_down = False
+        self._call("on_fit_start", trainer)
+
+    def on_epoch_start(self, trainer, epoch, n_steps):
+        self._call("on_epoch_start", trainer, epoch, n_steps)
+
+    def on_step_end(self, trainer, epoch, step, terms):
+        self._call("on_step_end", trainer, epoch, step, terms)
+
+    def on_train_epoch_end(self, trainer, epoch):
+        self._call("on_train_epoch_end", trainer, epoch)
+
+    def on_epoch_end(self, trainer, epoch, row):
+        self._call("on_epoch_end", trainer, epoch, row)
+
+    def on_fit_end(self, trainer):
+        self._call("on_fit_end", trainer)
+
+    def on_exception(self, trainer, err):
+        self._call("on_exception", trainer, err)
+
+    def on_run_end(self, trainer, metrics, report):
+        self._call("on_run_end", trainer, metrics, report)
+
+    def teardown(self, trainer) -> None:
+        """Each callback's ``teardown`` once, all of them even if one raises (then re-raised)."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        failure: BaseException | None = None
+        for cb in self.callbacks:
+            try:
+                cb.teardown(trainer)
+            except BaseException as err:  # the others must still close their files
+                failure = failure or err
+        if failure is not None:
+            raise failure
+
+
+# ---------------------------------------------------------------------- built-ins
+class ProgressBar(Callback):
+    """A per-batch tqdm bar on stderr, only when stderr is a terminal (or a notebook).
+
+    Every ``every`` steps it shows the step's reconstruction and regulariser terms
+    (a host sync: :meth:`syncs_at`, where the trainer also checks divergence).
+    """
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+        self.bar: Any = _NoProgress()
+
+    def syncs_at(self, step: int) -> bool:
+        return self.bar.enabled and step % self.every == 0
+
+    def on_epoch_start(self, trainer, epoch, n_steps):
+        self.bar = _progress(n_steps, f"epoch {epoch}/{trainer.config.training.epochs}", True)
+
+    def on_step_end(self, trainer, epoch, step, terms):
+        self.bar.update(1)
+        if self.syncs_at(step):
+            self.bar.set_postfix(
+                rec=f"{float(terms['reconstruction'].detach()):.2f}",
+                reg=f"{float(terms['regulariser'].detach()):.4g}",
+            )
+
+    def on_train_epoch_end(self, trainer, epoch):
+        # closed before any error line, which must not share the bar's line
+        self.bar.close()
+        self.bar = _NoProgress()
+
+    def teardown(self, trainer):
+        self.on_train_epoch_end(trainer, trainer.epoch)
+
+
+class CSVLogger(Callback):
+    """``history.csv`` in the run directory: every row of ``trainer.history``.
+
+    Rewritten whole after each epoch through a temporary file and ``os.replace``, so a
+    killed run never leaves a half-written file; columns are the union of the rows'
+    keys in first-seen order (a resumed run's rows included).
+    """
+
+    def __init__(self, filename: str = "history.csv") -> None:
+        self.filename = filename
+
+    def on_epoch_end(self, trainer, epoch, row):
+        write_history_csv(trainer.history, trainer.run_dir / self.filename)
+
+
+def write_history_csv(history: list[dict[str, float]], path: Path) -> None:
+    """``history`` as CSV at ``path``, atomically (see :class:`CSVLogger`)."""
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+class TensorBoardLogger(Callback):
+    """Each history row as scalars under ``run_dir/tensorboard``, step = epoch.
+
+    Tags replace the first ``_`` of a column by ``/`` (``train/total``, ``test/rec_loss``,
+    ``epoch/time_s``). A resumed run purges the events a killed run logged after its last
+    checkpoint. Without the tensorboard package it logs one line and writes nothing.
+    """
+
+    def __init__(self, subdir: str = "tensorboard") -> None:
+        self.subdir = subdir
+        self.writer = None
+
+    def on_fit_start(self, trainer):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            trainer.log("tensorboard is not installed: TensorBoard logs are off "
+                        "(history.csv is written)")
+            return
+        # purge_step drops events a killed run logged after its last checkpoint
+        self.writer = SummaryWriter(str(trainer.run_dir / self.subdir),
+                                    purge_step=trainer.epoch + 1)
+
+    def on_epoch_end(self, trainer, epoch, row):
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key != "epoch":
+                self.writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+        self.writer.flush()
+
+    def teardown(self, trainer):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class ConsoleLogger(Callback):
+    """One line per epoch through ``trainer.log`` (stderr by default)::
+
+        epoch 3: train rec 41.215 | test rec 40.874 | 1.2s
+    """
+
+    def on_epoch_end(self, trainer, epoch, row):
+        trainer.log(
+            f"epoch {epoch}: train rec {row.get('train_reconstruction', float('nan')):.3f}"
+            f" | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
+        )
+
+
+# ---------------------------------------------------------------------- external
+def _import_optional(module: str, logger: str):
+    """``import module``, or ImportError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"training.loggers lists {logger!r} but {module} cannot be imported ({err}); "
+            f"install it with `pip install {EXTERNAL_LOGGERS[logger]}`, or drop {logger!r} "
+            "from training.loggers"
+        ) from None
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The real numbers of ``values`` as floats (bools, strings, None, lists left out)."""
+    return {
+        k: float(v) for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+class WandbCallback(Callback):
+    """A Weights & Biases run: the config once, each history row (step = epoch), the
+    final metrics as ``final_*`` summary values and the report path as ``report``.
+
+    ``mode`` is W&B's: ``offline`` (default: written under ``run_dir/wandb``, nothing
+    leaves the machine; ``wandb sync run_dir/wandb/offline-run-*`` uploads it later),
+    ``online`` or ``disabled``. Needs ``pip install otae[wandb]``; the import happens
+    when the callback is made, so a missing library fails before training.
+    """
+
+    def __init__(self, project: str = "otae", mode: str = "offline", name: str | None = None,
+                 **init_kwargs: Any) -> None:
+        self.wandb = _import_optional("wandb", "wandb")
+        self.project, self.mode, self.name = project, mode, name
+        self.init_kwargs = init_kwargs
+        self.run = None
+
+    def on_fit_start(self, trainer):
+        from .config import config_to_dict
+
+        self.run = self.wandb.init(
+            project=self.project,
+            name=self.name or trainer.config.name,
+            mode=self.mode,
+            dir=str(trainer.run_dir),
+            config=config_to_dict(trainer.config),
+            **self.init_kwargs,
+        )
+
+    def on_epoch_end(self, trainer, epoch, row):
+        self.run.log(_numbers(row), step=epoch)
+
+    def on_run_end(self, trainer, metrics, report):
+        # prefixed: W&B's summary also holds the last history row under the plain names
+        self.run.summary.update({f"final_{k}": v for k, v in _numbers(metrics).items()})
+        if report is not None:
+            self.run.summary["report"] = str(report)
+
+    def on_exception(self, trainer, err):
+        if self.run is not None:
+            self.run.finish(exit_code=1)
+            self.run = None
+
+    def teardown(self, trainer):
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+class MLflowCallback(Callback):
+    """An MLflow run: the config as params (dotted keys) once, each history row as
+    metrics (step = epoch), the final metrics as ``final_*`` metrics, the report path
+    as the ``report`` tag.
+
+    ``tracking_uri`` None writes a local file store at ``run_dir/mlruns`` (nothing leaves
+    the machine; ``mlflow ui --backend-store-uri run_dir/mlruns`` shows it). MLflow 3
+    keeps that file store in maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``, which
+    this default sets unless the environment already does; any other URI (``sqlite:///...``,
+    ``http://...``) is used as given. ``experiment`` None: the config's name. Needs
+    ``pip install otae[mlflow]`` (mlflow-skinny is enough for the file store).
+    """
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
+        self.mlflow = _import_optional("mlflow", "mlflow")
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+        self.client = None
+        self.run_id: str | None = None
+
+    def on_fit_start(self, trainer):
+        from .config import _flatten, config_to_dict
+
+        uri = self.tracking_uri
+        if uri is None:
+            uri = (trainer.run_dir / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = self.mlflow.tracking.MlflowClient(tracking_uri=uri)
+        name = self.experiment or trainer.config.name
+        found = self.client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found else self.client.create_experiment(name)
+        run = self.client.create_run(experiment_id, run_name=trainer.config.name)
+        self.run_id = run.info.run_id
+        params = [
+            self.mlflow.entities.Param(k, str(v)[:6000])
+            for k, v in _flatten(config_to_dict(trainer.config)).items()
+        ]
+        self.client.log_batch(self.run_id, params=params)
+
+    def _log(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        metrics = [
+            self.mlflow.entities.Metric(f"{prefix}{k}", v, now, step)
+            for k, v in _numbers(values).items() if math.isfinite(v)
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_epoch_end(self, trainer, epoch, row):
+        self._log({k: v for k, v in row.items() if k != "epoch"}, epoch)
+
+    def on_run_end(self, trainer, metrics, report):
+        self._log(metrics, trainer.epoch, prefix="final_")
+        if report is not None:
+            self.client.set_tag(self.run_id, "report", str(report))
+
+    def on_exception(self, trainer, err):
+        self._end("FAILED")
+
+    def teardown(self, trainer):
+        self._end("FINISHED")
+
+    def _end(self, status: str) -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status)
+            self.run_id = None
+
+
+def default_callbacks(config) -> list[Callback]:
+    """The callbacks ``training.*`` asks for: progress bar, history.csv, TensorBoard,
+    console lines, then W&B / MLflow in the order of ``training.loggers``."""
+    t = config.training
+    callbacks: list[Callback] = [ProgressBar()] if t.progress else []
+    callbacks.append(CSVLogger())
+    if t.tensorboard:
+        callbacks.append(TensorBoardLogger())
+    callbacks.append(ConsoleLogger())
+    for name in t.loggers:
+        if name == "wandb":
+            callbacks.append(WandbCallback(project=t.wandb_project, mode=t.wandb_mode))
+        elif name == "mlflow":
+            callbacks.append(MLflowCallback(t.mlflow_tracking_uri, t.mlflow_experiment))
+    return callbacks
+
+
+# ---------------------------------------------------------------------- tqdm
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A per-batch progress bar on stderr, only when stderr is a terminal.
+
+    Redirected to a file or a pipe, a bar is thousands of carriage-return updates in
+    the log; the one line per epoch that the trainer logs is the progress there.
+    """
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        enabled = False
+    # a Jupyter widget bar (tqdm.auto's choice in a notebook) is one updating widget
+    widget = enabled and "notebook" in tqdm.__module__
+    if not enabled or not (widget or _is_terminal(sys.stderr)):
+        return _NoProgress()
+    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    bar.enabled = True
+    return bar
+
+
+class _NoProgress:
+    enabled = False
+
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kwargs: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "ConsoleLogger",
+    "EXTERNAL_LOGGERS",
+    "MLflowCallback",
+    "ProgressBar",
+    "TensorBoardLogger",
+    "WandbCallback",
+    "default_callbacks",
+    "write_history_csv",
+]
