@@ -33,6 +33,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # re-export: sections()), so a submodule needs an entry only for a page of its own.
 API_MODULES = [
     "otae.discrepancies",
+    "otae.losses",
     "otae.sphere",
     "otae.slicers",
     "otae.priors",

@@ -246,7 +246,7 @@ def evaluate_model(
             )
         )
     # the switch for long test sets; getattr: EvaluationConfig gains the field separately
-    if getattr(ev, "clustering", True):
+    if ev.clustering:
         from .evaluation.clustering import dataset_clustering_metrics
 
         metrics.update(

@@ -127,6 +127,9 @@ class EvaluationConfig:
     classifier_fd_samples: int = 0
     #: generated/test images for FID with Inception-v3 (needs otae[fid]; 0: skip)
     fid_samples: int = 0
+    #: cluster the test codes (k-means and the model's mixture prior) against the labels:
+    #: ACC / NMI / ARI in metrics.json (false: skip)
+    clustering: bool = True
 
 
 @dataclass
