@@ -178,7 +178,6 @@ def test_divergence_is_checked_before_a_callback_reads_the_terms(tmp_path):
 
 
 def test_tensorboard_logs_each_history_column_under_its_tag(tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     config = tiny_config(epochs=2)
@@ -271,7 +270,6 @@ def items(groups) -> dict:
 
 
 def test_wandb_offline_run_holds_config_rows_and_final_metrics(tmp_path):
-    pytest.importorskip("wandb")
     run_dir = tmp_path / "run"
     result = run_experiment(mnist_config(tmp_path, loggers=["wandb"]), run_dir, log=lambda m: None)
     (offline,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
@@ -301,7 +299,6 @@ def test_wandb_offline_run_holds_config_rows_and_final_metrics(tmp_path):
 
 
 def test_mlflow_file_store_holds_config_rows_and_final_metrics(tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
@@ -329,7 +326,6 @@ def test_mlflow_file_store_holds_config_rows_and_final_metrics(tmp_path, monkeyp
 
 
 def test_mlflow_run_of_a_diverged_training_is_marked_failed(tmp_path):
-    pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     config = tiny_config(epochs=1)

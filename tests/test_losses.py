@@ -326,10 +326,9 @@ def test_plain_loop_example_decreases_the_loss():
     assert last < 0.8 * first
 
 
-@pytest.mark.slow  # needs the optional `lightning` package (about 10 s of CPU)
+@pytest.mark.slow  # about 10 s of CPU; `lightning` comes with otae[dev]
 def test_lightning_example_decreases_the_loss():
     import runpy
 
-    pytest.importorskip("lightning")
     main = runpy.run_path(str(REPO / "examples" / "lightning_module.py"))["main"]
     assert main(40) < 0.8 * main(1)
