@@ -332,3 +332,24 @@ def test_lightning_example_decreases_the_loss():
 
     main = runpy.run_path(str(REPO / "examples" / "lightning_module.py"))["main"]
     assert main(40) < 0.8 * main(1)
+
+
+@pytest.mark.parametrize("kind", ["sw", "sfgw", "mmd", "sinkhorn"])
+def test_sample_weights_and_unequal_sizes_reach_the_function(kind):
+    g = gen(9)
+    x = torch.randn(7, D, generator=g, dtype=torch.float64)
+    y = torch.randn(4, D, generator=g, dtype=torch.float64)
+    a = torch.softmax(torch.randn(7, generator=g, dtype=torch.float64), 0)
+    b = torch.softmax(torch.randn(4, generator=g, dtype=torch.float64), 0)
+    module, function = {
+        "sw": (losses.SlicedWassersteinLoss(n_projections=5, seed=1),
+               lambda **w: sliced_wasserstein(x, y, n_projections=5, generator=gen(1), **w)),
+        "sfgw": (losses.SlicedFGWLoss(beta=0.3, n_projections=5, seed=1),
+                 lambda **w: sliced_fgw(x, y, beta=0.3, n_projections=5, generator=gen(1), **w)),
+        "mmd": (losses.MMDLoss(), lambda **w: mmd(x, y, **w)),
+        "sinkhorn": (losses.SinkhornLoss(epsilon=0.5, n_iters=30),
+                     lambda **w: sinkhorn(x, y, epsilon=0.5, n_iters=30, **w)),
+    }[kind]
+    value = module(x, y, a=a, b=b)
+    assert value.item() == function(a=a, b=b).item()
+    assert value.item() != function().item()  # the weights matter

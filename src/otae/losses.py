@@ -67,11 +67,6 @@ __all__ = [
 ]
 
 
-def _weights(a: Tensor | None, b: Tensor | None) -> dict[str, Tensor]:
-    """Sample weights as keyword arguments, only those given (older functions lack them)."""
-    return {k: w for k, w in (("a", a), ("b", b)) if w is not None}
-
-
 class _RandomLoss(nn.Module):
     """A loss that draws noise: an optional owned generator saved in the state dict."""
 
@@ -108,8 +103,9 @@ class SlicedWassersteinLoss(_RandomLoss):
         seed: own a generator seeded so (saved in the state dict); default: none.
 
     ``forward(x, y, *, a=None, b=None, projections=None, generator=None)``: (N, d)
-    clouds, optional sample weights (passed on only when given), pre-drawn (d, L)
-    directions (no draw: the full-graph path), a generator overriding the owned one.
+    and (M, d) clouds, optional sample weights ``a``, ``b`` (1-D, each summing to 1),
+    pre-drawn (d, L) directions (no draw: the full-graph path), a generator overriding
+    the owned one.
 
     Example::
 
@@ -126,7 +122,7 @@ class SlicedWassersteinLoss(_RandomLoss):
                 generator: noise.Generatorish = None) -> Tensor:
         return sliced_wasserstein(x, y, n_projections=self.n_projections,
                                   projections=projections, generator=self._source(generator),
-                                  **_weights(a, b))
+                                  a=a, b=b)
 
 
 class SlicedFGWLoss(_RandomLoss):
@@ -160,7 +156,7 @@ class SlicedFGWLoss(_RandomLoss):
                 generator: noise.Generatorish = None) -> Tensor:
         return sliced_fgw(x, y, beta=self.beta, n_projections=self.n_projections,
                           projections=projections, generator=self._source(generator),
-                          scale=self.scale, **_weights(a, b))
+                          scale=self.scale, a=a, b=b)
 
 
 class _LocationSearchLoss(_RandomLoss):
@@ -411,7 +407,7 @@ class MMDLoss(nn.Module):
         kernel: ``"imq"`` or ``"gaussian"``; scale: :math:`\sigma^2` (None: 1);
         scales: multipliers s (``otae.discrepancies.mmd.WAE_SCALES``: the WAE code's).
 
-    ``forward(x, y, *, a=None, b=None)``: optional weights passed on only when given.
+    ``forward(x, y, *, a=None, b=None)``: optional sample weights (1-D, summing to 1).
 
     Example::
 
@@ -427,4 +423,4 @@ class MMDLoss(nn.Module):
     def forward(self, x: Tensor, y: Tensor, *, a: Tensor | None = None,
                 b: Tensor | None = None) -> Tensor:
         return mmd(x, y, kernel=self.kernel, scale=self.scale, scales=self.scales,
-                   **_weights(a, b))
+                   a=a, b=b)
