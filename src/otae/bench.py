@@ -858,6 +858,7 @@ def _write_bench_report(bench, records, rows, out_dir: Path) -> None:
         ("samples", "Samples from the prior"),
         ("reconstructions", "Reconstructions (rows of test images, then their reconstructions)"),
         ("traversals", "Latent traversals, one row per factor (its most important dimension)"),
+        ("latent_clusters", "Latent codes coloured by cluster (prior components or k-means)"),
     ):
         found = [
             (name, Path(r["run_dir"]) / "figures" / f"{stem}.png") for name, r in firsts.items()
