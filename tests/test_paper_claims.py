@@ -18,6 +18,7 @@ from otae.evaluation.traversals import (
     DISENTANGLEMENT_KEYS,
     active_threshold,
     code_disentanglement_metrics,
+    dataset_disentanglement_metrics,
     factor_traversal_rows,
 )
 from otae.experiment import evaluate_model, run_experiment
@@ -96,6 +97,25 @@ def test_shapes_report_shows_scores_traversals_and_clusters(shapes_run):
     # one traversal row per factor: 5 rows of 10 tiles of 32 px, 2 px padding
     assert Image.open(figures / "traversals.png").size == (10 * 34 + 2, 5 * 34 + 2)
     assert "coloured by cluster: k-means clusters" in text  # a VAE: no mixture prior
+
+
+def test_dataset_metrics_encode_without_a_clustering_file(tmp_path):
+    model = tiny_vae(latent_dim=3, shape=(1, 32, 32))
+    test = build_dataset("shapes", "test", image_size=32).first(60)
+    path = tmp_path / "codes.npz"
+    scores, codes, importance = dataset_disentanglement_metrics(model, test, codes_path=path)
+    np.testing.assert_array_equal(codes, encode_dataset(model, test).numpy())
+    with np.load(path) as saved:
+        assert sorted(saved.files) == ["codes", "dci_importance", "factors"]
+        np.testing.assert_array_equal(saved["codes"], codes)
+    direct = code_disentanglement_metrics(codes, test.factors.numpy())
+    np.testing.assert_array_equal(importance, direct["dci_importance"])
+    for key in DISENTANGLEMENT_KEYS:
+        assert scores[key] == direct[key]
+    with pytest.raises(ValueError, match="factors"):
+        dataset_disentanglement_metrics(model, test.images[:5])
+    with pytest.raises(ValueError, match="does not hold"):
+        dataset_disentanglement_metrics(model, test.first(10), codes_path=path, reuse_codes=True)
 
 
 def test_active_threshold_makes_factorvae_scale_free():

@@ -269,6 +269,8 @@ def evaluate_model(
             test_data,
             config.training.eval_batch_size,
             codes_path=run_dir / "test_codes.npz",
+            # the clustering above saved these codes: not encoded twice
+            reuse_codes="clustering_codes_file" in metrics,
         )
         metrics.update(scores)
         traversal = (codes, factor_traversal_rows(importance, scores["disentanglement_factors"]))

@@ -99,16 +99,23 @@ def code_disentanglement_metrics(
 
 
 def dataset_disentanglement_metrics(
-    model, dataset: Any, batch_size: int = 500, *, codes_path: str | Path | None = None
+    model,
+    dataset: Any,
+    batch_size: int = 500,
+    *,
+    codes_path: str | Path | None = None,
+    reuse_codes: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """``(metrics, codes, importance)`` of a dataset with a ``factors`` attribute.
 
     ``metrics``: :func:`code_disentanglement_metrics` (without the importance matrix)
     and ``disentanglement_factors``, the factor names. ``codes``: the dataset's codes
-    (posterior means), float32. ``codes_path``: an ``np.savez`` file of the codes; one
-    already there (the clustering's ``test_codes.npz``) is reused when it holds as many
-    codes, and rewritten with the arrays ``factors`` (int64 ``(N, K)``) and
-    ``dci_importance`` (``(D, K)``) added, so that every score can be recomputed from it.
+    (posterior means), float32. ``codes_path``: save the arrays ``codes``, ``factors``
+    (int64 ``(N, K)``) and ``dci_importance`` (``(D, K)``) there (``np.savez``), so that
+    every score can be recomputed from the file. ``reuse_codes``: the file at
+    ``codes_path`` already holds this model's codes of ``dataset`` (the clustering's
+    ``test_codes.npz`` of the same evaluation): take them from it instead of encoding
+    again, and keep its other arrays.
     """
     from .metrics import encode_dataset
 
@@ -116,13 +123,15 @@ def dataset_disentanglement_metrics(
     if factors is None:
         raise ValueError("dataset has no generative factors (a `factors` attribute)")
     saved: dict[str, np.ndarray] = {}
-    if codes_path is not None and Path(codes_path).is_file():
+    if reuse_codes:
+        if codes_path is None:
+            raise ValueError("reuse_codes needs the codes_path of the saved codes")
         with np.load(codes_path) as npz:
             saved = {key: npz[key] for key in npz.files}
-    if "codes" in saved and len(saved["codes"]) == len(dataset):
+        if len(saved.get("codes", ())) != len(dataset):
+            raise ValueError(f"{codes_path} does not hold the {len(dataset)} codes of the dataset")
         codes = saved["codes"].astype(np.float32)
-    else:  # no clustering file (unlabelled data, clustering off): encode here
-        saved = {}
+    else:
         codes = encode_dataset(model, dataset, batch_size).float().numpy()
     factors = np.asarray(factors.cpu() if hasattr(factors, "cpu") else factors, dtype=np.int64)
     metrics = code_disentanglement_metrics(codes, factors)
