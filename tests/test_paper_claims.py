@@ -203,3 +203,33 @@ def test_paper_claim_sets_resolve(name):
         priors = {c.model.prior for c in configs.values()}
         assert priors == {"normal", "sphere_uniform", "vmf"}
         assert {c.model.name for c in configs.values()} == {"sae"}
+
+
+def test_bench_tables_gain_disentanglement_columns(tmp_path):
+    import csv
+    import statistics
+
+    from otae.bench import BenchConfig, BenchRun, write_tables
+
+    bench = BenchConfig(name="t", runs=[BenchRun("A", "mnist/vae-quick")])
+    base = {"run": "A", "encoder": "P", "epochs": 1, "protocol_epochs": 1,
+            "test_rec_loss": 30.0, "run_dir": str(tmp_path / "none"), "_history": []}  # fmt: skip
+    mig = [0.125, 0.25, 0.5]
+    records = [
+        {**base, "seed": seed, "mig": m, "dci_disentanglement": 2 * m, "dci_completeness": m / 2,
+         "dci_informativeness": 0.75, "factorvae_score": 1 - m}  # fmt: skip
+        for seed, m in enumerate(mig)
+    ]
+    write_tables(bench, records, tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert "| MIG | DCI D | DCI C | DCI I | FactorVAE |" in header
+    row = next(line for line in table.splitlines() if line.startswith("| A |"))
+    fvae = [1 - m for m in mig]
+    for values in (mig, fvae):
+        assert f"| {statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} |" in row
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "table.csv").open())}
+    assert float(rows["A"]["dci_disentanglement_mean"]) == pytest.approx(2 * statistics.fmean(mig))
+    # sets without factors keep their columns
+    write_tables(bench, [{**base, "seed": 0}], tmp_path / "plain")
+    assert "MIG" not in (tmp_path / "plain" / "table.md").read_text().split("| method")[1]

@@ -3,8 +3,8 @@
 :func:`write_report` writes ``run_dir/report.html``: one file that can be
 mailed (every figure embedded as a base64 ``data:`` URI, no external assets)
 holding a metrics table, the clustering and disentanglement scores where measured,
-the resolved config
-as YAML-like text, the per-epoch history and the figures with captions. Every piece
+the resolved config as YAML-like text, the per-epoch history and the figures with
+captions. Every piece
 of text goes through :func:`html.escape`. :func:`generate_report` makes the standard figures of a
 trained model into ``run_dir/figures/`` and then calls :func:`write_report`.
 """
