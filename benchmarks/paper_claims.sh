@@ -3,7 +3,7 @@
 # objective for a disentanglement and a clustering meta-prior) and the Sinkhorn AE
 # paper's claim (one objective across latent geometries). Each set trains into
 # runs/bench/<set> (an interrupted set resumes: run the script again) and its tables
-# and figures are copied into benchmarks/results/<set>/. About 45 minutes for the
+# and figures are copied into benchmarks/results/<set>/. About 30-40 minutes for the
 # three on 2 idle CPU cores (estimates per set in each YAML's header); pass set names
 # to run some of them, e.g. `benchmarks/paper_claims.sh mnist-clustering`.
 set -euo pipefail
@@ -21,7 +21,7 @@ for set in "${SETS[@]}"; do
   mkdir -p "$results"
   # the tables, the per-run rows and the side-by-side figures (no run directories)
   for file in table.md table.csv runtime.md runs.csv throughput.csv report.html; do
-    [ -f "$out/$file" ] && cp "$out/$file" "$results/"
+    if [ -f "$out/$file" ]; then cp "$out/$file" "$results/"; fi
   done
   cp "$out"/*.png "$results/" 2>/dev/null || true
 done
