@@ -114,6 +114,11 @@ def test_dataset_metrics_encode_without_a_clustering_file(tmp_path):
         assert scores[key] == direct[key]
     with pytest.raises(ValueError, match="factors"):
         dataset_disentanglement_metrics(model, test.images[:5])
+    # a factor constant over the data: a note, not a failed run
+    same_shape = test.subset(np.flatnonzero(test.factors[:, 0].numpy() == 0))
+    note, _, importance = dataset_disentanglement_metrics(model, same_shape)
+    assert note == {"disentanglement": "skipped: shape take(s) a single value in the "
+                    f"{len(same_shape)} test images"} and importance is None  # fmt: skip
     with pytest.raises(ValueError, match="does not hold"):
         dataset_disentanglement_metrics(model, test.first(10), codes_path=path, reuse_codes=True)
 

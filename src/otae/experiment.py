@@ -273,7 +273,9 @@ def evaluate_model(
             reuse_codes="clustering_codes_file" in metrics,
         )
         metrics.update(scores)
-        traversal = (codes, factor_traversal_rows(importance, scores["disentanglement_factors"]))
+        if importance is not None:
+            names = scores["disentanglement_factors"]
+            traversal = (codes, factor_traversal_rows(importance, names))
     _write_json(run_dir / "metrics.json", metrics)
     report_path = None
     if report and config.evaluation.report:

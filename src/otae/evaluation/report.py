@@ -212,7 +212,8 @@ def _clustering_html(metrics: Mapping[str, Any]) -> str:
 def _disentanglement_html(metrics: Mapping[str, Any]) -> str:
     """The disentanglement section (:mod:`.traversals`), where the data has factors."""
     if metrics.get("mig") is None:
-        return ""
+        note = metrics.get("disentanglement")
+        return "" if note is None else f"<h2>Disentanglement</h2>\n<p>{_esc(note)}</p>"
     names = (
         ("mig", "MIG"),
         ("dci_disentanglement", "DCI disentanglement"),

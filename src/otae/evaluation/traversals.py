@@ -105,11 +105,13 @@ def dataset_disentanglement_metrics(
     *,
     codes_path: str | Path | None = None,
     reuse_codes: bool = False,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
     """``(metrics, codes, importance)`` of a dataset with a ``factors`` attribute.
 
     ``metrics``: :func:`code_disentanglement_metrics` (without the importance matrix)
-    and ``disentanglement_factors``, the factor names. ``codes``: the dataset's codes
+    and ``disentanglement_factors``, the factor names; where the scores are undefined
+    (a factor constant over the dataset, or 1-D codes) only a note under
+    ``"disentanglement"``, importance None and nothing saved. ``codes``: the dataset's codes
     (posterior means), float32. ``codes_path``: save the arrays ``codes``, ``factors``
     (int64 ``(N, K)``) and ``dci_importance`` (``(D, K)``) there (``np.savez``), so that
     every score can be recomputed from the file. ``reuse_codes``: the file at
@@ -134,12 +136,19 @@ def dataset_disentanglement_metrics(
     else:
         codes = encode_dataset(model, dataset, batch_size).float().numpy()
     factors = np.asarray(factors.cpu() if hasattr(factors, "cpu") else factors, dtype=np.int64)
+    names = getattr(dataset, "factor_names", None)
+    names = list(names) if names is not None else [f"factor {k}" for k in range(factors.shape[1])]
+    # a trained run must not fail at its last step: scores that are undefined become a note
+    constant = [n for n, col in zip(names, factors.T, strict=True) if np.unique(col).size < 2]
+    if constant or codes.shape[1] < 2:
+        why = (
+            f"{', '.join(constant)} take(s) a single value in the {len(codes)} test images"
+            if constant else "the codes have a single dimension (MIG needs two)"
+        )  # fmt: skip
+        return {"disentanglement": f"skipped: {why}"}, codes, None
     metrics = code_disentanglement_metrics(codes, factors)
     importance = metrics.pop("dci_importance")
-    names = getattr(dataset, "factor_names", None)
-    metrics["disentanglement_factors"] = (
-        list(names) if names is not None else [f"factor {k}" for k in range(factors.shape[1])]
-    )
+    metrics["disentanglement_factors"] = names
     if codes_path is not None:
         saved.update(codes=codes, factors=factors, dci_importance=importance)
         np.savez(codes_path, **saved)
