@@ -642,6 +642,16 @@ def _run_on(group: list[dict[str, Any]]) -> str:
 #: clustering columns of the tables (scores in [0, 1], or [-0.5, 1] for ARI: 3 digits)
 _SOURCE = {"kmeans": "k-means", "prior": "prior"}
 _CLUSTER = tuple(f"cluster_{m}_{s}" for s in _SOURCE for m in ("acc", "nmi", "ari"))
+#: disentanglement columns (runs on data with factors, :mod:`otae.evaluation.traversals`)
+_DISENTANGLEMENT = (
+    ("mig", "MIG"),
+    ("dci_disentanglement", "DCI D"),
+    ("dci_completeness", "DCI C"),
+    ("dci_informativeness", "DCI I"),
+    ("factorvae_score", "FactorVAE"),
+)
+#: scores shown with 3 digits
+_RATIOS = (*_CLUSTER, *(key for key, _ in _DISENTANGLEMENT))
 
 
 def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Path) -> None:
@@ -667,6 +677,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         if any(f"cluster_acc_{source}" in r for r in rows):
             metric_cols += [(f"cluster_{m}_{source}", f"{m.upper()} {_SOURCE[source]}")
                             for m in ("acc", "nmi", "ari")]  # fmt: skip
+    metric_cols += [(k, c) for k, c in _DISENTANGLEMENT if any(k in r for r in rows)]
     seeds = sorted({r["seed"] for r in records})
     lines = [
         f"# {bench.name}: reconstruction and generation",
@@ -682,6 +693,8 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         "labels, by k-means with as many clusters as classes, and by the model's own "
         "mixture prior (highest-responsibility component; — where the prior has no "
         "components); see docs/evaluation.md. "
+        "MIG, DCI D / C / I, FactorVAE (where the data has generative factors): "
+        "disentanglement scores of the test codes (docs/disentanglement.md). "
         "'epochs': epochs trained / the protocol's; a row marked † stopped short of the "
         "protocol and does not stand for it.",
         "",
@@ -700,7 +713,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         epochs, short = _epochs_cell(group)
         short_rows += short
         cells = [
-            _fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan), 3 if k in _CLUSTER else 2)
+            _fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan), 3 if k in _RATIOS else 2)
             for k, _ in metric_cols
         ]
         paper = bench.paper.get(row["run"], {})
@@ -844,6 +857,8 @@ def _write_bench_report(bench, records, rows, out_dir: Path) -> None:
         ("conditional", "Conditional generation, one row per prior component"),
         ("samples", "Samples from the prior"),
         ("reconstructions", "Reconstructions (rows of test images, then their reconstructions)"),
+        ("traversals", "Latent traversals, one row per factor (its most important dimension)"),
+        ("latent_clusters", "Latent codes coloured by cluster (prior components or k-means)"),
     ):
         found = [
             (name, Path(r["run_dir"]) / "figures" / f"{stem}.png") for name, r in firsts.items()
@@ -863,7 +878,7 @@ def _write_bench_report(bench, records, rows, out_dir: Path) -> None:
                 "fid",
                 "seconds_per_epoch",
                 "regulariser_share",
-                *_CLUSTER,
+                *_RATIOS,
             )
             if k in row
         }

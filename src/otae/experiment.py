@@ -208,7 +208,11 @@ def evaluate_model(
     ``inception_weights``: the FID weights file (:func:`frechet_metrics`). Unless
     ``evaluation.clustering`` is false, the test codes are clustered against the test
     labels (:func:`otae.evaluation.clustering.dataset_clustering_metrics`) and saved
-    to ``test_codes.npz``.
+    to ``test_codes.npz``. Test data with generative factors (a ``factors`` attribute,
+    e.g. ``shapes``) also gets the disentanglement scores of those codes
+    (:func:`otae.evaluation.traversals.dataset_disentanglement_metrics`: MIG, DCI,
+    FactorVAE score, their time), the factors added to ``test_codes.npz``, and a latent
+    traversal figure in the report (one row per factor, its most important dimension).
     """
     train_data = train_data or build_split(config.data, "train")
     test_data = test_data or build_split(config.data, "test")
@@ -257,14 +261,42 @@ def evaluate_model(
                 codes_path=run_dir / "test_codes.npz",
             )
         )
+    traversal = None
+    if getattr(test_data, "factors", None) is not None:  # e.g. shapes: disentanglement
+        from .evaluation.traversals import dataset_disentanglement_metrics, factor_traversal_rows
+
+        scores, codes, importance = dataset_disentanglement_metrics(
+            model,
+            test_data,
+            config.training.eval_batch_size,
+            codes_path=run_dir / "test_codes.npz",
+            # the clustering above saved these codes: not encoded twice
+            reuse_codes="clustering_codes_file" in metrics,
+        )
+        metrics.update(scores)
+        if importance is not None:
+            names = scores["disentanglement_factors"]
+            traversal = (codes, factor_traversal_rows(importance, names))
     _write_json(run_dir / "metrics.json", metrics)
     report_path = None
     if report and config.evaluation.report:
+        import numpy as np
+
         from .evaluation.report import generate_report
 
         n_points = min(len(test_data), config.evaluation.latent_points)
         images, labels = test_data.get_batch(torch.arange(n_points))
         device = next(model.parameters()).device
+        clusters = None
+        if metrics.get("cluster_classes"):  # the clusters scored above, for their plot
+            from .evaluation.clustering import cluster_assignments
+
+            with np.load(run_dir / "test_codes.npz") as saved:
+                all_codes = torch.from_numpy(saved["codes"])
+            found, source = cluster_assignments(
+                model, all_codes.to(device), metrics["cluster_classes"]
+            )
+            clusters = (found[:n_points], source)
         report_path = generate_report(
             model,
             run_dir,
@@ -278,6 +310,8 @@ def evaluate_model(
             ),
             latent_method=config.evaluation.latent_method,
             max_points=config.evaluation.latent_points,
+            clusters=clusters,
+            traversal=traversal,
         )
     return RunResult(run_dir, metrics, report_path)
 

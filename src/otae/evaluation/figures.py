@@ -29,6 +29,7 @@ __all__ = [
     "convergence_plot",
     "latent_embedding",
     "latent_plot",
+    "latent_traversals",
     "loss_curves",
     "make_grid",
     "pca_fit",
@@ -37,6 +38,8 @@ __all__ = [
     "reconstruction_pairs",
     "sample_grid",
     "save_image_grid",
+    "traversal_codes",
+    "traversal_grid",
 ]
 
 PathLike = str | os.PathLike
@@ -254,6 +257,58 @@ def interpolation_grid(
         path,
         nrow=int(n_steps) + 2,
         title="Interpolations: test image, decoded straight line between the codes, test image",
+    )
+
+
+def traversal_codes(
+    codes: Tensor, dims: Sequence[int], n_steps: int = 10, low: float = 0.05, high: float = 0.95
+) -> Tensor:
+    """``(len(dims), n_steps, d)`` codes of a latent traversal: row ``r`` is the mean code
+    with dimension ``dims[r]`` set to ``n_steps`` evenly spaced values from its ``low`` to
+    its ``high`` quantile over ``codes`` ``(N, d)`` (linear interpolation, as
+    ``torch.quantile``); every other dimension stays at its mean."""
+    codes = torch.as_tensor(codes)
+    if codes.dim() != 2 or codes.shape[0] < 1:
+        raise ValueError(f"codes must have shape (N, d) with N >= 1, got {tuple(codes.shape)}")
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"need 0 <= low < high <= 1, got low={low}, high={high}")
+    if int(n_steps) < 2:
+        raise ValueError(f"n_steps must be >= 2, got {n_steps}")
+    dims = [int(j) for j in dims]
+    if not dims or not all(0 <= j < codes.shape[1] for j in dims):
+        raise ValueError(
+            f"dims must be indices of the {codes.shape[1]} code dimensions, got {dims}"
+        )
+    codes = codes.detach().double()
+    t = torch.linspace(0.0, 1.0, int(n_steps), dtype=codes.dtype, device=codes.device)
+    rows = codes.mean(0).repeat(len(dims), int(n_steps), 1)
+    for r, j in enumerate(dims):
+        lo, hi = torch.quantile(codes[:, j], torch.tensor([low, high], dtype=codes.dtype))
+        rows[r, :, j] = lo + t * (hi - lo)
+    return rows
+
+
+def latent_traversals(
+    model: nn.Module, codes: Tensor, dims: Sequence[int], n_steps: int = 10, **quantiles: float
+) -> Tensor:
+    """Decoded :func:`traversal_codes`: ``(len(dims) * n_steps, C, H, W)``, row by row."""
+    path = traversal_codes(codes, dims, n_steps, **quantiles)
+    device, dtype = _model_device_dtype(model)
+    with eval_mode(model):
+        decoded = model.decode(path.reshape(-1, path.shape[-1]).to(device=device, dtype=dtype))
+    return decoded.cpu()
+
+
+def traversal_grid(
+    model: nn.Module, codes: Tensor, dims: Sequence[int], path: PathLike, n_steps: int = 10
+) -> Path:
+    """Latent traversals (:func:`latent_traversals`), one code dimension per row."""
+    images = latent_traversals(model, codes, dims, n_steps)
+    return save_image_grid(
+        images,
+        path,
+        nrow=int(n_steps),
+        title="Latent traversals: the mean code with one dimension swept over its 5-95% range",
     )
 
 

@@ -2,8 +2,9 @@
 
 :func:`write_report` writes ``run_dir/report.html``: one file that can be
 mailed (every figure embedded as a base64 ``data:`` URI, no external assets)
-holding a metrics table, the clustering scores where measured, the resolved config
-as YAML-like text, the per-epoch history and the figures with captions. Every piece
+holding a metrics table, the clustering and disentanglement scores where measured,
+the resolved config as YAML-like text, the per-epoch history and the figures with
+captions. Every piece
 of text goes through :func:`html.escape`. :func:`generate_report` makes the standard figures of a
 trained model into ``run_dir/figures/`` and then calls :func:`write_report`.
 """
@@ -32,6 +33,7 @@ from .figures import (
     loss_curves,
     reconstruction_grid,
     sample_grid,
+    traversal_grid,
 )
 
 __all__ = ["format_value", "generate_report", "to_yaml", "write_report"]
@@ -207,6 +209,38 @@ def _clustering_html(metrics: Mapping[str, Any]) -> str:
     )
 
 
+def _disentanglement_html(metrics: Mapping[str, Any]) -> str:
+    """The disentanglement section (:mod:`.traversals`), where the data has factors."""
+    if metrics.get("mig") is None:
+        note = metrics.get("disentanglement")
+        return "" if note is None else f"<h2>Disentanglement</h2>\n<p>{_esc(note)}</p>"
+    names = (
+        ("mig", "MIG"),
+        ("dci_disentanglement", "DCI disentanglement"),
+        ("dci_completeness", "DCI completeness"),
+        ("dci_informativeness", "DCI informativeness"),
+        ("factorvae_score", "FactorVAE score"),
+    )
+    head = "".join(f"<th>{_esc(name)}</th>" for _, name in names)
+    row = "".join(_cell(metrics.get(key)) for key, _ in names)
+    factors = ", ".join(str(f) for f in metrics.get("disentanglement_factors") or [])
+    caption = (
+        f"Test codes (posterior means, {metrics.get('disentanglement_points')} images) scored "
+        f"against the generative factors ({factors}). MIG (Chen et al. 2018): mean "
+        "normalised gap between the two code dimensions most informative of each factor, "
+        "20 bins. DCI (Eastwood & Williams 2018): random forests on 80% of the codes; "
+        "informativeness is their accuracy on the other 20%. FactorVAE score (Kim & Mnih "
+        "2018): accuracy of the majority-vote classifier; dimensions with std under "
+        f"{format_value(metrics.get('factorvae_active_threshold'))} (0.05 x the codes' RMS "
+        f"std) count as collapsed, {metrics.get('factorvae_active_dims')} active. "
+        f"Computed in {format_value(metrics.get('disentanglement_time_s'))} s."
+    )
+    return (
+        f"<h2>Disentanglement</h2>\n<table>\n<tr>{head}</tr>\n<tr>{row}</tr>\n</table>\n"
+        f"<p>{_esc(caption)}</p>"
+    )
+
+
 def _history_table(history: Sequence[Mapping[str, Any]]) -> str:
     if not history:
         return "<p>No history recorded.</p>"
@@ -276,6 +310,7 @@ def write_report(
 <h2>Metrics</h2>
 {_metrics_table(metrics)}
 {_clustering_html(metrics)}
+{_disentanglement_html(metrics)}
 <h2>Figures</h2>
 {figures_html or "<p>No figures.</p>"}
 <h2>Training history</h2>
@@ -306,6 +341,8 @@ def generate_report(
     n_samples: int = 64,
     n_reconstructions: int = 32,
     n_per_component: int = 10,
+    clusters: tuple[Sequence[int], str] | None = None,
+    traversal: tuple[Tensor | np.ndarray, Sequence[tuple[str, int]]] | None = None,
 ) -> Path:
     """Make the standard figures into ``run_dir/figures/`` and write the report.
 
@@ -315,6 +352,12 @@ def generate_report(
     curves. Random draws use ``generator`` in that order (the latent plot's
     subsampling / t-SNE seed is drawn from it too), so a seeded generator makes
     the report reproducible.
+
+    ``clusters``: ``(cluster of each test image, source)`` (source ``"kmeans"`` or
+    ``"prior"``, :func:`otae.evaluation.clustering.cluster_assignments`) adds the latent
+    plot coloured by cluster, ``figures/latent_clusters.png``. ``traversal``: ``(codes,
+    rows)`` adds ``figures/traversals.png`` (:func:`traversal_grid` of the codes, one
+    row per ``(label, code dimension)``).
     """
     run_dir = Path(run_dir)
     fig_dir = run_dir / "figures"
@@ -355,6 +398,30 @@ def generate_report(
         max_points=max_points,
         seed=seed,
     )
+    if clusters is not None:
+        found, source = clusters
+        by = {"kmeans": "k-means clusters (as many as classes)",
+              "prior": "prior component of highest responsibility"}.get(source, source)  # fmt: skip
+        figures[
+            f"The same latent codes and projection coloured by cluster: {by}"
+        ] = latent_plot(
+            model,
+            test_images,
+            torch.as_tensor(np.asarray(found)),
+            fig_dir / "latent_clusters.png",
+            method=latent_method,
+            max_points=max_points,
+            seed=seed,
+        )
+    if traversal is not None:
+        codes, rows = traversal
+        labels = "; ".join(f"{label}: z{dim}" for label, dim in rows)
+        figures[
+            "Latent traversals: each row decodes the mean test code with one dimension swept "
+            f"from its 5% to its 95% quantile over the test codes; rows: {labels}"
+        ] = traversal_grid(
+            model, torch.as_tensor(codes), [dim for _, dim in rows], fig_dir / "traversals.png"
+        )
     if history:
         figures["Loss curves per epoch"] = loss_curves(history, fig_dir / "loss_curves.png")
     if title is None:

@@ -1,0 +1,240 @@
+"""Issue 16 groundwork: disentanglement metrics of a run, traversals, the paper-claim sets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from otae.bench import bench_tasks, load_bench
+from otae.data import build_dataset
+from otae.evaluation import encode_dataset
+from otae.evaluation.disentanglement import dci, factorvae_score, mutual_information_gap
+from otae.evaluation.figures import latent_traversals, traversal_codes, traversal_grid
+from otae.evaluation.traversals import (
+    DISENTANGLEMENT_KEYS,
+    active_threshold,
+    code_disentanglement_metrics,
+    dataset_disentanglement_metrics,
+    factor_traversal_rows,
+)
+from otae.experiment import evaluate_model, run_experiment
+from otae.models import build_model, model_config_from_dict
+from otae.training import load_config, load_run
+
+SETS = ("shapes-disentanglement", "mnist-clustering", "mnist-sae-geometry")
+
+
+def tiny_vae(latent_dim: int = 4, shape=(1, 8, 8)):
+    torch.manual_seed(0)
+    config = model_config_from_dict({"name": "vae", "latent_dim": latent_dim})
+    return build_model(config, shape, "mlp", {"hidden": (16,)})
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    """A VAE trained 1 epoch on 40 `shapes` images, evaluated on 90 (no report: the loss
+    curves alone would take seconds)."""
+    config = load_config(
+        "mnist/vae-quick",
+        [
+            "data.name=shapes", "data.image_size=32", "data.train_subset=40",
+            "data.test_subset=90", "network.architecture=mlp", "network.options={hidden: [32]}",
+            "model.latent_dim=4", "training.epochs=1", "training.batch_size=20",
+            "training.progress=false", "evaluation.timing_steps=0", "evaluation.latent_points=50",
+        ],
+    )  # fmt: skip
+    run_dir = tmp_path_factory.mktemp("shapes") / "run"
+    run_experiment(config, run_dir, report=False, log=lambda *_: None)
+    return run_dir
+
+
+def test_shapes_run_scores_equal_recomputation_from_saved_codes(shapes_run):
+    metrics = json.loads((shapes_run / "metrics.json").read_text())
+    assert metrics["disentanglement_factors"] == [
+        "shape", "scale", "orientation", "position_x", "position_y"
+    ]  # fmt: skip
+    saved = np.load(shapes_run / "test_codes.npz")
+    # the saved arrays are the model's codes of the test images and their true factors
+    test = build_dataset("shapes", "test", image_size=32).first(90)
+    np.testing.assert_array_equal(saved["factors"], test.factors.numpy())
+    np.testing.assert_array_equal(saved["labels"], test.labels.numpy())  # clustering's, kept
+    _, model, _ = load_run(shapes_run)
+    np.testing.assert_allclose(saved["codes"], encode_dataset(model, test).numpy(), atol=1e-6)
+    # every score recomputed by hand from the saved codes, with the documented settings
+    codes, factors = saved["codes"].astype(np.float64), saved["factors"]
+    tau = 0.05 * np.sqrt(codes.var(axis=0).mean())
+    by_hand_dci = dci(codes, factors, random_state=0)
+    by_hand = {
+        "mig": mutual_information_gap(codes, factors)["mig"],
+        "dci_disentanglement": by_hand_dci["disentanglement"],
+        "dci_completeness": by_hand_dci["completeness"],
+        "dci_informativeness": by_hand_dci["informativeness"],
+        "factorvae_score": factorvae_score(codes, factors, active_threshold=tau)["score"],
+    }
+    for key in DISENTANGLEMENT_KEYS:
+        assert metrics[key] == pytest.approx(by_hand[key], abs=1e-12), key
+    assert metrics["factorvae_active_threshold"] == pytest.approx(tau)
+    np.testing.assert_allclose(saved["dci_importance"], by_hand_dci["importance"])
+    assert metrics["disentanglement_points"] == 90 and metrics["disentanglement_time_s"] > 0
+
+
+def test_shapes_report_shows_scores_traversals_and_clusters(shapes_run):
+    config, model, _ = load_run(shapes_run)
+    # no history: the loss-curve figure (slow, and not under test here) is skipped
+    result = evaluate_model(model, config, shapes_run, [], report=True, log=lambda *_: None)
+    figures = shapes_run / "figures"
+    assert (figures / "traversals.png").is_file() and (figures / "latent_clusters.png").is_file()
+    text = result.report.read_text()
+    assert "<h2>Disentanglement</h2>" in text and f"{result.metrics['mig']:.6g}" in text
+    with np.load(shapes_run / "test_codes.npz") as saved:
+        importance = saved["dci_importance"]
+    rows = factor_traversal_rows(importance, result.metrics["disentanglement_factors"])
+    assert f"position_x: z{rows[3][1]}" in text
+    # one traversal row per factor: 5 rows of 10 tiles of 32 px, 2 px padding
+    assert Image.open(figures / "traversals.png").size == (10 * 34 + 2, 5 * 34 + 2)
+    assert "coloured by cluster: k-means clusters" in text  # a VAE: no mixture prior
+
+
+def test_dataset_metrics_encode_without_a_clustering_file(tmp_path):
+    model = tiny_vae(latent_dim=3, shape=(1, 32, 32))
+    test = build_dataset("shapes", "test", image_size=32).first(60)
+    path = tmp_path / "codes.npz"
+    scores, codes, importance = dataset_disentanglement_metrics(model, test, codes_path=path)
+    np.testing.assert_array_equal(codes, encode_dataset(model, test).numpy())
+    with np.load(path) as saved:
+        assert sorted(saved.files) == ["codes", "dci_importance", "factors"]
+        np.testing.assert_array_equal(saved["codes"], codes)
+    direct = code_disentanglement_metrics(codes, test.factors.numpy())
+    np.testing.assert_array_equal(importance, direct["dci_importance"])
+    for key in DISENTANGLEMENT_KEYS:
+        assert scores[key] == direct[key]
+    with pytest.raises(ValueError, match="factors"):
+        dataset_disentanglement_metrics(model, test.images[:5])
+    # a factor constant over the data: a note, not a failed run
+    same_shape = test.subset(np.flatnonzero(test.factors[:, 0].numpy() == 0))
+    note, _, importance = dataset_disentanglement_metrics(model, same_shape)
+    assert note == {"disentanglement": "skipped: shape take(s) a single value in the "
+                    f"{len(same_shape)} test images"} and importance is None  # fmt: skip
+    with pytest.raises(ValueError, match="does not hold"):
+        dataset_disentanglement_metrics(model, test.first(10), codes_path=path, reuse_codes=True)
+
+
+def test_active_threshold_makes_factorvae_scale_free():
+    grid = np.stack(np.unravel_index(np.arange(600), (3, 4, 50)), axis=1)
+    rng = np.random.default_rng(0)
+    codes = (grid - grid.mean(0)) / grid.std(0) + 0.3 * rng.standard_normal(grid.shape)
+    codes = np.concatenate([codes, 1e-4 * rng.standard_normal((600, 1))], axis=1)  # collapsed
+    base = code_disentanglement_metrics(codes, grid)
+    small = code_disentanglement_metrics(0.01 * codes, grid)  # a deterministic AE's scale
+    assert base["factorvae_active_dims"] == small["factorvae_active_dims"] == 3
+    assert small["factorvae_score"] == base["factorvae_score"] > 0.9
+    # the absolute 0.05 rule drops every dimension of the small codes: score 0
+    assert factorvae_score(0.01 * codes, grid)["score"] == 0.0
+    # unit-variance dimensions: disentanglement_lib's 0.05
+    assert active_threshold(rng.standard_normal((20000, 4))) == pytest.approx(0.05, rel=0.02)
+
+
+def test_traversal_grid_decodes_the_constructed_codes(tmp_path):
+    model = tiny_vae()
+    codes = torch.randn(200, 4, generator=torch.Generator().manual_seed(3)) * torch.tensor(
+        [1.0, 3.0, 0.1, 2.0]
+    )
+    dims, n = [2, 0, 2], 5
+    # by hand: the mean code, one dimension on a line between its 5% and 95% quantiles
+    c = codes.double().numpy()
+    hand = np.repeat(c.mean(0)[None, None], len(dims), 0).repeat(n, 1)
+    for r, j in enumerate(dims):
+        lo, hi = np.quantile(c[:, j], [0.05, 0.95])
+        hand[r, :, j] = np.linspace(lo, hi, n)
+    np.testing.assert_allclose(traversal_codes(codes, dims, n).numpy(), hand, rtol=1e-12)
+    model.eval()
+    with torch.no_grad():
+        expected = model.decode(torch.from_numpy(hand.reshape(-1, 4)).float())
+    model.train()  # the traversal decodes in eval mode and restores the mode it found
+    torch.testing.assert_close(latent_traversals(model, codes, dims, n), expected)
+    # the saved PNG: tile (r, s) at [2 + 10 r, 2 + 10 s] is round(255 x) of row r, step s
+    png = np.asarray(Image.open(traversal_grid(model, codes, dims, tmp_path / "t.png", n)))
+    for r in range(len(dims)):
+        for s in range(n):
+            tile = png[2 + 10 * r : 10 + 10 * r, 2 + 10 * s : 10 + 10 * s]
+            want = torch.round(expected[r * n + s, 0].clamp(0, 1) * 255).to(torch.uint8)
+            np.testing.assert_array_equal(tile, want.numpy())
+    assert model.training
+
+
+def test_traversal_rejects_bad_input():
+    codes = torch.zeros(10, 3)
+    with pytest.raises(ValueError, match="dims"):
+        traversal_codes(codes, [3])
+    with pytest.raises(ValueError, match="n_steps"):
+        traversal_codes(codes, [0], n_steps=1)
+    with pytest.raises(ValueError, match="importance"):
+        factor_traversal_rows(np.ones((3, 2)), ["a", "b", "c"])
+
+
+def test_factor_traversal_rows_pick_the_most_important_dimension():
+    importance = np.array([[0.1, 0.7], [0.8, 0.2], [0.1, 0.1]])
+    assert factor_traversal_rows(importance, ["x", "y"]) == [("x", 1), ("y", 0)]
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_paper_claim_sets_resolve(name):
+    bench = load_bench(name)
+    assert bench.seeds == [0, 1, 2] and bench.description.strip()
+    tasks = bench_tasks(bench)
+    assert len(tasks) == 3 * len(bench.runs)
+    configs = {}
+    for run, seed in tasks:
+        config = load_config(
+            run.config, [*bench.overrides, *run.overrides, f"training.seed={seed}"]
+        )
+        configs[run.name] = config
+    if name == "shapes-disentanglement":
+        assert {c.data.name for c in configs.values()} == {"shapes"}
+        assert all(c.data.test_subset is None and c.data.image_size == 32 for c in configs.values())
+        assert configs["GWAE (factorised)"].model.prior == "factorised"
+        assert configs["GWAE (neural)"].model.prior == "neural"
+        assert configs["beta-VAE (gamma 4)"].model.gamma == 4.0
+        assert configs["VAE"].model.gamma == 1.0
+    elif name == "mnist-clustering":
+        assert configs["GWAE (gmm)"].model.prior == "gmm"
+        assert {c.model.n_components for c in configs.values()} == {10}
+        assert {c.model.name for c in configs.values()} == {"gwae", "gmvae", "drae"}
+    else:
+        priors = {c.model.prior for c in configs.values()}
+        assert priors == {"normal", "sphere_uniform", "vmf"}
+        assert {c.model.name for c in configs.values()} == {"sae"}
+
+
+def test_bench_tables_gain_disentanglement_columns(tmp_path):
+    import csv
+    import statistics
+
+    from otae.bench import BenchConfig, BenchRun, write_tables
+
+    bench = BenchConfig(name="t", runs=[BenchRun("A", "mnist/vae-quick")])
+    base = {"run": "A", "encoder": "P", "epochs": 1, "protocol_epochs": 1,
+            "test_rec_loss": 30.0, "run_dir": str(tmp_path / "none"), "_history": []}  # fmt: skip
+    mig = [0.125, 0.25, 0.5]
+    records = [
+        {**base, "seed": seed, "mig": m, "dci_disentanglement": 2 * m, "dci_completeness": m / 2,
+         "dci_informativeness": 0.75, "factorvae_score": 1 - m}  # fmt: skip
+        for seed, m in enumerate(mig)
+    ]
+    write_tables(bench, records, tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert "| MIG | DCI D | DCI C | DCI I | FactorVAE |" in header
+    row = next(line for line in table.splitlines() if line.startswith("| A |"))
+    fvae = [1 - m for m in mig]
+    for values in (mig, fvae):
+        assert f"| {statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} |" in row
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "table.csv").open())}
+    assert float(rows["A"]["dci_disentanglement_mean"]) == pytest.approx(2 * statistics.fmean(mig))
+    # sets without factors keep their columns
+    write_tables(bench, [{**base, "seed": 0}], tmp_path / "plain")
+    assert "MIG" not in (tmp_path / "plain" / "table.md").read_text().split("| method")[1]
