@@ -508,7 +508,7 @@ def _has_frechet(metrics: dict[str, Any], bench: BenchConfig) -> bool:
 
 def _lacks_clustering(metrics: dict[str, Any], config) -> bool:
     """Whether a run's metrics miss the clustering scores (or their note) that it wants."""
-    wanted = getattr(config.evaluation, "clustering", True)  # as in evaluate_model
+    wanted = config.evaluation.clustering
     return wanted and "cluster_acc_kmeans" not in metrics and "clustering" not in metrics
 
 
