@@ -23,6 +23,7 @@ from otae.evaluation import (
     kmeans_assignments,
     normalized_mutual_information,
     prior_assignments,
+    saved_clusters,
 )
 from otae.evaluation.clustering import contingency_table, prior_log_responsibilities
 from otae.models import build_model, model_config_from_dict
@@ -292,6 +293,11 @@ def test_a_run_writes_the_clustering_of_its_saved_test_codes(tmp_path):
         assert 0 <= metrics[f"cluster_acc_{source}"] <= 1
         assert 0 <= metrics[f"cluster_nmi_{source}"] <= 1
         assert -0.5 <= metrics[f"cluster_ari_{source}"] <= 1
+        # the scored clusters are saved beside the codes (the report plots these)
+        np.testing.assert_array_equal(saved[f"clusters_{source}"], clusters)
+    found, source = saved_clusters(run / "test_codes.npz")
+    assert source == "prior"
+    np.testing.assert_array_equal(found, prior)
     assert metrics["cluster_prior_components"] == 10 and metrics["clustering_time_s"] > 0
     # the switch: no clustering, no scores (and no note)
     config.evaluation.clustering = False

@@ -280,8 +280,6 @@ def evaluate_model(
     _write_json(run_dir / "metrics.json", metrics)
     report_path = None
     if report and config.evaluation.report:
-        import numpy as np
-
         from .evaluation.report import generate_report
 
         n_points = min(len(test_data), config.evaluation.latent_points)
@@ -289,13 +287,9 @@ def evaluate_model(
         device = next(model.parameters()).device
         clusters = None
         if metrics.get("cluster_classes"):  # the clusters scored above, for their plot
-            from .evaluation.clustering import cluster_assignments
+            from .evaluation.clustering import saved_clusters
 
-            with np.load(run_dir / "test_codes.npz") as saved:
-                all_codes = torch.from_numpy(saved["codes"])
-            found, source = cluster_assignments(
-                model, all_codes.to(device), metrics["cluster_classes"]
-            )
+            found, source = saved_clusters(run_dir / "test_codes.npz")
             clusters = (found[:n_points], source)
         report_path = generate_report(
             model,

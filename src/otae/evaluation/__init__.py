@@ -16,6 +16,7 @@ from .clustering import (
     kmeans_assignments,
     normalized_mutual_information,
     prior_assignments,
+    saved_clusters,
 )
 from .disentanglement import (
     dci,
@@ -99,6 +100,7 @@ __all__ = [
     "reconstruction_metrics",
     "reconstruction_pairs",
     "sample_grid",
+    "saved_clusters",
     "save_image_grid",
     "save_samples_npz",
     "write_compact_inception",

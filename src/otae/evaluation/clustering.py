@@ -57,6 +57,7 @@ __all__ = [
     "normalized_mutual_information",
     "prior_assignments",
     "prior_log_responsibilities",
+    "saved_clusters",
 ]
 
 #: k-means ``random_state``: the same for every run, so that only the codes differ
@@ -217,7 +218,8 @@ def _scores(labels: np.ndarray, clusters: np.ndarray, source: str) -> dict[str, 
 
 
 def clustering_metrics(
-    model, codes: Tensor, labels: Any, *, random_state: int = KMEANS_SEED
+    model, codes: Tensor, labels: Any, *, random_state: int = KMEANS_SEED,
+    assignments: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Clustering scores of ``codes`` against ``labels`` (the keys of ``metrics.json``).
 
@@ -226,6 +228,8 @@ def clustering_metrics(
     (:func:`prior_assignments`; ``cluster_prior_components`` says how many; all four
     None where the prior has none), plus
     ``cluster_classes``, ``cluster_points`` and ``clustering_time_s`` (both sources).
+    ``assignments``: a dict that receives the scored clusters (``"kmeans"``, and
+    ``"prior"`` where the prior has components), so they need not be computed again.
     """
     labels = _as_1d_ints(labels, "labels")
     if labels.shape[0] != codes.shape[0]:
@@ -235,8 +239,13 @@ def clustering_metrics(
     start = time.perf_counter()
     n_classes = int(np.unique(labels).size)
     out: dict[str, Any] = {"cluster_classes": n_classes, "cluster_points": int(labels.size)}
-    out.update(_scores(labels, kmeans_assignments(codes, n_classes, random_state), "kmeans"))
+    kmeans = kmeans_assignments(codes, n_classes, random_state)
+    out.update(_scores(labels, kmeans, "kmeans"))
     clusters = prior_assignments(model, codes)
+    if assignments is not None:
+        assignments["kmeans"] = kmeans
+        if clusters is not None:
+            assignments["prior"] = clusters
     if clusters is None:  # the same keys for every model: stable columns in bench tables
         out["cluster_prior_components"] = None
         out.update(dict.fromkeys(_scores(labels, labels, "prior")))
@@ -255,7 +264,10 @@ def dataset_clustering_metrics(
     Unlabelled data (an ``image_folder`` without classes) or a single class give only a
     note under ``"clustering"``, no scores. ``codes_path``: also save the codes and
     labels there (``np.savez``, arrays ``codes`` float32 ``(N, d)`` and ``labels``
-    int64 ``(N,)``; no pickle), so they can be clustered again without the model.
+    int64 ``(N,)``; no pickle), so they can be clustered again without the model, and
+    the scored clusters: ``clusters_kmeans`` and, with a mixture prior, ``clusters_prior``
+    (int64 ``(N,)``; :func:`saved_clusters` reads them back as
+    :func:`cluster_assignments` would choose).
     """
     from .classifier import _labels_of
     from .metrics import encode_dataset
@@ -268,8 +280,21 @@ def dataset_clustering_metrics(
     if int(labels.unique().numel()) < 2:
         return {"clustering": "skipped: the test images have a single class"}
     codes = encode_dataset(model, dataset, batch_size)
-    out = clustering_metrics(model, codes, labels)
+    found: dict[str, np.ndarray] = {}
+    out = clustering_metrics(model, codes, labels, assignments=found)
     if codes_path is not None:
-        np.savez(codes_path, codes=codes.float().numpy(), labels=labels.cpu().numpy())
+        np.savez(
+            codes_path, codes=codes.float().numpy(), labels=labels.cpu().numpy(),
+            **{f"clusters_{source}": clusters for source, clusters in found.items()},
+        )
         out["clustering_codes_file"] = str(codes_path)
     return out
+
+
+def saved_clusters(codes_path) -> tuple[np.ndarray, str]:
+    """``(clusters, source)`` saved by :func:`dataset_clustering_metrics`: the prior's
+    components where the model has a mixture prior, else k-means (the choice of
+    :func:`cluster_assignments`, without clustering again)."""
+    with np.load(codes_path, allow_pickle=False) as saved:
+        source = "prior" if "clusters_prior" in saved.files else "kmeans"
+        return saved[f"clusters_{source}"], source
