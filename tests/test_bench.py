@@ -262,11 +262,16 @@ def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monke
     table = (results / "table.md").read_text()
     assert "| VAE † | P | 1 | 1/2 |" in table and "not the protocol's result" in table
     assert vae["torch_version"] == torch.__version__ and vae["accelerator"] == "cpu"
-    # another model later: its row joins, the VAE row is kept exactly as it was
-    run_bench(bench, out, only=["RAE (D)"], **quiet)
+    assert "command-line overrides" not in table
+    # another model later: its row joins, the VAE row is kept exactly as it was; the
+    # command line's overrides change its protocol, and the table says so for its row
+    run_bench(bench, out, only=["RAE (D)"], overrides=["evaluation.latent_points=40"], **quiet)
     rows = _rows(results)
     assert list(rows) == ["VAE", "RAE (D)"] and rows["VAE"] == vae
     assert rows["RAE (D)"]["epochs"] == "2"
+    assert rows["RAE (D)"]["command_overrides"] == "evaluation.latent_points=40"
+    assert ("Trained with command-line overrides `evaluation.latent_points=40` (RAE (D) seed 0)"
+            in (results / "table.md").read_text())
     # running VAE again without a limit continues it from its checkpoint to the protocol
     run_bench(bench, out, only=["VAE"], **quiet)
     history = list(csv.DictReader((out / "vae" / "seed0" / "history.csv").open()))

@@ -250,6 +250,8 @@ def measure_run(
             metrics = result.metrics
             metrics["bench_wall_time_s"] = time.perf_counter() - start
             metrics.update(provenance(config, options.concurrent_runs))
+            # the protocol the set's description states, changed on the command line
+            metrics["command_overrides"] = " ".join(options.overrides)
             metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     if metrics is None:
         log(f"[bench] {run.name} seed {seed}: no metrics in {run_dir}; left out of the table")
@@ -588,6 +590,22 @@ def merge_records(results_dir: Path, records: list[dict[str, Any]]) -> list[dict
     return kept + list(records)
 
 
+def _overrides_notes(records: list[dict[str, Any]]) -> list[str]:
+    """Lines naming the command-line overrides rows were trained with (they change the
+    protocol the set's description states), and which rows."""
+    by_overrides: dict[str, list[str]] = {}
+    for r in records:
+        text = str(r.get("command_overrides") or "").strip()
+        if text:
+            by_overrides.setdefault(text, []).append(f"{r['run']} seed {r['seed']}")
+    notes = []
+    for text, rows in by_overrides.items():
+        which = "every row" if len(rows) == len(records) else ", ".join(rows)
+        notes.append(f"Trained with command-line overrides `{text}` ({which}): they take "
+                     "precedence over the protocol described above.")
+    return notes
+
+
 def _parse_cell(text: str) -> Any:
     for kind in (int, float):
         try:
@@ -728,6 +746,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         )
     baseline = _mean_std([r.get("mean_image_baseline_rec_loss") for r in records])[0]
     lines += ["", f"Mean-image baseline reconstruction loss: {baseline:.2f}."]
+    lines += _overrides_notes(records)
     if short_rows:
         lines.append(
             f"† {short_rows} row(s) trained fewer epochs than the protocol (a time limit): "
