@@ -148,14 +148,50 @@ def _objective_and_grads(trainer, x, seed):
     return results
 
 
-def _assert_close(compiled, eager, rtol):
-    for (terms_c, grads_c), (terms_e, grads_e) in zip(compiled, eager, strict=True):
+def _assert_close(compiled, eager, rtol, resolution=None):
+    """Terms within ``rtol``; each gradient within ``rtol`` of its largest entry, or within
+    4x ``resolution[i][name]`` (what a one-ulp change of the input moves it by in eager
+    float32) where that is larger: a kernel that only reorders float32 arithmetic cannot
+    be asked to agree beyond the computation's own float32 resolution."""
+    for i, ((terms_c, grads_c), (terms_e, grads_e)) in enumerate(
+        zip(compiled, eager, strict=True)
+    ):
         for key, value in terms_e.items():
             assert torch.allclose(terms_c[key], value, rtol=rtol, atol=rtol * 1e-3), key
         assert grads_c.keys() == grads_e.keys()
         for name, grad in grads_e.items():
-            scale = grad.abs().max().clamp_min(1e-12)
-            assert (grads_c[name] - grad).abs().max() <= rtol * scale, name
+            tolerance = rtol * grad.abs().max().clamp_min(1e-12)
+            if resolution is not None:
+                tolerance = torch.maximum(tolerance, 4.0 * resolution[i][name])
+            assert (grads_c[name] - grad).abs().max() <= tolerance, name
+
+
+def _float32_resolution(trainer, x, seed, draws=2):
+    """Per (objective, parameter): the largest change of the eager gradient when every
+    input pixel moves by about one float32 ulp (a fixed generator; same draws as ``seed``).
+
+    Well-conditioned objectives move by ~1e-7 relative; SAE's Sinkhorn gradient at a
+    small epsilon moves by ~2e-4 (measured), so it sets its own tolerance. Every call
+    starts from the model's state on entry (warm starts are buffers), and leaves it so."""
+    import copy
+
+    state = copy.deepcopy(trainer.model.state_dict())
+
+    def evaluate(inputs):
+        trainer.model.load_state_dict(state)
+        return _objective_and_grads(trainer, inputs, seed)
+
+    base = evaluate(x)
+    generator = torch.Generator().manual_seed(1234)
+    worst = [{name: torch.zeros(()) for name in grads} for _, grads in base]
+    for _ in range(draws):
+        nudged = x * (1 + 2.0**-23 * torch.randn(x.shape, generator=generator))
+        for i, (_, grads) in enumerate(evaluate(nudged)):
+            for name, grad in grads.items():
+                change = (grad - base[i][1][name]).abs().max()
+                worst[i][name] = torch.maximum(worst[i][name], change)
+    trainer.model.load_state_dict(state)
+    return worst
 
 
 def _check_compiled_matches_eager(model, tmp_path, backend, rtol):
@@ -166,8 +202,9 @@ def _check_compiled_matches_eager(model, tmp_path, backend, rtol):
     # first call: eager, recording the draws (spherical models: again once the search
     # has a warm start); then the compiled graph, with fresh noise each time
     for seed in (1, 2, 3):
+        resolution = _float32_resolution(eager, x, seed) if backend == "inductor" else None
         expected = _objective_and_grads(eager, x, seed)
-        _assert_close(_objective_and_grads(fast, x, seed), expected, rtol)
+        _assert_close(_objective_and_grads(fast, x, seed), expected, rtol, resolution)
     assert fast._runner.compiled_calls >= 1
 
 
