@@ -319,6 +319,25 @@ def test_monotone_factorised_prior_is_increasing_per_coordinate():
     assert bool((values[1:] > values[:-1]).all())
 
 
+@pytest.mark.parametrize(("latent_dim", "hidden"), [(3, (8,)), (10, (128, 128)), (6, ())])
+def test_neural_sampler_starts_at_the_unit_normal_scale(latent_dim, hidden):
+    """Its last layer is rescaled at construction: on the fixed-seed noise the samples have
+    mean 0 and std 1 per coordinate exactly, and on fresh noise to sampling error (a
+    default-initialised (128, 128) sampler starts at std ~0.09)."""
+    prior = NeuralSamplerPrior(latent_dim, hidden, generator=torch.Generator().manual_seed(4))
+    fixed = prior.sample(4096, torch.Generator().manual_seed(0)).detach()
+    torch.testing.assert_close(fixed.mean(0), torch.zeros(latent_dim), rtol=0, atol=1e-5)
+    torch.testing.assert_close(fixed.std(0), torch.ones(latent_dim), rtol=1e-5, atol=1e-5)
+    fresh = prior.sample(4096, torch.Generator().manual_seed(9)).detach()
+    # standard errors at n = 4096: 0.016 for a mean, ~0.011 (Gaussian) for a std
+    assert float(fresh.mean(0).abs().max()) < 0.08
+    assert float((fresh.std(0) - 1).abs().max()) < 0.08
+    # reproducible from the seed alone (the rescaling draws from its own fixed generator)
+    again = NeuralSamplerPrior(latent_dim, hidden, generator=torch.Generator().manual_seed(4))
+    for (name, a), (_, b) in zip(prior.named_parameters(), again.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 def test_implicit_priors_component_means():
     prior = NeuralSamplerPrior(3, (8,), generator=torch.Generator().manual_seed(0))
     means = prior.component_means()

@@ -71,7 +71,14 @@ class NeuralSamplerPrior(_ImplicitPrior):
     """``z = g(eps)``, ``eps ~ N(0, I_m)``, ``g`` an MLP with ``hidden`` LeakyReLU(0.2) layers.
 
     ``noise_dim`` (``m``) defaults to ``latent_dim``. Layers are initialised like
-    ``nn.Linear`` (uniform in ``±1/sqrt(fan_in)``) but drawn with ``generator``.
+    ``nn.Linear`` (uniform in ``±1/sqrt(fan_in)``) but drawn with ``generator``; then
+    the last layer is rescaled so that every coordinate has mean 0 and standard
+    deviation 1 on :data:`MEAN_SAMPLES` noise draws of seed :data:`MEAN_SEED`: the
+    sampler starts at the scale of ``N(0, I)``, like :class:`FactorisedPrior`. (A
+    default-initialised MLP of this shape starts at a standard deviation of about
+    0.09, a prior ten times narrower than the posteriors' initial noise; GWAE's
+    critic then spends its first epochs shrinking the posteriors, and a comparison of
+    meta-priors would measure the initial scale rather than the family.)
     """
 
     def __init__(
@@ -99,6 +106,16 @@ class NeuralSamplerPrior(_ImplicitPrior):
             if i < len(widths) - 2:
                 layers.append(nn.LeakyReLU(negative_slope))
         self.net = nn.Sequential(*layers)
+        self._standardise_output(layers[-1])
+
+    def _standardise_output(self, last: nn.Linear) -> None:
+        """Rescale ``last`` so the initial samples have mean 0 and std 1 per coordinate."""
+        generator = torch.Generator().manual_seed(MEAN_SEED)
+        with torch.no_grad():
+            out = self.net(torch.randn(MEAN_SAMPLES, self.noise_dim, generator=generator))
+            mean, std = out.mean(0), out.std(0).clamp_min(1e-12)
+            last.weight.div_(std[:, None])
+            last.bias.sub_(mean).div_(std)
 
     def transform(self, eps: Tensor) -> Tensor:
         return self.net(eps)
