@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from otae.bench import load_bench, run_bench, summarise
+from otae.bench import load_bench, run_bench, summarise, write_tables
 from otae.evaluation.figures import interpolations
 from otae.models import build_model, model_config_from_dict
 from otae.training import shipped_configs
@@ -175,6 +175,24 @@ def test_summarise_mean_and_std():
     ]
     (row,) = summarise(records)
     assert row["test_rec_loss"] == 2.0 and row["test_rec_loss_std"] == pytest.approx(2**0.5)
+    assert row["test_rec_loss_n"] == 2
+
+
+def test_summarise_averages_a_metric_over_the_seeds_that_have_it(tmp_path):
+    # seed 0 lacks the FID (e.g. measured later on another machine): it used to be
+    # dropped for every seed, because only the first seed's keys were averaged
+    records = [
+        {"run": "A", "encoder": "D", "seed": 0, "test_rec_loss": 1.0},
+        {"run": "A", "encoder": "D", "seed": 1, "test_rec_loss": 3.0, "fid": 10.0},
+        {"run": "A", "encoder": "D", "seed": 2, "test_rec_loss": 5.0, "fid": 14.0},
+    ]
+    (row,) = summarise(records)
+    assert (row["fid"], row["fid_n"], row["test_rec_loss_n"]) == (12.0, 2, 3)
+    assert row["fid_std"] == pytest.approx(8**0.5)
+    rows = [{**r, "_history": [], "run_dir": str(tmp_path)} for r in records]
+    write_tables(_tiny_bench(tmp_path), rows, tmp_path / "tables")
+    table = (tmp_path / "tables" / "table.md").read_text()
+    assert "| 3.00 ± 2.00 | 12.00 ± 2.83 (2 of 3 seeds) |" in table
 
 
 def train_tiny_wae(run):

@@ -334,7 +334,7 @@ def test_neural_sampler_starts_at_the_unit_normal_scale(latent_dim, hidden):
     assert float((fresh.std(0) - 1).abs().max()) < 0.08
     # reproducible from the seed alone (the rescaling draws from its own fixed generator)
     again = NeuralSamplerPrior(latent_dim, hidden, generator=torch.Generator().manual_seed(4))
-    for (name, a), (_, b) in zip(prior.named_parameters(), again.named_parameters()):
+    for (name, a), (_, b) in zip(prior.named_parameters(), again.named_parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 

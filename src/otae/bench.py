@@ -538,6 +538,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _fewer_seeds(row: dict[str, Any], key: str, seeds: int) -> str:
+    """`` (k of n seeds)`` where only some of a row's seeds measured ``key``."""
+    have = row.get(f"{key}_n")
+    return f" ({have} of {seeds} seeds)" if have and have < seeds else ""
+
+
 def _fmt(mean: float, std: float, digits: int = 2) -> str:
     if math.isnan(mean):
         return "—"
@@ -545,16 +551,24 @@ def _fmt(mean: float, std: float, digits: int = 2) -> str:
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per run name: mean and std over seeds of every numeric metric."""
+    """Per run name: mean and std over seeds of every numeric metric.
+
+    A metric is averaged over the seeds that have it (any seed's keys count, not only
+    the first's); ``{key}_n`` is how many did, so a table can say when it is fewer
+    than the row's seeds."""
     rows = []
     for name in dict.fromkeys(r["run"] for r in records):
         group = [r for r in records if r["run"] == name]
         row: dict[str, Any] = {"run": name, "encoder": group[0]["encoder"], "seeds": len(group)}
-        keys = [k for k, v in group[0].items() if isinstance(v, (int, float)) and k != "seed"]
+        keys = dict.fromkeys(
+            k for r in group for k, v in r.items() if isinstance(v, (int, float)) and k != "seed"
+        )
         for key in keys:
-            mean, std = _mean_std([r.get(key) for r in group])
+            values = [r[key] for r in group if isinstance(r.get(key), (int, float))]
+            mean, std = _mean_std(values)
             row[key] = mean
             row[f"{key}_std"] = std
+            row[f"{key}_n"] = sum(not math.isnan(v) for v in values)
         rows.append(row)
     return rows
 
@@ -732,6 +746,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         short_rows += short
         cells = [
             _fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan), 3 if k in _RATIOS else 2)
+            + _fewer_seeds(row, k, len(group))
             for k, _ in metric_cols
         ]
         paper = bench.paper.get(row["run"], {})
