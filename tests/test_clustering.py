@@ -217,8 +217,8 @@ def test_priors_without_components_fall_back_to_kmeans(prior):
     np.testing.assert_array_equal(clusters, expected)
     out = clustering_metrics(Holder(prior), codes, np.arange(30) % 3)
     assert out["cluster_acc_kmeans"] == clustering_accuracy(np.arange(30) % 3, expected)
-    prior_keys = [k for k in out if k.endswith("_prior") or k == "cluster_prior_components"]
-    assert len(prior_keys) == 4 and all(out[k] is None for k in prior_keys)
+    prior_keys = [k for k in out if k.endswith("_prior") or k.startswith("cluster_prior_")]
+    assert len(prior_keys) == 5 and all(out[k] is None for k in prior_keys)
 
 
 def test_well_separated_blobs_are_recovered_by_both_sources():
@@ -236,6 +236,12 @@ def test_well_separated_blobs_are_recovered_by_both_sources():
         6, 6 * per, 6,
     )  # fmt: skip
     np.testing.assert_array_equal(prior_assignments(Holder(prior), codes), components.numpy())
+    assert out["cluster_prior_components_used"] == 6
+    # codes of two components only: the other four are the most responsible for none
+    two = torch.cat([codes[components == 1], codes[components == 4]])
+    used = clustering_metrics(Holder(prior), two, np.arange(2 * per) // per)
+    assert used["cluster_prior_components_used"] == 2
+    assert used["cluster_prior_components"] == 6
 
 
 def test_unlabelled_or_single_class_data_only_get_a_note():
@@ -299,6 +305,7 @@ def test_a_run_writes_the_clustering_of_its_saved_test_codes(tmp_path):
     assert source == "prior"
     np.testing.assert_array_equal(found, prior)
     assert metrics["cluster_prior_components"] == 10 and metrics["clustering_time_s"] > 0
+    assert metrics["cluster_prior_components_used"] == len(np.unique(prior))
     # the switch: no clustering, no scores (and no note)
     config.evaluation.clustering = False
     again = evaluate_model(model, config, run, list(state["history"]), report=False, log=None)

@@ -709,6 +709,8 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         if any(f"cluster_acc_{source}" in r for r in rows):
             metric_cols += [(f"cluster_{m}_{source}", f"{m.upper()} {_SOURCE[source]}")
                             for m in ("acc", "nmi", "ari")]  # fmt: skip
+    if any(r.get("cluster_prior_components_used") is not None for r in records):
+        metric_cols.append(("cluster_prior_components_used", "prior comps used"))
     metric_cols += [(k, c) for k, c in _DISENTANGLEMENT if any(k in r for r in rows)]
     seeds = sorted({r["seed"] for r in records})
     lines = [

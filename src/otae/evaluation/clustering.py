@@ -225,8 +225,9 @@ def clustering_metrics(
 
     ``cluster_{acc,nmi,ari}_kmeans`` always (k-means with as many clusters as distinct
     labels), ``cluster_{acc,nmi,ari}_prior`` by the model's prior components
-    (:func:`prior_assignments`; ``cluster_prior_components`` says how many; all four
-    None where the prior has none), plus
+    (:func:`prior_assignments`; ``cluster_prior_components`` says how many, and
+    ``cluster_prior_components_used`` how many are the most responsible component of
+    some code; all five None where the prior has none), plus
     ``cluster_classes``, ``cluster_points`` and ``clustering_time_s`` (both sources).
     ``assignments``: a dict that receives the scored clusters (``"kmeans"``, and
     ``"prior"`` where the prior has components), so they need not be computed again.
@@ -247,10 +248,13 @@ def clustering_metrics(
         if clusters is not None:
             assignments["prior"] = clusters
     if clusters is None:  # the same keys for every model: stable columns in bench tables
-        out["cluster_prior_components"] = None
+        out["cluster_prior_components"] = out["cluster_prior_components_used"] = None
         out.update(dict.fromkeys(_scores(labels, labels, "prior")))
     else:
         out["cluster_prior_components"] = int(model.prior.n_components)
+        # components that are the most responsible one for at least one code: a prior
+        # whose components drift away from the data uses fewer than it has
+        out["cluster_prior_components_used"] = int(np.unique(clusters).size)
         out.update(_scores(labels, clusters, "prior"))
     out["clustering_time_s"] = time.perf_counter() - start
     return out

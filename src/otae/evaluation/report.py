@@ -195,7 +195,12 @@ def _clustering_html(metrics: Mapping[str, Any]) -> str:
         for source, name in sources
     ]
     k = metrics.get("cluster_prior_components")
-    prior = f"; prior: each code to its most responsible of the {k} prior components" if k else ""
+    used = metrics.get("cluster_prior_components_used")
+    prior = (
+        f"; prior: each code to its most responsible of the {k} prior components"
+        + (f" ({used} of them are for some code)" if used is not None else "")
+        if k else ""
+    )
     caption = (
         f"Test codes (posterior means, {metrics.get('cluster_points')} images) clustered "
         f"without labels and scored against the {metrics.get('cluster_classes')} classes. "
