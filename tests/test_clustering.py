@@ -327,6 +327,10 @@ def test_report_shows_a_clustering_section(tmp_path):
         True
     ] * 4
     assert "10 classes" in section and "10 prior components" in section
+    assert "of them are for some code" not in section  # not measured: not claimed
+    used = {**metrics, "cluster_prior_components_used": 7}
+    page = write_report(tmp_path, title="t", config={}, metrics=used, figures={}, history=[])
+    assert "10 prior components (7 of them are for some code)" in page.read_text()
     note = {"clustering": "skipped: the test images are unlabelled"}
     page = write_report(tmp_path, title="t", config={}, metrics=note, figures={}, history=[])
     assert "<h2>Clustering</h2>\n<p>skipped: the test images are unlabelled</p>" in page.read_text()
