@@ -353,3 +353,27 @@ def test_default_jobs_is_one_on_a_cpu_and_seven_per_gpu(tmp_path, monkeypatch):
     assert default_jobs(bench, tasks, []) == 2  # never more runs at once than runs
     many = tasks * 10
     assert default_jobs(bench, many, []) == 14
+
+
+def test_bench_scores_the_clustering_an_older_run_lacks(tmp_path):
+    """A finished run whose metrics predate a clustering key is re-scored (not retrained):
+    the restored scores equal those of the run's own evaluation."""
+    import json
+
+    bench = _tiny_bench(tmp_path)
+    out = tmp_path / "out"
+    run_bench(bench, out, only=["RAE (D)"], log=lambda m: None)
+    path = out / "rae--d" / "seed0" / "metrics.json"
+    scored = json.loads(path.read_text())
+    assert scored["cluster_prior_components"] == 10
+    assert 1 <= scored["cluster_prior_components_used"] <= 10
+    old = {k: v for k, v in scored.items() if k != "cluster_prior_components_used"}
+    path.write_text(json.dumps(old))
+    (out / "rae--d" / "seed0" / "test_codes.npz").unlink()
+    run_bench(bench, out, only=["RAE (D)"], log=lambda m: None)
+    again = json.loads(path.read_text())
+    for key in [k for k in scored if k.startswith("cluster_") and k != "clustering_time_s"]:
+        assert again[key] == scored[key], key
+    assert again["epochs"] == scored["epochs"] and again["train_wall_time_s"] == scored[
+        "train_wall_time_s"]  # not retrained
+    assert (out / "rae--d" / "seed0" / "test_codes.npz").is_file()

@@ -509,9 +509,10 @@ def _has_frechet(metrics: dict[str, Any], bench: BenchConfig) -> bool:
 
 
 def _lacks_clustering(metrics: dict[str, Any], config) -> bool:
-    """Whether a run's metrics miss the clustering scores (or their note) that it wants."""
+    """Whether a run's metrics miss the clustering scores (or their note) that it wants,
+    or one of them (a run scored before ``cluster_prior_components_used`` existed)."""
     wanted = config.evaluation.clustering
-    return wanted and "cluster_acc_kmeans" not in metrics and "clustering" not in metrics
+    return wanted and "cluster_prior_components_used" not in metrics and "clustering" not in metrics
 
 
 def _encoder_kind(config) -> str:
