@@ -685,6 +685,8 @@ _DISENTANGLEMENT = (
 )
 #: scores shown with 3 digits
 _RATIOS = (*_CLUSTER, *(key for key, _ in _DISENTANGLEMENT))
+#: counts, shown with one decimal (a mean over seeds)
+_COUNTS = ("cluster_prior_components_used",)
 
 
 def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Path) -> None:
@@ -748,7 +750,8 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         epochs, short = _epochs_cell(group)
         short_rows += short
         cells = [
-            _fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan), 3 if k in _RATIOS else 2)
+            _fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan),
+                 3 if k in _RATIOS else 1 if k in _COUNTS else 2)
             + _fewer_seeds(row, k, len(group))
             for k, _ in metric_cols
         ]
