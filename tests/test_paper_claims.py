@@ -13,7 +13,12 @@ from otae.bench import bench_tasks, load_bench
 from otae.data import build_dataset
 from otae.evaluation import encode_dataset
 from otae.evaluation.disentanglement import dci, factorvae_score, mutual_information_gap
-from otae.evaluation.figures import latent_traversals, traversal_codes, traversal_grid
+from otae.evaluation.figures import (
+    central_code,
+    latent_traversals,
+    traversal_codes,
+    traversal_grid,
+)
 from otae.evaluation.traversals import (
     DISENTANGLEMENT_KEYS,
     active_threshold,
@@ -151,11 +156,21 @@ def test_traversal_grid_decodes_the_constructed_codes(tmp_path):
         lo, hi = np.quantile(c[:, j], [0.05, 0.95])
         hand[r, :, j] = np.linspace(lo, hi, n)
     np.testing.assert_allclose(traversal_codes(codes, dims, n).numpy(), hand, rtol=1e-12)
+    # the figure starts from a real code instead: the one nearest the median, by hand
+    standardised = (c - np.median(c, 0)) / c.std(0)
+    centre = int(np.argmin((standardised**2).sum(1)))
+    assert central_code(codes) == centre
+    assert central_code(codes * 7.0 + 3.0) == centre  # in units of each dimension's spread
+    hand[:] = np.where(np.arange(4) == np.array(dims)[:, None, None], hand, c[centre])
+    based = traversal_codes(codes, dims, n, base=codes[centre])
+    np.testing.assert_allclose(based.numpy(), hand, rtol=1e-12)
     model.eval()
     with torch.no_grad():
         expected = model.decode(torch.from_numpy(hand.reshape(-1, 4)).float())
     model.train()  # the traversal decodes in eval mode and restores the mode it found
-    torch.testing.assert_close(latent_traversals(model, codes, dims, n), expected)
+    torch.testing.assert_close(
+        latent_traversals(model, codes, dims, n, base=codes[centre]), expected
+    )
     # the saved PNG: tile (r, s) at [2 + 10 r, 2 + 10 s] is round(255 x) of row r, step s
     png = np.asarray(Image.open(traversal_grid(model, codes, dims, tmp_path / "t.png", n)))
     for r in range(len(dims)):
@@ -172,6 +187,10 @@ def test_traversal_rejects_bad_input():
         traversal_codes(codes, [3])
     with pytest.raises(ValueError, match="n_steps"):
         traversal_codes(codes, [0], n_steps=1)
+    with pytest.raises(ValueError, match="base"):
+        traversal_codes(codes, [0], base=torch.zeros(4))
+    with pytest.raises(ValueError, match="codes"):
+        central_code(torch.zeros(0, 3))
     with pytest.raises(ValueError, match="importance"):
         factor_traversal_rows(np.ones((3, 2)), ["a", "b", "c"])
 

@@ -29,6 +29,7 @@ __all__ = [
     "convergence_plot",
     "latent_embedding",
     "latent_plot",
+    "central_code",
     "latent_traversals",
     "loss_curves",
     "make_grid",
@@ -260,13 +261,30 @@ def interpolation_grid(
     )
 
 
+def central_code(codes: Tensor) -> int:
+    """Index of the code nearest the coordinate-wise median of ``codes`` ``(N, d)``, in
+    units of each dimension's standard deviation (ties: the first).
+
+    A real data point's code: on data made of separate objects (``shapes``) the mean
+    code decodes to a faint blend of them, an image no input resembles, so traversals
+    start from this code instead."""
+    codes = torch.as_tensor(codes).detach().double()
+    if codes.dim() != 2 or codes.shape[0] < 1:
+        raise ValueError(f"codes must have shape (N, d) with N >= 1, got {tuple(codes.shape)}")
+    spread = codes.std(0, unbiased=False).clamp_min(1e-12)
+    distance = ((codes - codes.median(0).values) / spread).pow(2).sum(1)
+    return int(distance.argmin())
+
+
 def traversal_codes(
-    codes: Tensor, dims: Sequence[int], n_steps: int = 10, low: float = 0.05, high: float = 0.95
+    codes: Tensor, dims: Sequence[int], n_steps: int = 10, low: float = 0.05,
+    high: float = 0.95, base: Tensor | None = None,
 ) -> Tensor:
-    """``(len(dims), n_steps, d)`` codes of a latent traversal: row ``r`` is the mean code
-    with dimension ``dims[r]`` set to ``n_steps`` evenly spaced values from its ``low`` to
-    its ``high`` quantile over ``codes`` ``(N, d)`` (linear interpolation, as
-    ``torch.quantile``); every other dimension stays at its mean."""
+    """``(len(dims), n_steps, d)`` codes of a latent traversal: row ``r`` is the ``base``
+    code (default: the mean code) with dimension ``dims[r]`` set to ``n_steps`` evenly
+    spaced values from its ``low`` to its ``high`` quantile over ``codes`` ``(N, d)``
+    (linear interpolation, as ``torch.quantile``); every other dimension stays at the
+    base's value."""
     codes = torch.as_tensor(codes)
     if codes.dim() != 2 or codes.shape[0] < 1:
         raise ValueError(f"codes must have shape (N, d) with N >= 1, got {tuple(codes.shape)}")
@@ -281,7 +299,14 @@ def traversal_codes(
         )
     codes = codes.detach().double()
     t = torch.linspace(0.0, 1.0, int(n_steps), dtype=codes.dtype, device=codes.device)
-    rows = codes.mean(0).repeat(len(dims), int(n_steps), 1)
+    if base is None:
+        start = codes.mean(0)
+    else:
+        start = torch.as_tensor(base).detach().to(codes)
+        if start.shape != codes.shape[1:]:
+            raise ValueError(f"base must be one code of shape ({codes.shape[1]},), got "
+                             f"{tuple(start.shape)}")
+    rows = start.repeat(len(dims), int(n_steps), 1)
     for r, j in enumerate(dims):
         lo, hi = torch.quantile(codes[:, j], torch.tensor([low, high], dtype=codes.dtype))
         rows[r, :, j] = lo + t * (hi - lo)
@@ -289,10 +314,11 @@ def traversal_codes(
 
 
 def latent_traversals(
-    model: nn.Module, codes: Tensor, dims: Sequence[int], n_steps: int = 10, **quantiles: float
+    model: nn.Module, codes: Tensor, dims: Sequence[int], n_steps: int = 10, **options: Any
 ) -> Tensor:
-    """Decoded :func:`traversal_codes`: ``(len(dims) * n_steps, C, H, W)``, row by row."""
-    path = traversal_codes(codes, dims, n_steps, **quantiles)
+    """Decoded :func:`traversal_codes` (``options``: its ``low``, ``high``, ``base``):
+    ``(len(dims) * n_steps, C, H, W)``, row by row."""
+    path = traversal_codes(codes, dims, n_steps, **options)
     device, dtype = _model_device_dtype(model)
     with eval_mode(model):
         decoded = model.decode(path.reshape(-1, path.shape[-1]).to(device=device, dtype=dtype))
@@ -302,13 +328,16 @@ def latent_traversals(
 def traversal_grid(
     model: nn.Module, codes: Tensor, dims: Sequence[int], path: PathLike, n_steps: int = 10
 ) -> Path:
-    """Latent traversals (:func:`latent_traversals`), one code dimension per row."""
-    images = latent_traversals(model, codes, dims, n_steps)
+    """Latent traversals (:func:`latent_traversals`), one code dimension per row, from the
+    :func:`central_code` of ``codes`` (a real image's code, not the mean code)."""
+    codes = torch.as_tensor(codes)
+    images = latent_traversals(model, codes, dims, n_steps, base=codes[central_code(codes)])
     return save_image_grid(
         images,
         path,
         nrow=int(n_steps),
-        title="Latent traversals: the mean code with one dimension swept over its 5-95% range",
+        title="Latent traversals: the code of the test image nearest the median code, "
+        "one dimension swept over its 5-95% range",
     )
 
 

@@ -422,8 +422,9 @@ def generate_report(
         codes, rows = traversal
         labels = "; ".join(f"{label}: z{dim}" for label, dim in rows)
         figures[
-            "Latent traversals: each row decodes the mean test code with one dimension swept "
-            f"from its 5% to its 95% quantile over the test codes; rows: {labels}"
+            "Latent traversals: each row decodes one test image's code (the one nearest the "
+            "median code) with one dimension swept from its 5% to its 95% quantile over the "
+            f"test codes; rows: {labels}"
         ] = traversal_grid(
             model, torch.as_tensor(codes), [dim for _, dim in rows], fig_dir / "traversals.png"
         )
