@@ -257,3 +257,32 @@ def test_bench_tables_gain_disentanglement_columns(tmp_path):
     # sets without factors keep their columns
     write_tables(bench, [{**base, "seed": 0}], tmp_path / "plain")
     assert "MIG" not in (tmp_path / "plain" / "table.md").read_text().split("| method")[1]
+
+
+def test_prior_marginals_statistics_of_known_laws():
+    """benchmarks/prior_marginals.py: excess kurtosis 0 for Gaussian, -1.2 for uniform,
+    3 for Laplace marginals (closed forms); correlation of a known mixing."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "prior_marginals.py"
+    spec = importlib.util.spec_from_file_location("prior_marginals", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    n = 400_000
+    gauss = module.shape_statistics(rng.standard_normal((n, 3)))
+    uniform = module.shape_statistics(rng.uniform(-1, 1, (n, 3)))
+    laplace = module.shape_statistics(rng.laplace(size=(n, 2)))
+    assert gauss["excess_kurtosis_mean"] == pytest.approx(0.0, abs=0.03)
+    assert uniform["excess_kurtosis_mean"] == pytest.approx(-1.2, abs=0.01)
+    assert uniform["std_mean"] == pytest.approx(1 / np.sqrt(3), rel=1e-2)
+    assert laplace["excess_kurtosis_mean"] == pytest.approx(3.0, rel=0.05)
+    assert gauss["skew_abs_max"] < 0.02 and gauss["max_abs_correlation"] < 0.01
+    # a 45-degree rotation of two independent uniforms: correlation 0, kurtosis -0.6
+    u = rng.uniform(-1, 1, (n, 2))
+    rotated = module.shape_statistics(u @ np.array([[1, 1], [-1, 1]]) / np.sqrt(2))
+    assert rotated["excess_kurtosis_mean"] == pytest.approx(-0.6, abs=0.02)
+    assert rotated["max_abs_correlation"] < 0.01
+    mixed = module.shape_statistics(np.c_[u[:, 0], u[:, 0] + u[:, 1]])
+    assert mixed["max_abs_correlation"] == pytest.approx(1 / np.sqrt(2), abs=0.01)
