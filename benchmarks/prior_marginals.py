@@ -60,7 +60,27 @@ def measure(run_dir: Path) -> dict:
         "run": str(run_dir),
         "prior": shape_statistics(prior.double().numpy()),
         "codes": shape_statistics(codes),
+        "factorised": factorised_parameters(model.prior),
     }
+
+
+def factorised_parameters(prior) -> dict[str, float] | None:
+    """A :class:`~otae.priors.meta.FactorisedPrior`'s learnt parameters, averaged over
+    coordinates: linear scale ``a_k``, shift ``b_k`` and tanh output weights ``v_kh`` (at
+    construction 1, 0 and softplus(-4 + 0.1 N(0, 1)) ~ 0.018); None for other priors."""
+    from otae.priors.meta import FactorisedPrior
+
+    if not isinstance(prior, FactorisedPrior):
+        return None
+    with torch.no_grad():
+        scale = torch.nn.functional.softplus(prior.raw_scale)
+        _, out_weight = prior._weights()
+        return {
+            "scale_mean": float(scale.mean()),
+            "shift_abs_mean": float(prior.shift.abs().mean()),
+            "tanh_weight_mean": float(out_weight.mean()),
+            "tanh_weight_max": float(out_weight.max()),
+        }
 
 
 def markdown(rows: list[dict], info: dict) -> str:
@@ -86,6 +106,22 @@ def markdown(rows: list[dict], info: dict) -> str:
             f"[{c['excess_kurtosis_min']:.2f}, {c['excess_kurtosis_max']:.2f}] "
             f"| {c['max_abs_correlation']:.2f} |"
         )
+    factorised = [r for r in rows if r.get("factorised")]
+    if factorised:
+        lines += [
+            "",
+            "Factorised meta-prior parameters (means over coordinates; at construction: "
+            "scale 1, shift 0, tanh weights ~0.018):",
+            "",
+            "| run | scale a | abs(shift b) | tanh weight v (mean) | tanh weight v (max) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in factorised:
+            f = r["factorised"]
+            lines.append(
+                f"| {r['run']} | {f['scale_mean']:.3f} | {f['shift_abs_mean']:.3f} "
+                f"| {f['tanh_weight_mean']:.4f} | {f['tanh_weight_max']:.4f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

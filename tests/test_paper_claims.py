@@ -286,3 +286,14 @@ def test_prior_marginals_statistics_of_known_laws():
     assert rotated["max_abs_correlation"] < 0.01
     mixed = module.shape_statistics(np.c_[u[:, 0], u[:, 0] + u[:, 1]])
     assert mixed["max_abs_correlation"] == pytest.approx(1 / np.sqrt(2), abs=0.01)
+    # a factorised prior's parameters as constructed; other priors have none
+    from otae.priors.meta import FactorisedPrior, NeuralSamplerPrior
+
+    prior = FactorisedPrior(4, 6, generator=torch.Generator().manual_seed(0))
+    params = module.factorised_parameters(prior)
+    assert params["scale_mean"] == pytest.approx(1.0, rel=1e-6)
+    assert params["shift_abs_mean"] == 0.0
+    weights = torch.nn.functional.softplus(prior.out_weight.detach())
+    assert params["tanh_weight_mean"] == pytest.approx(float(weights.mean()), rel=1e-6)
+    assert 0.015 < params["tanh_weight_mean"] < 0.022  # softplus(-4) = 0.018
+    assert module.factorised_parameters(NeuralSamplerPrior(4, (8,))) is None
