@@ -23,13 +23,13 @@ from torch import Tensor, nn
 from .metrics import _model_device_dtype, encode_dataset, eval_mode, num_items, take_batch
 
 __all__ = [
+    "central_code",
     "conditional_caption",
     "conditional_grid",
     "conditional_samples",
     "convergence_plot",
     "latent_embedding",
     "latent_plot",
-    "central_code",
     "latent_traversals",
     "loss_curves",
     "make_grid",

@@ -270,7 +270,8 @@ class GWAE(Autoencoder):
 
     # ------------------------------------------------------------------ objective
     def regulariser(self, x, mean, logvar, z, generator):
-        """``L_GW`` on fresh prior samples alone (:meth:`loss` is the full objective)."""
+        """``L_GW`` on fresh prior samples alone (:meth:`loss` is the full objective); the
+        codes ``z`` are decoded beside them only so normalisation layers see the mixture."""
         z_prior = self.prior.sample(x.shape[0], generator)
         return self.gw_term(z_prior, self.decode_both(z, z_prior)[1]), {}
 
