@@ -65,12 +65,12 @@ def measure(run_dir: Path) -> dict:
 
 
 def factorised_parameters(prior) -> dict[str, float] | None:
-    """A :class:`~otae.priors.meta.FactorisedPrior`'s learnt parameters, averaged over
+    """A :class:`~otae.priors.meta.FactorisedQuantilePrior`'s learnt parameters, averaged over
     coordinates: linear scale ``a_k``, shift ``b_k`` and tanh output weights ``v_kh`` (at
     construction 1, 0 and softplus(-4 + 0.1 N(0, 1)) ~ 0.018); None for other priors."""
-    from otae.priors.meta import FactorisedPrior
+    from otae.priors.meta import FactorisedQuantilePrior
 
-    if not isinstance(prior, FactorisedPrior):
+    if not isinstance(prior, FactorisedQuantilePrior):
         return None
     with torch.no_grad():
         scale = torch.nn.functional.softplus(prior.raw_scale)

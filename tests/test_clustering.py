@@ -28,7 +28,7 @@ from otae.evaluation import (
 from otae.evaluation.clustering import contingency_table, prior_log_responsibilities
 from otae.models import build_model, model_config_from_dict
 from otae.priors import (
-    FactorisedPrior,
+    FactorisedQuantilePrior,
     GaussianMixturePrior,
     SphereUniformPrior,
     StandardNormalPrior,
@@ -202,7 +202,7 @@ def test_vampprior_clusters_by_its_encoder_posteriors():
     [
         StandardNormalPrior(3),
         SphereUniformPrior(3),
-        FactorisedPrior(3, generator=torch.Generator().manual_seed(0)),
+        FactorisedQuantilePrior(3, generator=torch.Generator().manual_seed(0)),
         GaussianMixturePrior(3, 1),
         VonMisesFisherMixturePrior(3, 4, kappa=0.0),
     ],

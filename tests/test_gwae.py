@@ -12,7 +12,13 @@ import otae.models.gwae  # noqa: F401  (registers "gwae")
 from otae.models import build_model, model_config_from_dict
 from otae.models.gwae import GWAE, GWAEConfig, relational_gw_loss
 from otae.priors import GaussianMixturePrior, StandardNormalPrior
-from otae.priors.meta import FactorisedPrior, NeuralSamplerPrior
+from otae.priors.meta import (
+    FactorisedNeuralPrior,
+    FactorisedQuantilePrior,
+    FactorisedUniformPrior,
+    GumbelMixturePrior,
+    NeuralPrior,
+)
 
 IMAGE = (1, 8, 8)
 
@@ -60,17 +66,22 @@ def _gw_loop(z, x, nu, pairs):
     return total / count
 
 
+def _all_pairs(r):
+    return itertools.product(r, repeat=2)
+
+
 @pytest.mark.parametrize("detach_scale", [False, True])
-def test_relational_gw_matches_double_loop_over_pairs(detach_scale):
+def test_relational_gw_matches_double_loop_over_all_pairs(detach_scale):
+    """The authors' normalisation: the mean over all N^2 ordered pairs, diagonal included."""
     g = torch.Generator().manual_seed(0)
     z = 1.7 * torch.randn(7, 3, generator=g, dtype=torch.float64) + 4.0
     x = torch.rand(7, 1, 4, 5, generator=g, dtype=torch.float64) + 10.0
-    nu = 1.3
-    value = float(relational_gw_loss(z, x, nu, detach_scale=detach_scale))
-    upper = _gw_loop(z, x, nu, lambda r: itertools.combinations(r, 2))
-    ordered = _gw_loop(z, x, nu, lambda r: itertools.permutations(r, 2))
-    assert value == pytest.approx(upper, rel=1e-12)
-    assert value == pytest.approx(ordered, rel=1e-12)
+    coef = 1.3
+    value = float(relational_gw_loss(z, x, coef, detach_scale=detach_scale))
+    assert value == pytest.approx(_gw_loop(z, x, coef, _all_pairs), rel=1e-12)
+    # (N - 1) / N of the mean over distinct pairs
+    distinct = _gw_loop(z, x, coef, lambda r: itertools.permutations(r, 2))
+    assert value == pytest.approx(distinct * 6 / 7, rel=1e-12)
 
 
 def test_relational_gw_scale_and_gradients():
@@ -95,9 +106,8 @@ def test_relational_gw_scale_and_gradients():
     s = float(z.std(0).mean())
 
     def frozen(a):
-        i, j = torch.triu_indices(6, 6, 1)
-        dz = (a[i] - a[j]).norm(dim=1)
-        dx = (x[i] - x[j]).norm(dim=1)
+        dz = (a[:, None] - a[None]).norm(dim=2)
+        dx = (x[:, None] - x[None]).norm(dim=2)
         return (nu / s * dz - dx).abs().mean()
 
     (g_ref,) = torch.autograd.grad(frozen(zz), zz)
@@ -113,7 +123,7 @@ def test_relational_gw_rejects_bad_inputs():
 
 # ---------------------------------------------------------------------- loss terms
 def test_loss_terms_match_their_definitions():
-    model = _model("factorised", lambda_w=0.7, gamma=1.3)
+    model = _model("factorised_neural", lambda_w=0.7, gamma=1.3)
     x = _batch()
     out = {k: v.detach() for k, v in model.loss(x, torch.Generator().manual_seed(5)).items()}
 
@@ -124,7 +134,8 @@ def test_loss_terms_match_their_definitions():
         z_p = model.prior.sample(16, g)
         x_p = model.decode(z_p)
         sse = (model.decode(z) - x).pow(2).flatten(1).sum(1)
-        gw = _gw_loop(z_p.detach(), x_p.detach(), 2.5, lambda r: itertools.combinations(r, 2))
+        coef = float(out["distance_coef"])
+        gw = _gw_loop(z_p.detach(), x_p.detach(), coef, _all_pairs)
         w = model.critic(x, z).mean() - model.critic(x_p, z_p).mean()
         neg_logvar = -logvar.sum(1).mean()
 
@@ -132,7 +143,8 @@ def test_loss_terms_match_their_definitions():
     assert float(out["regulariser"]) == pytest.approx(gw, rel=1e-10)
     assert float(out["w_bound"]) == pytest.approx(float(w), rel=1e-10)
     assert float(out["entropy"]) == pytest.approx(float(neg_logvar), rel=1e-10)
-    assert float(out["nu"]) == 2.5
+    # log 2.5 is stored in float32 at construction, then cast to float64
+    assert float(out["distance_coef"]) == pytest.approx(2.5, rel=1e-7)
     expected = 0.5 * sse.mean() + 1.3 * gw + 0.7 * w + 0.03 * neg_logvar
     assert float(out["total"]) == pytest.approx(float(expected), rel=1e-10)
 
@@ -171,15 +183,18 @@ def test_gradient_penalty_matches_per_sample_autograd():
     assert float(gp.detach()) == pytest.approx(sum(terms) / 5, rel=1e-10)
     # differentiable in the critic's parameters (double backprop)
     # (with piecewise-linear activations only the weights enter the input gradient)
-    grads = torch.autograd.grad(gp, model.critic_parameters(), allow_unused=True)
+    names, params = zip(*model.critic.named_parameters(), strict=True)
+    grads = torch.autograd.grad(gp, params, allow_unused=True)
     assert all(gr is None or torch.isfinite(gr).all() for gr in grads)
-    assert sum(gr is not None and bool(gr.abs().sum() > 0) for gr in grads) == 2
+    for name, gr in zip(names, grads, strict=True):
+        moved = gr is not None and bool(gr.abs().sum() > 0)
+        assert moved == name.endswith("weight"), name
 
 
 def test_critic_loss_combines_estimate_and_penalty():
     model = _model(gp_weight=4.0)
     out = model.critic_loss(_batch(), torch.Generator().manual_seed(0))
-    expected = -out["critic_w"] + 4.0 * out["gradient_penalty"]
+    expected = -out["critic_w"] + 4.0 * (out["gradient_penalty"] + 1e-4 * out["drift"])
     assert float(out["total"].detach()) == pytest.approx(float(expected), rel=1e-12)
     out["total"].backward()
     # only the critic receives gradient from the critic step
@@ -213,7 +228,7 @@ def test_generator_steps_decrease_total_with_critic_fixed():
     critic = set(model.critic_parameters())
     main = [p for p in model.parameters() if p not in critic]  # the trainer's split
     main_ids = {id(p) for p in main}
-    assert id(model.nu) in main_ids and all(id(p) in main_ids for p in model.prior.parameters())
+    assert id(model.log_distance_coef) in main_ids and all(id(p) in main_ids for p in model.prior.parameters())
     assert len(main) + len(critic) == len(list(model.parameters()))
     critic_before = [p.detach().clone() for p in model.critic_parameters()]
     optimiser = torch.optim.Adam(main, lr=1e-3)
@@ -231,11 +246,11 @@ def test_generator_steps_decrease_total_with_critic_fixed():
     assert all(p.grad is None for p in model.critic_parameters())
     for p, q in zip(model.critic_parameters(), critic_before, strict=True):
         assert torch.equal(p, q)
-    assert float(model.nu.detach()) != 2.5  # nu is learnt
+    assert float(model.distance_coef.detach()) != pytest.approx(2.5)  # c is learnt
 
 
 def test_gw_term_alone_is_minimised_by_generator_steps():
-    model = _model("factorised", dtype=torch.float32, lambda_rec=0.0, lambda_w=0.0, lambda_h=0.0)
+    model = _model("factorised_neural", dtype=torch.float32, lambda_rec=0.0, lambda_w=0.0, lambda_h=0.0)
     x = _batch(dtype=torch.float32)
     critic = set(model.critic_parameters())
     optimiser = torch.optim.Adam([p for p in model.parameters() if p not in critic], lr=1e-2)
@@ -252,109 +267,19 @@ def test_gw_term_alone_is_minimised_by_generator_steps():
 
 
 # ---------------------------------------------------------------------- meta-priors
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda g: NeuralSamplerPrior(3, (8, 8), generator=g),
-        lambda g: NeuralSamplerPrior(3, (8,), noise_dim=5, generator=g),
-        lambda g: FactorisedPrior(3, 4, generator=g),
-        lambda g: FactorisedPrior(3, 4, monotone=False, generator=g),
-    ],
-)
-def test_meta_prior_sampling_is_reproducible_and_differentiable(make):
-    a = make(torch.Generator().manual_seed(0)).double()
-    b = make(torch.Generator().manual_seed(0)).double()
-    c = make(torch.Generator().manual_seed(1)).double()
-    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(pa, pb)  # initialisation from the generator alone
-    sa = a.sample(6, torch.Generator().manual_seed(9))
-    assert torch.equal(sa, b.sample(6, torch.Generator().manual_seed(9)))
-    assert not torch.equal(sa, a.sample(6, torch.Generator().manual_seed(10)))
-    assert not torch.equal(sa, c.sample(6, torch.Generator().manual_seed(9)))
-    assert sa.dtype == torch.float64 and sa.shape == (6, 3)
-
-    # reparameterised: autograd through the samples matches central finite differences
-    def scalar():
-        return a.sample(6, torch.Generator().manual_seed(9)).sin().sum()
-
-    params = list(a.parameters())
-    grads = torch.autograd.grad(scalar(), params)
-    h = 1e-6
-    for param, grad in zip(params, grads, strict=True):
-        assert grad.abs().sum() > 0
-        flat = param.data.view(-1)
-        for index in sorted({0, flat.numel() // 2, flat.numel() - 1}):
-            old = float(flat[index])
-            flat[index] = old + h
-            up = float(scalar().detach())
-            flat[index] = old - h
-            down = float(scalar().detach())
-            flat[index] = old
-            assert (up - down) / (2 * h) == pytest.approx(float(grad.view(-1)[index]), abs=1e-7)
-
-
-def test_factorised_prior_coordinates_are_independent_by_construction():
-    prior = FactorisedPrior(4, 5, generator=torch.Generator().manual_seed(0)).double()
-    before = prior.sample(50, torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        for param in prior.parameters():
-            param[2] += 0.3  # row 2 of every table: the parameters of coordinate 2 only
-    after = prior.sample(50, torch.Generator().manual_seed(1))
-    changed = (after - before).abs().amax(0) > 1e-9
-    assert changed.tolist() == [False, False, True, False]
-    # each coordinate reads only its own noise column
-    eps = torch.randn(10, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    jac = torch.autograd.functional.jacobian(lambda e: prior.transform(e).sum(0), eps)
-    off_diagonal = jac.permute(1, 0, 2).reshape(10, 4, 4) * (1 - torch.eye(4, dtype=jac.dtype))
-    assert float(off_diagonal.abs().max()) == 0.0
-
-
-def test_monotone_factorised_prior_is_increasing_per_coordinate():
-    prior = FactorisedPrior(3, 6, generator=torch.Generator().manual_seed(0)).double()
-    with torch.no_grad():
-        for p in (prior.in_weight, prior.out_weight, prior.in_bias):
-            p.copy_(3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
-    grid = torch.linspace(-5, 5, 201, dtype=torch.float64).unsqueeze(1).expand(201, 3)
-    values = prior.transform(grid)
-    assert bool((values[1:] > values[:-1]).all())
-
-
-@pytest.mark.parametrize(("latent_dim", "hidden"), [(3, (8,)), (10, (128, 128)), (6, ())])
-def test_neural_sampler_starts_at_the_unit_normal_scale(latent_dim, hidden):
-    """Its last layer is rescaled at construction: on the fixed-seed noise the samples have
-    mean 0 and std 1 per coordinate exactly, and on fresh noise to sampling error (a
-    default-initialised (128, 128) sampler starts at std ~0.09)."""
-    prior = NeuralSamplerPrior(latent_dim, hidden, generator=torch.Generator().manual_seed(4))
-    fixed = prior.sample(4096, torch.Generator().manual_seed(0)).detach()
-    torch.testing.assert_close(fixed.mean(0), torch.zeros(latent_dim), rtol=0, atol=1e-5)
-    torch.testing.assert_close(fixed.std(0), torch.ones(latent_dim), rtol=1e-5, atol=1e-5)
-    fresh = prior.sample(4096, torch.Generator().manual_seed(9)).detach()
-    # standard errors at n = 4096: 0.016 for a mean, ~0.011 (Gaussian) for a std
-    assert float(fresh.mean(0).abs().max()) < 0.08
-    assert float((fresh.std(0) - 1).abs().max()) < 0.08
-    # reproducible from the seed alone (the rescaling draws from its own fixed generator)
-    again = NeuralSamplerPrior(latent_dim, hidden, generator=torch.Generator().manual_seed(4))
-    for (name, a), (_, b) in zip(prior.named_parameters(), again.named_parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-
-
-def test_implicit_priors_component_means():
-    prior = NeuralSamplerPrior(3, (8,), generator=torch.Generator().manual_seed(0))
-    means = prior.component_means()
-    assert means.shape == (1, 3) and not means.requires_grad
-    torch.testing.assert_close(means, prior.component_means(), rtol=0, atol=0)
-    ref = prior.sample(4096, torch.Generator().manual_seed(0)).mean(0, keepdim=True)
-    torch.testing.assert_close(means, ref.detach())
-    with pytest.raises(NotImplementedError):
-        prior.log_prob(torch.zeros(2, 3))
+# (the definitions of each meta-prior are tested in tests/test_meta_priors.py)
 
 
 # ---------------------------------------------------------------------- model plumbing
 def test_build_prior_maps_meta_prior_names():
     expected = {
-        "neural": NeuralSamplerPrior,
-        "factorised": FactorisedPrior,
-        "gmm": GaussianMixturePrior,
+        "neural": NeuralPrior,
+        "factorised_neural": FactorisedNeuralPrior,
+        "factorised_normal": StandardNormalPrior,
+        "factorised_uniform": FactorisedUniformPrior,
+        "gmm": GumbelMixturePrior,
+        "factorised_quantile": FactorisedQuantilePrior,
+        "diagonal_gmm": GaussianMixturePrior,
         "normal": StandardNormalPrior,
     }
     for name, cls in expected.items():
@@ -364,32 +289,35 @@ def test_build_prior_maps_meta_prior_names():
     assert _model("gmm").prior.n_components == 3
     with pytest.raises(ValueError, match="model.prior must be one of"):
         model_config_from_dict({"name": "gwae", "prior": "vamp"})
+    with pytest.raises(ValueError, match="renamed: use 'factorised_neural'"):
+        model_config_from_dict({"name": "gwae", "prior": "factorised"})
 
 
 def test_config_defaults_and_validation():
     config = GWAEConfig()
-    assert (config.lambda_h, config.gp_weight, config.n_critic, config.nu_init) == (
+    assert (config.lambda_h, config.gp_weight, config.n_critic, config.distance_coef_init) == (
         0.03,
         10.0,
         5,
         2.5,
     )
+    assert (config.drift, config.critic) == (1e-4, "authors")
     assert config.prior == "neural" and config.lambda_rec == 0.5
     assert GWAE.has_critic and GWAE.probabilistic
     assert GWAE.default_optimizer == {"name": "rmsprop", "lr": 1e-4}
     parsed = model_config_from_dict({"name": "gwae", "critic_hidden": [7, 5], "n_critic": 3})
     assert parsed.critic_hidden == (7, 5) and parsed.n_critic == 3
-    for bad in ({"n_critic": 0}, {"nu_init": 0.0}, {"lambda_w": -1.0}, {"critic_hidden": [0]}):
+    for bad in ({"n_critic": 0}, {"distance_coef_init": 0.0}, {"lambda_w": -1.0}, {"critic_hidden": [0]}):
         with pytest.raises(ValueError):
             model_config_from_dict({"name": "gwae", **bad})
 
 
-@pytest.mark.parametrize("prior", ["neural", "factorised", "gmm"])
+@pytest.mark.parametrize("prior", ["neural", "factorised_neural", "gmm"])
 def test_state_dict_round_trip_gives_identical_outputs(prior):
     source = _model(prior, seed=0)
     target = _model(prior, seed=1)
     with torch.no_grad():
-        source.nu.fill_(1.7)
+        source.log_distance_coef.fill_(0.3)
     target.load_state_dict(source.state_dict())
     x = _batch()
     for method in ("loss", "critic_loss"):
@@ -404,13 +332,15 @@ def test_state_dict_round_trip_gives_identical_outputs(prior):
         rtol=0,
         atol=0,
     )
-    assert "nu" in source.state_dict() and any(k.startswith("critic.") for k in source.state_dict())
+    assert "log_distance_coef" in source.state_dict() and any(k.startswith("critic.") for k in source.state_dict())
 
 
 @pytest.mark.parametrize("mode", ["fresh", "shared"])
 def test_shared_critic_samples_reuse_the_first_steps_pairs(mode):
     """Later critic steps of a batch reuse the first step's pairs only in "shared" mode."""
-    config = GWAEConfig(latent_dim=3, critic_hidden=(8,), sampler_hidden=(8,), critic_samples=mode)
+    # the MLP critic: no power iteration between the calls changes its values
+    config = GWAEConfig(latent_dim=3, critic="mlp", critic_hidden=(8,), sampler_hidden=(8,),
+                        critic_samples=mode)
     torch.manual_seed(0)
     model = build_model(config, (1, 4, 4), "mlp", {"hidden": (16,)})
     x = torch.rand(6, 1, 4, 4)

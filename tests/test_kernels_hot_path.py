@@ -26,7 +26,12 @@ from otae.nn import MLPEncoder
 from otae.priors import GaussianMixturePrior, VampPrior
 from otae.priors.base import stratified_counts
 from otae.priors.gaussian import StandardNormalPrior
-from otae.priors.meta import FactorisedPrior, NeuralSamplerPrior
+from otae.priors.meta import (
+    FactorisedNeuralPrior,
+    FactorisedQuantilePrior,
+    GumbelMixturePrior,
+    NeuralPrior,
+)
 from otae.profiling import OpCounter
 
 F64 = torch.float64
@@ -225,8 +230,10 @@ PRIORS = {
     "normal": lambda: StandardNormalPrior(3),
     "gmm": lambda: GaussianMixturePrior(3, 4, generator=gen(0)),
     "vampprior": _vamp,
-    "neural": lambda: NeuralSamplerPrior(3, (8,), generator=gen(0)),
-    "factorised": lambda: FactorisedPrior(3, 4, generator=gen(0)),
+    "neural": lambda: NeuralPrior(3, (8,), generator=gen(0)),
+    "factorised_neural": lambda: FactorisedNeuralPrior(3, generator=gen(0)),
+    "factorised_quantile": lambda: FactorisedQuantilePrior(3, 4, generator=gen(0)),
+    "gwae_gmm": lambda: GumbelMixturePrior(3, 4, generator=gen(0)),
 }
 
 

@@ -215,7 +215,7 @@ def test_paper_claim_sets_resolve(name):
     if name == "shapes-disentanglement":
         assert {c.data.name for c in configs.values()} == {"shapes"}
         assert all(c.data.test_subset is None and c.data.image_size == 32 for c in configs.values())
-        assert configs["GWAE (factorised)"].model.prior == "factorised"
+        assert configs["GWAE (factorised)"].model.prior == "factorised_neural"
         assert configs["GWAE (neural)"].model.prior == "neural"
         assert configs["beta-VAE (gamma 4)"].model.gamma == 4.0
         assert configs["VAE"].model.gamma == 1.0
@@ -287,13 +287,13 @@ def test_prior_marginals_statistics_of_known_laws():
     mixed = module.shape_statistics(np.c_[u[:, 0], u[:, 0] + u[:, 1]])
     assert mixed["max_abs_correlation"] == pytest.approx(1 / np.sqrt(2), abs=0.01)
     # a factorised prior's parameters as constructed; other priors have none
-    from otae.priors.meta import FactorisedPrior, NeuralSamplerPrior
+    from otae.priors.meta import FactorisedQuantilePrior, NeuralPrior
 
-    prior = FactorisedPrior(4, 6, generator=torch.Generator().manual_seed(0))
+    prior = FactorisedQuantilePrior(4, 6, generator=torch.Generator().manual_seed(0))
     params = module.factorised_parameters(prior)
     assert params["scale_mean"] == pytest.approx(1.0, rel=1e-6)
     assert params["shift_abs_mean"] == 0.0
     weights = torch.nn.functional.softplus(prior.out_weight.detach())
     assert params["tanh_weight_mean"] == pytest.approx(float(weights.mean()), rel=1e-6)
     assert 0.015 < params["tanh_weight_mean"] < 0.022  # softplus(-4) = 0.018
-    assert module.factorised_parameters(NeuralSamplerPrior(4, (8,))) is None
+    assert module.factorised_parameters(NeuralPrior(4, (8,))) is None

@@ -133,7 +133,9 @@ def adjusted_rand_index(labels: Any, clusters: Any) -> float:
 def prior_log_responsibilities(prior, codes: Tensor) -> Tensor | None:
     r"""``(N, K)`` :math:`\log \pi_k + \log p_k(z_n)` of a mixture prior, or None.
 
-    None where the prior has one component, or is neither a diagonal Gaussian mixture
+    A prior with a ``log_responsibilities(codes)`` method (GWAE's ``gmm``, learnt
+    weights and full covariances) gives its own. Otherwise None where the prior has one
+    component, or is neither a diagonal Gaussian mixture
     (``gaussian_components()``) nor a vMF mixture with locations (``unit_locations``,
     ``kappa > 0``): a prior without a density per component (GWAE's neural and
     factorised meta-priors) does not cluster. vMF densities are those of unit codes
@@ -143,8 +145,10 @@ def prior_log_responsibilities(prior, codes: Tensor) -> Tensor | None:
     k = int(getattr(prior, "n_components", 1))
     if k < 2:
         return None
+    if hasattr(prior, "log_responsibilities"):  # a mixture with its own weights and shapes
+        return prior.log_responsibilities(codes)
     z = codes.detach().double()
-    log_pi = -math.log(k)  # every mixture prior of otae has uniform weights
+    log_pi = -math.log(k)  # the other mixture priors of otae have uniform weights
     if hasattr(prior, "unit_locations"):
         from ..priors.sphere import vmf_log_normaliser
 

@@ -13,7 +13,13 @@ import torch
 
 from .base import Prior, stratified_counts
 from .gaussian import GaussianMixturePrior, StandardNormalPrior
-from .meta import FactorisedPrior, NeuralSamplerPrior
+from .meta import (
+    FactorisedNeuralPrior,
+    FactorisedQuantilePrior,
+    FactorisedUniformPrior,
+    GumbelMixturePrior,
+    NeuralPrior,
+)
 from .sphere import SphereUniformPrior, VonMisesFisherMixturePrior
 from .vamp import VampPrior
 
@@ -33,13 +39,32 @@ PRIORS: dict[str, PriorFactory] = {
     "vmf": lambda latent_dim, n_components, generator=None, **kw: VonMisesFisherMixturePrior(
         latent_dim, n_components, generator=generator, **kw
     ),
-    # GWAE's learnable meta-priors
-    "neural": lambda latent_dim, n_components, generator=None, **kw: NeuralSamplerPrior(
+    # GWAE's meta-priors (docs/gwae.md)
+    "neural": lambda latent_dim, n_components, generator=None, **kw: NeuralPrior(
         latent_dim, generator=generator, **kw
     ),
-    "factorised": lambda latent_dim, n_components, generator=None, **kw: FactorisedPrior(
-        latent_dim, generator=generator, **kw
+    "factorised_neural": lambda latent_dim, n_components, generator=None, **kw: (
+        FactorisedNeuralPrior(latent_dim, generator=generator, **kw)
     ),
+    "factorised_normal": lambda latent_dim, n_components, generator=None, **kw: (
+        StandardNormalPrior(latent_dim, **kw)
+    ),
+    "factorised_uniform": lambda latent_dim, n_components, generator=None, **kw: (
+        FactorisedUniformPrior(latent_dim, **kw)
+    ),
+    "factorised_quantile": lambda latent_dim, n_components, generator=None, **kw: (
+        FactorisedQuantilePrior(latent_dim, generator=generator, **kw)
+    ),
+    "gumbel_gmm": lambda latent_dim, n_components, generator=None, **kw: GumbelMixturePrior(
+        latent_dim, n_components, generator=generator, **kw
+    ),
+}
+
+
+#: names that no longer exist, with what to use instead
+RENAMED = {
+    "factorised": "use 'factorised_neural' (the GWAE authors' disentanglement meta-prior) or "
+    "'factorised_quantile' (otae's earlier monotone quantile map)",
 }
 
 
@@ -58,6 +83,8 @@ def build_prior(
     **options: Any,
 ) -> Prior:
     """Prior ``name`` over ``R^latent_dim``; unknown names list the known ones."""
+    if name in RENAMED:
+        raise ValueError(f"prior {name!r} was renamed: {RENAMED[name]}")
     try:
         factory = PRIORS[name]
     except KeyError:
@@ -69,8 +96,11 @@ def build_prior(
 
 __all__ = [
     "PRIORS",
-    "FactorisedPrior",
-    "NeuralSamplerPrior",
+    "FactorisedNeuralPrior",
+    "FactorisedQuantilePrior",
+    "FactorisedUniformPrior",
+    "GumbelMixturePrior",
+    "NeuralPrior",
     "GaussianMixturePrior",
     "Prior",
     "SphereUniformPrior",

@@ -1,23 +1,32 @@
-"""Learnable implicit meta-priors of GWAE (Nakagawa et al., ICLR 2023; spec §3).
+"""Learnable implicit meta-priors of GWAE (Nakagawa et al., ICLR 2023, Sec. 4.2).
 
-GWAE only ever *samples* its prior (the relational GW term and the W-bound critic
-work from samples), so the prior can be any reparameterised pushforward
-``z = g(eps)`` of fixed noise ``eps``; restricting the family of ``g`` is how a
-meta-prior is imposed:
+GWAE only ever *samples* its prior (the relational GW term and the critic work
+from samples), so the prior can be any reparameterised pushforward ``z = g(eps)``
+of fixed noise; restricting the family of ``g`` is how a meta-prior is imposed.
+The families follow the authors' code (``ganmodokix/gwae``, ``build_sampler``):
 
-* :class:`NeuralSamplerPrior`: ``g`` is an MLP from ``N(0, I_m)`` to ``R^d``
-  (the unrestricted "neural sampler");
-* :class:`FactorisedPrior`: ``g`` acts coordinate-wise, ``z_k = g_k(eps_k)`` with
-  ``eps ~ N(0, I_d)``, so the coordinates of ``z`` are independent by
-  construction (the disentanglement meta-prior);
-* the clustering meta-prior is the existing learnable
-  :class:`~otae.priors.gaussian.GaussianMixturePrior`.
+* :class:`NeuralPrior` (``neural``): ``eps ~ N(0, I_d)`` through an MLP
+  ``d -> 4d -> 4d -> 4d -> d`` with :class:`LeakySiLU` after each hidden layer;
+* :class:`FactorisedNeuralPrior` (``factorised_neural``, the disentanglement
+  meta-prior): the same network applied to each coordinate on its own (width 4 per
+  coordinate), so ``z_k`` depends on ``eps_k`` only;
+* :class:`FactorisedUniformPrior` (``factorised_uniform``): ``U[-sqrt 3, sqrt 3]^d``,
+  unit variance, no parameters (``factorised_normal`` is
+  :class:`~otae.priors.gaussian.StandardNormalPrior`);
+* :class:`GumbelMixturePrior` (``gmm`` for GWAE, the clustering meta-prior): a
+  mixture of ``K`` full-covariance Gaussians whose component is drawn by Gumbel-max.
 
-Both classes here are one-component priors without a tractable density:
-``log_prob`` and ``gaussian_components`` raise, and :meth:`component_means`
-returns the ``(1, d)`` mean of a fixed number of samples drawn with a fixed seed
-(for the latent plots). Initial weights are drawn with the ``generator`` given to
-the constructor, so a prior is reproducible from a seed alone.
+The learnt families end in a batch normalisation without affine parameters
+(momentum 0.5, as the authors): in training mode every batch of samples is
+standardised per coordinate, so the prior's location and scale are fixed and only
+its shape is learnt; in evaluation mode the running statistics are used. Initial
+weights are drawn with the ``generator`` given to the constructor, with
+``nn.Linear``'s default law (uniform in ``+-1/sqrt(fan_in)``), so a prior is
+reproducible from a seed alone.
+
+:class:`FactorisedQuantilePrior` is otae's earlier factorised prior (a monotone
+tanh quantile map per coordinate, no normalisation), kept as
+``factorised_quantile``; docs/gwae.md reports how it compares.
 """
 
 from __future__ import annotations
@@ -35,6 +44,10 @@ from .base import Prior
 #: samples used by :meth:`_ImplicitPrior.component_means`, and the seed they are drawn with
 MEAN_SAMPLES = 4096
 MEAN_SEED = 0
+#: momentum of the output batch normalisation (the authors' ``BATCHNORM_MOMENTUM``)
+NORM_MOMENTUM = 0.5
+#: hidden width per latent coordinate of the authors' samplers
+WIDTH_RATIO = 4
 
 
 def _uniform(shape: Sequence[int], bound: float, generator: torch.Generator | None) -> Tensor:
@@ -43,6 +56,24 @@ def _uniform(shape: Sequence[int], bound: float, generator: torch.Generator | No
 
 def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
+
+
+class LeakySiLU(nn.Module):
+    """``(1 - a) * silu(x) + a * x``: SiLU with a linear leak of slope ``a`` (authors' 0.2)."""
+
+    def __init__(self, negative_slope: float = 0.2) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (1.0 - self.negative_slope) * F.silu(x) + self.negative_slope * x
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+def _output_norm(latent_dim: int) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(latent_dim, momentum=NORM_MOMENTUM, affine=False)
 
 
 class _ImplicitPrior(Prior):
@@ -60,69 +91,237 @@ class _ImplicitPrior(Prior):
     def component_means(self) -> Tensor:
         """``(1, d)``: mean of :data:`MEAN_SAMPLES` samples drawn with seed :data:`MEAN_SEED`.
 
-        Deterministic for fixed parameters; computed without gradient (plots only).
+        Deterministic for fixed parameters; computed in evaluation mode and without
+        gradient (plots only), so it never moves normalisation statistics.
         """
         generator = torch.Generator(device=self._device()).manual_seed(MEAN_SEED)
-        with torch.no_grad():
-            return self.sample(MEAN_SAMPLES, generator).mean(0, keepdim=True)
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                return self.sample(MEAN_SAMPLES, generator).mean(0, keepdim=True)
+        finally:
+            self.train(was_training)
 
 
-class NeuralSamplerPrior(_ImplicitPrior):
-    """``z = g(eps)``, ``eps ~ N(0, I_m)``, ``g`` an MLP with ``hidden`` LeakyReLU(0.2) layers.
+def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None) -> nn.Linear:
+    linear = nn.Linear(fan_in, fan_out)
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        linear.weight.copy_(_uniform((fan_out, fan_in), bound, generator))
+        linear.bias.copy_(_uniform((fan_out,), bound, generator))
+    return linear
 
-    ``noise_dim`` (``m``) defaults to ``latent_dim``. Layers are initialised like
-    ``nn.Linear`` (uniform in ``±1/sqrt(fan_in)``) but drawn with ``generator``; then
-    the last layer is rescaled so that every coordinate has mean 0 and standard
-    deviation 1 on :data:`MEAN_SAMPLES` noise draws of seed :data:`MEAN_SEED`: the
-    sampler starts at the scale of ``N(0, I)``, like :class:`FactorisedPrior`. (A
-    default-initialised MLP of this shape starts at a standard deviation of about
-    0.09, a prior ten times narrower than the posteriors' initial noise; GWAE's
-    critic then spends its first epochs shrinking the posteriors, and a comparison of
-    meta-priors would measure the initial scale rather than the family.)
+
+class NeuralPrior(_ImplicitPrior):
+    """``z = BN(g(eps))``, ``eps ~ N(0, I_d)``, ``g`` an MLP ``d -> 4d -> 4d -> 4d -> d``.
+
+    :class:`LeakySiLU` (slope 0.2) after each hidden layer; ``BN`` is the output
+    normalisation of the module doc. ``hidden`` overrides the hidden widths
+    (default ``(4d, 4d, 4d)``, the authors').
     """
 
     def __init__(
         self,
         latent_dim: int,
-        hidden: Sequence[int] = (128, 128),
+        hidden: Sequence[int] | None = None,
         *,
-        noise_dim: int | None = None,
         negative_slope: float = 0.2,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(latent_dim, 1)
-        self.noise_dim = int(noise_dim) if noise_dim is not None else self.latent_dim
-        widths = [self.noise_dim, *(int(h) for h in hidden), self.latent_dim]
+        d = self.latent_dim
+        self.noise_dim = d
+        hidden = (WIDTH_RATIO * d,) * 3 if hidden is None else tuple(int(h) for h in hidden)
+        widths = [d, *hidden, d]
         if min(widths) < 1:
-            raise ValueError(f"noise_dim and hidden sizes must be >= 1, got {widths}")
+            raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            linear = nn.Linear(fan_in, fan_out)
-            bound = 1.0 / math.sqrt(fan_in)
-            with torch.no_grad():
-                linear.weight.copy_(_uniform((fan_out, fan_in), bound, generator))
-                linear.bias.copy_(_uniform((fan_out,), bound, generator))
-            layers.append(linear)
+            layers.append(_linear(fan_in, fan_out, generator))
             if i < len(widths) - 2:
-                layers.append(nn.LeakyReLU(negative_slope))
+                layers.append(LeakySiLU(negative_slope))
         self.net = nn.Sequential(*layers)
-        self._standardise_output(layers[-1])
-
-    def _standardise_output(self, last: nn.Linear) -> None:
-        """Rescale ``last`` so the initial samples have mean 0 and std 1 per coordinate."""
-        generator = torch.Generator().manual_seed(MEAN_SEED)
-        with torch.no_grad():
-            out = self.net(torch.randn(MEAN_SAMPLES, self.noise_dim, generator=generator))
-            mean, std = out.mean(0), out.std(0).clamp_min(1e-12)
-            last.weight.div_(std[:, None])
-            last.bias.sub_(mean).div_(std)
+        self.norm = _output_norm(d)
 
     def transform(self, eps: Tensor) -> Tensor:
-        return self.net(eps)
+        return self.norm(self.net(eps))
 
 
-class FactorisedPrior(_ImplicitPrior):
-    """Independent coordinates ``z_k = g_k(eps_k)``, ``eps ~ N(0, I_d)``.
+class GroupedLinear(nn.Module):
+    """``d`` independent linear maps, one per coordinate group: ``(n, d, i) -> (n, d, o)``.
+
+    Group ``k`` reads only ``x[:, k, :]`` (a grouped 1x1 convolution). Weights and
+    biases are drawn like ``nn.Linear(i, o)``'s, per group.
+    """
+
+    def __init__(self, groups: int, fan_in: int, fan_out: int,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = nn.Parameter(_uniform((groups, fan_out, fan_in), bound, generator))
+        self.bias = nn.Parameter(_uniform((groups, fan_out), bound, generator))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.einsum("ndi,doi->ndo", x, self.weight) + self.bias
+
+
+class FactorisedNeuralPrior(_ImplicitPrior):
+    """``z_k = BN_k(g_k(eps_k))``, ``eps ~ N(0, I_d)``: one small network per coordinate.
+
+    Each ``g_k`` is an MLP ``1 -> 4 -> 4 -> 4 -> 1`` with :class:`LeakySiLU` (slope
+    0.2), all ``d`` evaluated at once by :class:`GroupedLinear` layers; the output
+    normalisation is per coordinate too, so the coordinates of ``z`` are independent
+    by construction: the Jacobian of a batch of samples with respect to its noise
+    only links equal coordinates (the disentanglement meta-prior).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden: Sequence[int] = (WIDTH_RATIO,) * 3,
+        *,
+        negative_slope: float = 0.2,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(latent_dim, 1)
+        d = self.latent_dim
+        self.noise_dim = d
+        widths = [1, *(int(h) for h in hidden), 1]
+        if min(widths) < 1:
+            raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
+        layers: list[nn.Module] = []
+        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            layers.append(GroupedLinear(d, fan_in, fan_out, generator))
+            if i < len(widths) - 2:
+                layers.append(LeakySiLU(negative_slope))
+        self.net = nn.Sequential(*layers)
+        self.norm = _output_norm(d)
+
+    def transform(self, eps: Tensor) -> Tensor:
+        return self.norm(self.net(eps.unsqueeze(-1)).squeeze(-1))
+
+
+class FactorisedUniformPrior(Prior):
+    """``U[-sqrt 3, sqrt 3]^d``: independent coordinates of mean 0 and variance 1."""
+
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
+        u = noise.rand((int(n), self.latent_dim), generator, device=self._device(),
+                       dtype=self._dtype())
+        return (2.0 * u - 1.0) * math.sqrt(3.0)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        inside = (z.abs() <= math.sqrt(3.0)).all(dim=1)
+        log_density = -self.latent_dim * math.log(2.0 * math.sqrt(3.0))
+        return torch.where(inside, log_density, -math.inf).to(z.dtype)
+
+    def component_means(self) -> Tensor:
+        return torch.zeros(1, self.latent_dim, device=self._device(), dtype=self._dtype())
+
+
+class GumbelMixturePrior(Prior):
+    r"""GWAE's clustering meta-prior: a learnt mixture of ``K`` full-covariance Gaussians.
+
+    A sample draws its component ``c = argmax_k (log pi_k + g_k)``, ``g_k`` standard
+    Gumbel noise (Gumbel-max: ``c ~ Categorical(pi)``), then
+    ``z = BN(mu_c + A_c^T eps)``, ``eps ~ N(0, I_d)``, with the output normalisation
+    of the module doc. Initialisation as the authors': ``mu_k ~ N(0, I)``,
+    ``A_k = I + 0.01 * N(0, 1)^{d x d}``, logits ``~ N(0, 1)``.
+
+    Departure from the authors' code: there the component index comes from a hard
+    ``argmax`` alone, so the mixture weights ``pi = softmax(logits)`` never receive a
+    gradient and stay at their random initial values. Here the index is a
+    *straight-through* Gumbel-softmax: the forward value is exactly the Gumbel-max
+    sample above (the same law), and the backward pass uses the gradient of
+    ``softmax((log pi + g) / temperature)``, so the weights are learnt.
+    ``temperature`` sets only that surrogate gradient.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        n_components: int = 10,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(latent_dim, n_components)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        k, d = self.n_components, self.latent_dim
+        self.temperature = float(temperature)
+        self.means = nn.Parameter(torch.randn(k, d, generator=generator))
+        self.scales = nn.Parameter(torch.eye(d) + 0.01 * torch.randn(k, d, d, generator=generator))
+        self.logits = nn.Parameter(torch.randn(k, generator=generator))
+        self.norm = _output_norm(d)
+
+    @property
+    def weights(self) -> Tensor:
+        """``(K,)`` mixture weights ``softmax(logits)``."""
+        return self.logits.softmax(0)
+
+    def _components(self, eps: Tensor) -> Tensor:
+        """``(n, K, d)``: ``mu_k + A_k^T eps_n`` for every component."""
+        return self.means + torch.einsum("ni,kij->nkj", eps, self.scales)
+
+    def membership(self, n: int, generator: noise.Generatorish = None) -> Tensor:
+        """``(n, K)`` straight-through one-hot component indicators (value: hard one-hot)."""
+        u = noise.rand((int(n), self.n_components), generator, device=self._device(),
+                       dtype=self._dtype())
+        # Gumbel noise -log(-log u); u is in [0, 1): keep it off 0 so the log stays finite
+        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
+        scores = self.logits.log_softmax(0) + gumbel
+        soft = (scores / self.temperature).softmax(1)
+        hard = torch.zeros_like(soft).scatter_(1, scores.argmax(1, keepdim=True), 1.0)
+        return hard + (soft - soft.detach())
+
+    def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
+        """Randomness from ``generator``, in order: ``rand (n, K)`` (Gumbel), ``randn (n, d)``."""
+        onehot = self.membership(n, generator)
+        z = (onehot.unsqueeze(-1) * self._components(self._noise(n, generator))).sum(1)
+        return self.norm(z)
+
+    def _normalise_eval(self, z: Tensor) -> Tensor:
+        """The output normalisation with its running statistics, whatever the mode."""
+        return F.batch_norm(z, self.norm.running_mean, self.norm.running_var,
+                            training=False, eps=self.norm.eps)
+
+    def sample_component(self, k: int, n: int, generator: noise.Generatorish = None) -> Tensor:
+        """Samples of component ``k``, normalised with the running statistics (a batch of
+        one component cannot be standardised by its own statistics)."""
+        self._check_component(k)
+        eps = self._noise(n, generator)
+        return self._normalise_eval(self.means[k] + eps @ self.scales[k])
+
+    def normalised_components(self) -> tuple[Tensor, Tensor]:
+        """``(K, d)`` means and ``(K, d, d)`` covariances of the components after the
+        output normalisation with its running statistics (an affine map per coordinate)."""
+        inv_std = (self.norm.running_var + self.norm.eps).rsqrt()
+        means = (self.means - self.norm.running_mean) * inv_std
+        cov = self.scales.transpose(1, 2) @ self.scales
+        return means, cov * inv_std[:, None] * inv_std[None, :]
+
+    def log_responsibilities(self, z: Tensor) -> Tensor:
+        """``(N, K)`` ``log pi_k + log N(z_n; m_k, S_k)`` in the normalised space (float64)."""
+        means, cov = (t.detach().double() for t in self.normalised_components())
+        z = z.detach().double()
+        chol = torch.linalg.cholesky(cov)  # (K, d, d)
+        diff = (z.unsqueeze(1) - means).unsqueeze(-1)  # (N, K, d, 1)
+        solved = torch.linalg.solve_triangular(chol, diff, upper=False).squeeze(-1)
+        maha = solved.square().sum(-1)
+        log_det = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        log_pi = self.logits.detach().double().log_softmax(0)
+        return log_pi - 0.5 * (z.shape[1] * math.log(2 * math.pi) + log_det + maha)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return self.log_responsibilities(z).logsumexp(1).to(z.dtype)
+
+    def component_means(self) -> Tensor:
+        return self.normalised_components()[0]
+
+
+class FactorisedQuantilePrior(_ImplicitPrior):
+    """Independent coordinates ``z_k = g_k(eps_k)``, ``eps ~ N(0, I_d)``, no normalisation.
 
     Each ``g_k`` is a one-hidden-layer network of ``hidden`` tanh units plus a
     linear skip term::
@@ -131,10 +330,7 @@ class FactorisedPrior(_ImplicitPrior):
 
     with ``a_k = softplus(.) > 0``. With ``monotone=True`` (default) also
     ``v_kh = softplus(.)`` and ``w_kh = softplus(.)``, so every ``g_k`` is strictly
-    increasing: a learnable quantile function, able to represent any smooth 1-D
-    marginal. All ``d`` networks are evaluated at once from ``(d, hidden)`` weight
-    tables (no loop over dimensions), and ``g_k`` reads only column ``k`` of the
-    noise and only row ``k`` of every table. At initialisation ``a_k = 1``,
+    increasing: a learnable quantile function. At initialisation ``a_k = 1``,
     ``b_k = 0`` and the tanh part is small, so the prior starts close to ``N(0, I)``.
     """
 
@@ -172,4 +368,12 @@ class FactorisedPrior(_ImplicitPrior):
         return self.shift + F.softplus(self.raw_scale) * eps + (units * v).sum(-1)
 
 
-__all__ = ["FactorisedPrior", "NeuralSamplerPrior"]
+__all__ = [
+    "FactorisedNeuralPrior",
+    "FactorisedQuantilePrior",
+    "FactorisedUniformPrior",
+    "GroupedLinear",
+    "GumbelMixturePrior",
+    "LeakySiLU",
+    "NeuralPrior",
+]
