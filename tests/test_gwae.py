@@ -411,3 +411,29 @@ class _Shifted(torch.nn.Module):
     def forward(self, x):
         mean, logvar = self.encoder(x)
         return mean + self.offset, logvar
+
+
+def test_critic_steps_encode_the_batch_once_and_redraw_the_codes():
+    """As the authors: (mean, logvar) computed at the batch's first critic step serve the
+    later ones, which still draw fresh posterior codes and prior samples."""
+    model = _model("factorised_normal", n_critic=3)
+    calls = []
+    original = model.encode
+
+    def counting(x):
+        calls.append(1)
+        return original(x)
+
+    model.encode = counting
+    x = _batch()
+    gen = torch.Generator().manual_seed(0)
+    outs = [model.critic_loss(x, gen, reuse_samples=step > 0) for step in range(3)]
+    assert len(calls) == 1
+    assert not torch.equal(outs[0]["critic_w"], outs[1]["critic_w"])
+    # the same values as encoding again at every step (this encoder is deterministic)
+    model.encode = original
+    again = _model("factorised_normal", n_critic=3)
+    gen = torch.Generator().manual_seed(0)
+    for step, out in enumerate(outs):
+        ref = again.critic_loss(x, gen, reuse_samples=False)
+        torch.testing.assert_close(ref["critic_w"], out["critic_w"], rtol=0, atol=0, msg=str(step))

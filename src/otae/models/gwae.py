@@ -389,6 +389,8 @@ class GWAE(Autoencoder):
         self.log_distance_coef = nn.Parameter(torch.tensor(math.log(config.distance_coef_init)))
         #: the pairs of the batch's first critic step, with critic_samples="shared"
         self._critic_pairs: tuple[Tensor, Tensor, Tensor] | None = None
+        #: the batch's posterior parameters, encoded at its first critic step
+        self._critic_posterior: tuple[Tensor, Tensor | None] | None = None
 
     @classmethod
     def build_prior(cls, config, image_shape, generator):
@@ -430,15 +432,17 @@ class GWAE(Autoencoder):
         return decoded[: z.shape[0]], decoded[z.shape[0]:]
 
     def _joint_samples(
-        self, x: Tensor, generator: noise.Generatorish
+        self, x: Tensor, generator: noise.Generatorish,
+        posterior: tuple[Tensor, Tensor | None] | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
         """Encoder pair code ``z`` and its ``logvar``; the prior samples of the whole batch;
         this rank's decoder pairs ``(z_prior, x_prior)``; the reconstructions ``dec(z)``.
 
-        Randomness from ``generator``, in order: posterior draw, prior samples (both
-        drawn for the global batch in data-parallel training; each rank decodes its rows).
+        ``posterior``: the batch's ``(mean, logvar)`` if already encoded. Randomness from
+        ``generator``, in order: posterior draw, prior samples (both drawn for the global
+        batch in data-parallel training; each rank decodes its rows).
         """
-        mean, logvar = self.encode(x)
+        mean, logvar = self.encode(x) if posterior is None else posterior
         z = self.reparameterise(mean, logvar, generator)
         z_prior_all = self.prior.sample(self.shards.global_rows(x.shape[0]), generator)
         z_prior = self.shards.local_rows(z_prior_all)
@@ -496,9 +500,10 @@ class GWAE(Autoencoder):
         prior)`` are drawn without gradient; the one-centred gradient penalty ``GP`` is
         taken at ``t * enc + (1 - t) * dec``, ``t ~ U(0, 1)`` per pair. Randomness from
         ``generator``, in order: posterior draw, prior samples, ``t`` (``rand (N, 1)``).
-        With ``critic_samples="shared"`` a call with ``reuse_samples=True`` reuses the
-        previous call's pairs (only ``t`` is drawn): the trainer's later critic steps on a
-        batch then cost no network pass.
+        A call with ``reuse_samples=True`` (the trainer's later critic steps on a batch)
+        reuses the posterior parameters of the batch's first call, as the authors encode
+        the batch once for all critic steps; with ``critic_samples="shared"`` it reuses the
+        whole pairs (only ``t`` is drawn) and costs no network pass.
         """
         if self.training:
             self.critic.power_iteration()
@@ -507,8 +512,13 @@ class GWAE(Autoencoder):
             z, z_prior, x_prior = self._critic_pairs
         else:
             with torch.no_grad():
-                z, _, _, z_prior, x_prior, _ = self._joint_samples(x, generator)
+                # the batch is encoded once: later steps redraw only z given (mean, logvar)
+                posterior = self._critic_posterior if reuse_samples else None
+                if posterior is None:
+                    posterior = self.encode(x)
+                z, _, _, z_prior, x_prior, _ = self._joint_samples(x, generator, posterior)
             self._critic_pairs = (z, z_prior, x_prior) if shared else None
+            self._critic_posterior = posterior
         n = x.shape[0]
         f_enc = upcast(self.critic(x, z))
         f_dec = upcast(self.critic(x_prior, z_prior))
