@@ -47,6 +47,8 @@ API_MODULES = [
     "otae.models.rae",
     "otae.models.spherical",
     "otae.models.gwae",
+    "otae.models.betatcvae",
+    "otae.models.factorvae",
     "otae.models.sae",
     "otae.training",
     "otae.training.compiled",

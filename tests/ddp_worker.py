@@ -31,6 +31,8 @@ def tiny_config(model: str, mode: str = "global"):
     ]
     if model == "gwae":
         overrides += ["model.n_critic=2", "model.critic_hidden=[16]", "model.sampler_hidden=[8]"]
+    if model == "factorvae":
+        overrides += ["model.discriminator_depth=2", "model.discriminator_width=16"]
     return load_config(f"mnist/{model}-quick", overrides)
 
 

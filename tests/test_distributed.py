@@ -26,7 +26,7 @@ from . import ddp_worker
 REPO = Path(__file__).resolve().parents[1]
 ALL_MODELS = [
     "vae", "wae", "swae", "gmvae", "vampprior", "prae", "drae",
-    "ssfg", "mssfg", "pssfg", "maxsfg", "gwae", "sae",
+    "ssfg", "mssfg", "pssfg", "maxsfg", "gwae", "sae", "betatcvae", "factorvae",
 ]  # fmt: skip
 
 

@@ -29,4 +29,5 @@ __all__ = [
 from . import vae  # noqa: E402,F401
 from . import gmvae, rae, sae, spherical, swae, vampprior, wae  # noqa: E402,F401
 from . import gwae  # noqa: E402,F401
+from . import betatcvae, factorvae  # noqa: E402,F401
 # isort: on
