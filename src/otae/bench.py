@@ -235,7 +235,11 @@ def measure_run(
     config = load_config(run.config, all_overrides)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-    finished = metrics is not None and metrics.get("epochs") == config.training.epochs
+    # an early-stopped run is finished before training.epochs
+    finished = metrics is not None and (
+        metrics.get("epochs") == config.training.epochs
+        or metrics.get("early_stopping_stopped_epoch") is not None
+    )
     if train and not finished:
         _check_frechet_possible(bench, config)
         if options.deadline is not None and time.time() >= options.deadline:
@@ -260,7 +264,7 @@ def measure_run(
         metrics.update(_retime(config, run_dir))
         metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
     if not _has_frechet(metrics, bench) or (options.save_samples and not _has_samples(run_dir)):
-        _, model, _ = load_run(run_dir, "last", device=str(_device(config)))
+        _, model, _ = load_run(run_dir, None, device=str(_device(config)))
         test_data = build_split(config.data, "test")
         metrics.update(
             frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log)
@@ -269,7 +273,7 @@ def measure_run(
     if _lacks_clustering(metrics, config):  # a run measured before clustering was
         from .evaluation.clustering import dataset_clustering_metrics
 
-        _, model, _ = load_run(run_dir, "last", device=str(_device(config)))
+        _, model, _ = load_run(run_dir, None, device=str(_device(config)))
         metrics.update(
             dataset_clustering_metrics(
                 model,
@@ -646,10 +650,15 @@ def _in_bench_order(bench: BenchConfig, records: list[dict[str, Any]]) -> list[d
 
 
 def _epochs_cell(group: list[dict[str, Any]]) -> tuple[str, bool]:
-    """``"done/protocol"`` epochs of a row (its shortest seed) and whether it is short."""
+    """``"done/protocol"`` epochs of a row (its shortest seed) and whether it is short
+    (a seed stopped by a time limit; one stopped by early stopping is complete)."""
     done = min(int(r.get("epochs") or 0) for r in group)
     protocol = max(int(r.get("protocol_epochs") or r.get("epochs") or 0) for r in group)
-    return f"{done}/{protocol}", done < protocol
+    short = any(
+        int(r.get("epochs") or 0) < protocol and r.get("early_stopping_stopped_epoch") is None
+        for r in group
+    )
+    return f"{done}/{protocol}", short
 
 
 def _number(value: Any, form: str) -> str:

@@ -61,7 +61,10 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a run directory: metrics.json and report.html")
     ev.add_argument("run_dir", type=Path)
-    ev.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    ev.add_argument(
+        "--checkpoint", choices=("last", "best"),
+        help="default: best for a run with training.early_stopping, else last",
+    )
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--no-report", action="store_true")
     ev.add_argument(
@@ -89,7 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("-n", type=int, default=64, help="number of images")
     sample.add_argument("--component", type=int, help="sample from this prior component only")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    sample.add_argument(
+        "--checkpoint", choices=("last", "best"),
+        help="default: best for a run with training.early_stopping, else last",
+    )
     sample.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples-*.png)")
     sample.add_argument("--device", default="cpu")
 

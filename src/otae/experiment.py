@@ -8,7 +8,7 @@ This sits above :mod:`otae.training` and :mod:`otae.evaluation` and is what
     tensorboard/         the same, for TensorBoard
     wandb/, mlruns/      the same, with training.loggers: [wandb] / [mlflow]
     checkpoints/         last.pt, best.pt (atomic, weights-only loadable)
-    metrics.json         final test metrics
+    metrics.json         final test metrics (with training.early_stopping: of best.pt)
     figures/, report.html
 """
 
@@ -35,8 +35,10 @@ from .training import (
     build_split,
     config_to_dict,
     derived_seed,
+    load_checkpoint,
     load_run,
 )
+from .training.trainer import carve_validation, final_checkpoint
 
 
 @dataclass
@@ -326,6 +328,11 @@ def run_experiment(
     ``deadline`` (a ``time.time()`` value) ends training early at an epoch boundary
     (:meth:`Trainer.fit`); the metrics then describe the epochs done (``epochs``).
 
+    With ``training.early_stopping`` the final metrics and the report are those of
+    ``best.pt`` (the best epoch by the monitored validation metric; ``checkpoint`` and
+    ``checkpoint_epoch`` say so), and ``early_stopping_*`` record the monitor, the best
+    epoch and value and the stopping epoch (None: it ran to ``training.epochs``).
+
     Under torchrun every rank trains; rank 0 alone prepares the run directory,
     evaluates and writes the report; the other ranks return ``None``.
 
@@ -365,6 +372,12 @@ def run_experiment(
         with local_batches(trainer.model):
             if config.evaluation.timing_steps > 0:
                 extra.update(_step_timings(trainer, config.evaluation.timing_steps))
+            if trainer.early_stopping is not None:
+                extra.update(_early_stopping_record(trainer.early_stopping.state_dict(),
+                                                    config, len(trainer.val_data)))
+                best_epoch = trainer.restore_best()  # None: no epoch was evaluated
+                extra["checkpoint"] = "last" if best_epoch is None else "best"
+                extra["checkpoint_epoch"] = trainer.epoch if best_epoch is None else best_epoch
             result = evaluate_model(
                 trainer.model,
                 config,
@@ -386,6 +399,22 @@ def run_experiment(
         raise
     finally:
         trainer.teardown()
+
+
+def _early_stopping_record(
+    state: dict[str, Any], config: ExperimentConfig, validation_images: int | None
+) -> dict[str, Any]:
+    """metrics.json's account of early stopping, from its checkpointed state."""
+    es = config.training.early_stopping
+    return {
+        "early_stopping_monitor": es.monitor,
+        "early_stopping_mode": es.mode,
+        "early_stopping_patience": es.patience,
+        "early_stopping_best_epoch": state.get("best_epoch"),
+        "early_stopping_best_value": state.get("best_value"),
+        "early_stopping_stopped_epoch": state.get("stopped_epoch"),
+        "validation_images": validation_images,
+    }
 
 
 def _step_timings(trainer: Trainer, steps: int) -> dict[str, Any]:
@@ -415,7 +444,7 @@ def _drop_stale_metrics(run_dir: Path, epoch: int, log) -> None:
 
 def evaluate_run(
     run_dir: str | Path,
-    checkpoint: str = "last",
+    checkpoint: str | None = None,
     report: bool = True,
     device: str = "cpu",
     *,
@@ -425,12 +454,31 @@ def evaluate_run(
 ) -> RunResult:
     """Re-evaluate a run directory from its checkpoint (``otae eval``).
 
+    ``checkpoint``: last, best, or None: the run's final model (best with
+    ``training.early_stopping``, as at the end of ``otae train``; the history and the
+    early-stopping record then come from last.pt, which holds the whole run).
     ``classifier_fd_samples`` / ``fid_samples`` override the run's config (None: keep);
     ``inception_weights``: the FID weights file (None: ``$OTAE_INCEPTION_WEIGHTS``, else
     the installed package's).
     """
     run_dir = Path(run_dir)
-    config, model, state = load_run(run_dir, checkpoint, device=device)
+    config, model, state = load_run(run_dir, checkpoint or "last", device=device)
+    last = state if checkpoint in (None, "last") else None
+    if checkpoint is None:
+        checkpoint = final_checkpoint(config)
+        if checkpoint != "last":
+            config, model, state = load_run(run_dir, checkpoint, device=device)
+    extra: dict[str, Any] = {"checkpoint": checkpoint, "device": device}
+    train_data = None
+    es = config.training.early_stopping
+    if es.enabled:
+        # the rows the run trained on (the mean-image baseline's), and the whole history
+        train_data, val_data = carve_validation(build_split(config.data, "train"), es)
+        last = last or load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        if "history" in last and "early_stopping" in last:
+            state = {**state, "history": last["history"]}
+            extra.update(_early_stopping_record(last["early_stopping"], config, len(val_data)))
+        extra["checkpoint_epoch"] = state.get("epoch")
     if classifier_fd_samples is not None:
         config.evaluation.classifier_fd_samples = classifier_fd_samples
     if fid_samples is not None:
@@ -442,7 +490,8 @@ def evaluate_run(
         config,
         run_dir,
         list(state["history"]),
+        train_data=train_data,
         report=report,
-        extra={"checkpoint": checkpoint, "device": device},
+        extra=extra,
         inception_weights=inception_weights,
     )

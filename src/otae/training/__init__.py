@@ -4,6 +4,7 @@ from .callbacks import (
     Callback,
     ConsoleLogger,
     CSVLogger,
+    EarlyStopping,
     MLflowCallback,
     ProgressBar,
     TensorBoardLogger,
@@ -12,6 +13,7 @@ from .callbacks import (
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import (
     DataConfig,
+    EarlyStoppingConfig,
     EvaluationConfig,
     ExperimentConfig,
     NetworkConfig,
@@ -30,9 +32,12 @@ from .trainer import (
     NonFiniteLossError,
     Trainer,
     build_split,
+    carve_validation,
     derived_seed,
+    final_checkpoint,
     load_run,
     select_device,
+    validation_split,
 )
 
 __all__ = [
@@ -41,6 +46,8 @@ __all__ = [
     "CheckpointError",
     "ConsoleLogger",
     "DataConfig",
+    "EarlyStopping",
+    "EarlyStoppingConfig",
     "EvaluationConfig",
     "ExperimentConfig",
     "MLflowCallback",
@@ -54,9 +61,11 @@ __all__ = [
     "WandbCallback",
     "apply_overrides",
     "build_split",
+    "carve_validation",
     "config_from_dict",
     "config_to_dict",
     "derived_seed",
+    "final_checkpoint",
     "load_checkpoint",
     "load_config",
     "load_config_dict",
@@ -66,4 +75,5 @@ __all__ = [
     "save_config",
     "select_device",
     "shipped_configs",
+    "validation_split",
 ]

@@ -34,8 +34,9 @@ Rules the trainer keeps:
 
 Built-ins (:func:`default_callbacks` picks them from ``training.*``): :class:`ProgressBar`
 (``training.progress``), :class:`CSVLogger` (``history.csv``), :class:`TensorBoardLogger`
-(``training.tensorboard``), :class:`ConsoleLogger` (one line per epoch), and the opt-in
-:class:`WandbCallback` / :class:`MLflowCallback` (``training.loggers``).
+(``training.tensorboard``), :class:`ConsoleLogger` (one line per epoch), the opt-in
+:class:`WandbCallback` / :class:`MLflowCallback` (``training.loggers``) and
+:class:`EarlyStopping` (``training.early_stopping.enabled``).
 """
 
 from __future__ import annotations
@@ -257,10 +258,114 @@ class ConsoleLogger(Callback):
     """
 
     def on_epoch_end(self, trainer, epoch, row):
+        val = f" | val rec {row['val_rec_loss']:.3f}" if "val_rec_loss" in row else ""
         trainer.log(
             f"epoch {epoch}: train rec {row.get('train_reconstruction', float('nan')):.3f}"
-            f" | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
+            f"{val} | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
         )
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor``, a validation column of the history (``val_total``...), has
+    not improved by more than ``min_delta`` for ``patience`` epochs (``mode``: min or max).
+
+    Installed by ``training.early_stopping.enabled`` (:func:`default_callbacks`), which
+    also carves the validation split out of the training set; the trainer drives it.
+    Unlike the other callbacks its decision shapes the run, so the trainer calls
+    :meth:`update` at the end of each epoch BEFORE the checkpoints: an improvement
+    writes ``best.pt``, and :meth:`state_dict` (best value and epoch, epochs without
+    improvement, the stopping epoch) goes into ``best.pt`` and ``last.pt``, so that a
+    resumed run stops at the same epoch as an uninterrupted one. Its hooks only log.
+    """
+
+    def __init__(
+        self, monitor: str = "val_total", patience: int = 10, mode: str = "min",
+        min_delta: float = 0.0,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
+        if patience < 1:
+            raise ValueError(f"EarlyStopping: patience must be >= 1, got {patience}")
+        self.monitor, self.patience, self.mode = monitor, int(patience), mode
+        self.min_delta = float(min_delta)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        #: epochs since the best one
+        self.bad_epochs = 0
+        #: the epoch after which the run stopped (None: it has not)
+        self.stopped_epoch: int | None = None
+
+    @classmethod
+    def from_config(cls, config) -> EarlyStopping:
+        """From a :class:`~otae.training.config.EarlyStoppingConfig`."""
+        return cls(config.monitor, config.patience, config.mode, config.min_delta)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_epoch is not None
+
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` beats the best so far by more than ``min_delta`` (NaN never)."""
+        if math.isnan(value):
+            return False
+        if self.best_value is None:
+            return True
+        if self.mode == "min":
+            return value < self.best_value - self.min_delta
+        return value > self.best_value + self.min_delta
+
+    def update(self, epoch: int, row: dict[str, float]) -> bool:
+        """Record epoch ``epoch``'s history row; True if it is the new best epoch."""
+        if self.monitor not in row:
+            available = [k for k in row if k.startswith("val_")]
+            raise ValueError(
+                f"training.early_stopping.monitor={self.monitor!r} is not a validation metric "
+                f"of this model; available: {', '.join(available) or 'none'}"
+            )
+        value = float(row[self.monitor])
+        if self.improves(value):
+            self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            self.stopped_epoch = epoch
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "stopped_epoch": self.stopped_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        best = state["best_value"]
+        self.best_value = None if best is None else float(best)
+        self.best_epoch = state["best_epoch"]
+        self.bad_epochs = int(state["bad_epochs"])
+        self.stopped_epoch = state["stopped_epoch"]
+
+    def record(self) -> dict[str, Any]:
+        """What metrics.json keeps of the run's early stopping."""
+        return {
+            "early_stopping_monitor": self.monitor,
+            "early_stopping_mode": self.mode,
+            "early_stopping_patience": self.patience,
+            "early_stopping_best_epoch": self.best_epoch,
+            "early_stopping_best_value": self.best_value,
+            "early_stopping_stopped_epoch": self.stopped_epoch,
+        }
+
+    def on_fit_end(self, trainer):
+        if self.stopped:
+            trainer.log(
+                f"early stopping: {self.monitor} has not improved for {self.patience} "
+                f"epoch{'s' if self.patience > 1 else ''} "
+                f"since epoch {self.best_epoch} ({self.monitor}={self.best_value:.6g}): "
+                f"stopped after epoch {self.stopped_epoch} of {trainer.config.training.epochs}"
+            )
 
 
 # ---------------------------------------------------------------------- external
@@ -405,7 +510,7 @@ class MLflowCallback(Callback):
 
 def default_callbacks(config) -> list[Callback]:
     """The callbacks ``training.*`` asks for: progress bar, history.csv, TensorBoard,
-    console lines, then W&B / MLflow in the order of ``training.loggers``."""
+    console lines, W&B / MLflow in the order of ``training.loggers``, then early stopping."""
     t = config.training
     callbacks: list[Callback] = [ProgressBar()] if t.progress else []
     callbacks.append(CSVLogger())
@@ -417,6 +522,8 @@ def default_callbacks(config) -> list[Callback]:
             callbacks.append(WandbCallback(project=t.wandb_project, mode=t.wandb_mode))
         elif name == "mlflow":
             callbacks.append(MLflowCallback(t.mlflow_tracking_uri, t.mlflow_experiment))
+    if t.early_stopping.enabled:
+        callbacks.append(EarlyStopping.from_config(t.early_stopping))
     return callbacks
 
 
@@ -461,6 +568,7 @@ __all__ = [
     "CallbackList",
     "ConsoleLogger",
     "EXTERNAL_LOGGERS",
+    "EarlyStopping",
     "MLflowCallback",
     "ProgressBar",
     "TensorBoardLogger",

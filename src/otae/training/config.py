@@ -64,6 +64,38 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 #: W&B's run modes (wandb.init(mode=...))
 WANDB_MODES = ("offline", "online", "disabled")
 
+#: validation metrics every model's evaluation produces (``val_`` + a loss term, or
+#: ``val_rec_loss`` / ``val_mse_per_pixel`` of the posterior means); a model's extra loss
+#: terms (GWAE's ``val_w_bound``...) are known only once its first epoch is evaluated
+VALIDATION_METRICS = (
+    "val_total", "val_reconstruction", "val_regulariser", "val_rec_loss", "val_mse_per_pixel",
+)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when a validation metric has not improved for ``patience`` epochs.
+
+    The validation rows are carved out of the training set (the model does not train on
+    them); ``training.epochs`` is then the upper bound, and the final metrics are those
+    of ``best.pt``, the epoch with the best monitored value (otae.training.callbacks).
+    """
+
+    #: off by default: no validation split, best.pt by the test loss, as without the block
+    enabled: bool = False
+    #: epochs without improvement before stopping (the GWAE authors use 10)
+    patience: int = 10
+    #: a validation column of history.csv: val_total, val_rec_loss, val_regulariser, ...
+    monitor: str = "val_total"
+    #: min (lower is better) or max
+    mode: str = "min"
+    #: an improvement must beat the best value by more than this
+    min_delta: float = 0.0
+    #: fraction of the training set held out as the validation split
+    validation_fraction: float = 0.1
+    #: seeds the split alone: the same rows whatever training.seed is
+    validation_seed: int = 0
+
 
 @dataclass
 class TrainingConfig:
@@ -76,7 +108,8 @@ class TrainingConfig:
     #: torch.use_deterministic_algorithms (bit-reproducible runs, slower on GPU)
     deterministic: bool = False
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    #: write last.pt every this many epochs (best.pt whenever the test loss improves)
+    #: write last.pt every this many epochs (best.pt whenever the test loss improves, or
+    #: with early_stopping the monitored validation metric)
     checkpoint_every: int = 1
     eval_batch_size: int = 500
     #: DataLoader workers for datasets read from disk (0: load in the main process)
@@ -111,6 +144,8 @@ class TrainingConfig:
     mlflow_tracking_uri: str | None = None
     #: the MLflow experiment; None: the config's name
     mlflow_experiment: str | None = None
+    #: stop on a held-out validation split (off by default; see EarlyStoppingConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -205,6 +240,7 @@ class ExperimentConfig:
             raise ValueError(
                 f"training.optimizer.betas must both lie in [0, 1), got {list(opt.betas)}"
             )
+        _validate_early_stopping(t.early_stopping)
         if self.evaluation.latent_method not in ("pca", "tsne"):
             raise ValueError(
                 "evaluation.latent_method must be 'pca' or 'tsne', "
@@ -219,6 +255,30 @@ class ExperimentConfig:
             value = getattr(self.data, name)
             if value is not None and value < 1:
                 raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
+
+
+def _validate_early_stopping(es: EarlyStoppingConfig) -> None:
+    where = "training.early_stopping"
+    if es.patience < 1:
+        raise ValueError(f"{where}.patience must be >= 1 (epochs without improvement), "
+                         f"got {es.patience}")
+    if es.mode not in ("min", "max"):
+        raise ValueError(f"{where}.mode must be 'min' or 'max', got {es.mode!r}")
+    if not (math.isfinite(es.min_delta) and es.min_delta >= 0):
+        raise ValueError(f"{where}.min_delta must be finite and >= 0, got {es.min_delta}")
+    if not (math.isfinite(es.validation_fraction) and 0 < es.validation_fraction < 1):
+        raise ValueError(
+            f"{where}.validation_fraction must lie strictly between 0 and 1, "
+            f"got {es.validation_fraction}"
+        )
+    if not -(2**63) <= es.validation_seed < 2**63:
+        raise ValueError(f"{where}.validation_seed must fit in 64 bits, got {es.validation_seed}")
+    # any val_ column may be a model's extra loss term, checked after the first epoch
+    if not es.monitor.startswith("val_") or es.monitor == "val_":
+        raise ValueError(
+            f"{where}.monitor={es.monitor!r} is not a validation metric; available: "
+            f"{', '.join(VALIDATION_METRICS)} (or val_<term> for a model's other loss terms)"
+        )
 
 
 SECTIONS = {
@@ -254,6 +314,8 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------- resume
 #: Settings a resumed run may change: they do not change what has been trained (how
 #: long to go on, where and how fast it runs, what is logged and evaluated).
+#: ``training.early_stopping`` is not among them: its split decides the training rows,
+#: and its other fields the epoch a run stops at and what best.pt holds.
 RESUME_FREE = (
     "name",
     "output_dir",
@@ -446,6 +508,7 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 
 __all__ = [
     "DataConfig",
+    "EarlyStoppingConfig",
     "EvaluationConfig",
     "ExperimentConfig",
     "NetworkConfig",
@@ -453,6 +516,7 @@ __all__ = [
     "RESUME_APPLIED",
     "RESUME_FREE",
     "TrainingConfig",
+    "VALIDATION_METRICS",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",

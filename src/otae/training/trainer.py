@@ -21,6 +21,15 @@ optimisers, global RNG states and the epoch, so ``resume`` replays the
 remaining epochs exactly: on CPU a resumed run ends with bit-identical weights
 to an uninterrupted one (tested). A run killed mid-epoch resumes from the last
 completed epoch.
+
+Early stopping (``training.early_stopping``, :class:`~otae.training.callbacks.EarlyStopping`).
+A fixed share of the training rows, drawn with ``validation_seed`` alone
+(:func:`validation_split`), is held out and evaluated after every epoch next to the test
+set; the split depends on no rank, so every process trains on the same rows.
+``best.pt`` then follows the monitored validation metric instead of the test loss, the
+run stops after ``patience`` epochs without improvement (``training.epochs`` is the
+upper bound) and the early-stopping state is checkpointed, so a resumed run stops where
+an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from . import distributed
 from .callbacks import (
     Callback,
     CallbackList,
+    EarlyStopping,
     _NoProgress,  # noqa: F401  (its former home: tests look for it here)
     _progress,  # noqa: F401
     default_callbacks,
@@ -59,6 +69,7 @@ from .checkpoint import (
 from .compiled import CompiledObjective, compile_options
 from .config import (
     DataConfig,
+    EarlyStoppingConfig,
     ExperimentConfig,
     config_from_dict,
     config_to_dict,
@@ -81,6 +92,33 @@ def build_split(data: DataConfig, split: str) -> ImageDataset:
     return build_dataset(
         data.name, split, root=data.root, subset=subset, image_size=data.image_size
     )
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """``(training rows, validation rows)`` of a training set of ``n`` rows, each sorted.
+
+    ``round(fraction * n)`` rows (at least one, and one fewer than ``n`` at most) drawn by
+    a permutation seeded with ``seed`` alone: the same on every rank and for every
+    ``training.seed``.
+    """
+    if n < 2:
+        raise ValueError(
+            f"training.early_stopping needs at least 2 training examples to hold some out "
+            f"for validation, got {n}"
+        )
+    n_val = min(max(round(fraction * n), 1), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
+def carve_validation(
+    data: ImageDataset, config: EarlyStoppingConfig
+) -> tuple[ImageDataset, ImageDataset]:
+    """``(training rows, validation rows)`` of ``data`` (:func:`validation_split`)."""
+    train_rows, val_rows = validation_split(
+        len(data), config.validation_fraction, config.validation_seed
+    )
+    return data.subset(train_rows), data.subset(val_rows)
 
 
 def select_device(spec: str, option: str = "training.device") -> torch.device:
@@ -252,10 +290,13 @@ class Trainer:
     """Train ``config.model`` on ``config.data``; write everything under ``run_dir``.
 
     ``train_data``/``test_data`` may be given directly (any :class:`ImageDataset`);
-    otherwise they are built from ``config.data``. ``log`` receives the trainer's
-    messages (default: stderr). ``callbacks`` are added after the ones the config asks
-    for (:func:`~otae.training.callbacks.default_callbacks`: progress bar, history.csv,
-    TensorBoard, console lines, W&B / MLflow); all of them run on rank 0 only.
+    otherwise they are built from ``config.data``. With ``training.early_stopping`` the
+    validation rows are carved out of the training data (:attr:`val_data`;
+    :attr:`train_data` is the rest). ``log`` receives the trainer's messages (default:
+    stderr). ``callbacks`` are added after the ones the config asks for
+    (:func:`~otae.training.callbacks.default_callbacks`: progress bar, history.csv,
+    TensorBoard, console lines, W&B / MLflow, early stopping); all of them run on rank 0
+    only.
     """
 
     def __init__(
@@ -275,10 +316,19 @@ class Trainer:
         self.is_main = self.rank == 0
         log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.log = log if self.is_main else (lambda msg: None)
+        given = list(callbacks or [])
+        if any(isinstance(cb, EarlyStopping) for cb in given):
+            raise ValueError(
+                "EarlyStopping is installed by training.early_stopping.enabled=true (which "
+                "also makes the validation split), not passed in callbacks"
+            )
         # first: a missing W&B / MLflow library fails here, before the data is loaded
-        self.callbacks = CallbackList(
-            default_callbacks(config) + list(callbacks or []), enabled=self.is_main
+        installed = default_callbacks(config)
+        #: on every rank (each restores its state), decided on rank 0 (:meth:`_stop_early`)
+        self.early_stopping: EarlyStopping | None = next(
+            (cb for cb in installed if isinstance(cb, EarlyStopping)), None
         )
+        self.callbacks = CallbackList(installed + given, enabled=self.is_main)
         if config.training.batch_size % self.world_size:
             raise ValueError(
                 f"training.batch_size={config.training.batch_size} is the global batch and must "
@@ -286,12 +336,19 @@ class Trainer:
             )
         self.train_data = train_data or build_split(config.data, "train")
         self.test_data = test_data or build_split(config.data, "test")
+        self.val_data: ImageDataset | None = None
+        if self.early_stopping is not None:
+            self.train_data, self.val_data = carve_validation(
+                self.train_data, config.training.early_stopping
+            )
         self.device = distributed.rank_device(select_device(config.training.device))
         if (self.device.type == "cuda" and config.training.data_on_device
                 and config.training.num_workers == 0):
             # in-memory datasets (uint8) are indexed on the GPU: no per-batch copies
             self.train_data = self.train_data.on_device(self.device)
             self.test_data = self.test_data.on_device(self.device)
+            if self.val_data is not None:
+                self.val_data = self.val_data.on_device(self.device)
         if config.training.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -368,6 +425,8 @@ class Trainer:
         }
         if self.critic_optimizer is not None:
             state["critic_optimizer"] = self.critic_optimizer.state_dict()
+        if self.early_stopping is not None:
+            state["early_stopping"] = self.early_stopping.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any], path: Path | str = "checkpoint") -> None:
@@ -392,6 +451,10 @@ class Trainer:
                 f"{path} does not match this model's architecture or optimiser: "
                 f"{_load_error(err)}"
             ) from None
+        if self.early_stopping is not None:
+            # the config check above refused a change of training.early_stopping
+            _require(state, ("early_stopping",), path)
+            self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.best_value = float(state["best_value"])
@@ -720,8 +783,9 @@ class Trainer:
                 names.append(name)
         return names
 
-    def evaluate(self, data: ImageDataset | None = None) -> dict[str, float]:
-        """Held-out loss terms (fixed noise) and the reconstruction metric (posterior means)."""
+    def evaluate(self, data: ImageDataset | None = None, prefix: str = "test") -> dict[str, float]:
+        """Held-out loss terms (fixed noise) and the reconstruction metric (posterior means),
+        named ``{prefix}_*`` (the validation split's: ``val``)."""
         data = data or self.test_data
         cfg = self.config.training
         gen = torch.Generator(device=self.device).manual_seed(
@@ -746,9 +810,9 @@ class Trainer:
             finally:
                 self.model.train(was_training)
         pixels = math.prod(data.image_shape)
-        metrics = {f"test_{k}": v / n for k, v in sums.items()}
-        metrics["test_rec_loss"] = sse_sum / n
-        metrics["test_mse_per_pixel"] = sse_sum / (n * pixels)
+        metrics = {f"{prefix}_{k}": v / n for k, v in sums.items()}
+        metrics[f"{prefix}_rec_loss"] = sse_sum / n
+        metrics[f"{prefix}_mse_per_pixel"] = sse_sum / (n * pixels)
         return metrics
 
     # ------------------------------------------------------------------ driver
@@ -779,7 +843,14 @@ class Trainer:
         cfg = self.config.training
         try:
             self.callbacks.on_fit_start(self)
+            if self.early_stopping is not None and self.early_stopping.stopped:
+                self.log(
+                    f"early stopping ended this run after epoch {self.early_stopping.stopped_epoch}"
+                    ": nothing left to train"
+                )
             for epoch in range(self.epoch + 1, cfg.epochs + 1):
+                if self.early_stopping is not None and self.early_stopping.stopped:
+                    break
                 if not self._time_for_an_epoch(deadline):
                     self.log(
                         f"time limit: stopped after epoch {self.epoch} of {cfg.epochs}; "
@@ -806,6 +877,8 @@ class Trainer:
                     raise distributed.RunStoppedOnAnotherRank(
                         f"rank 0 stopped the run at the end of epoch {epoch}; its error says why"
                     )
+                if self.early_stopping is not None and self._stop_early():
+                    break
             self.callbacks.on_fit_end(self)
         except NonFiniteLossError as err:
             error = NonFiniteLossError(f"{err}; {self._recovery_hint()}")
@@ -838,6 +911,28 @@ class Trainer:
     def teardown(self) -> None:
         """The callbacks' last call (:meth:`fit` makes it unless ``teardown=False``); once."""
         self.callbacks.teardown(self)
+
+    def _stop_early(self) -> bool:
+        """Whether early stopping ends the run now: rank 0 decides (it alone evaluates)."""
+        stopped = self.is_main and self.early_stopping.stopped
+        if not distributed.all_ranks_true(not stopped, self.device):
+            self.early_stopping.stopped_epoch = self.epoch  # the other ranks learn it here
+            return True
+        return False
+
+    def restore_best(self) -> int | None:
+        """Load ``best.pt``'s weights into the model; its epoch (None: no best.pt yet).
+
+        The final model of a run with early stopping: the metrics and the report at the
+        end of ``otae train`` describe it, not the last epoch's weights.
+        """
+        path = self.checkpoint_dir / "best.pt"
+        if not path.exists():
+            return None
+        state = load_checkpoint(path, map_location=self.device)
+        _require(state, ("model", "epoch"), path)
+        self.model.load_state_dict(state["model"])
+        return int(state["epoch"])
 
     def _time_for_an_epoch(self, deadline: float | None) -> bool:
         """Whether one more epoch (at the mean epoch time of this process) ends by ``deadline``."""
@@ -872,6 +967,8 @@ class Trainer:
         epoch = self.epoch
         try:
             metrics = self.evaluate()
+            if self.val_data is not None:
+                metrics.update(self.evaluate(self.val_data, prefix="val"))
             reason = ""
         except NonFiniteInputError as err:
             metrics = {}
@@ -884,12 +981,21 @@ class Trainer:
                 f"{reason or f'held-out loss is not finite ({values})'}; {_DIVERGENCE_FIX}"
             )
         row.update(metrics)
+        if self.early_stopping is not None:
+            # decided before the checkpoints, which hold its state (and best.pt its best)
+            improved = self.early_stopping.update(epoch, row)
+            stopping = self.early_stopping.stopped
+        else:
+            improved = row.get("test_total", math.inf) < self.best_value
+            if improved:
+                self.best_value = row["test_total"]
+            stopping = False
         self.history.append(row)
-        if row.get("test_total", math.inf) < self.best_value:
-            self.best_value = row["test_total"]
+        if improved:
             save_checkpoint(self.state_dict(), self.checkpoint_dir / "best.pt")
         cfg = self.config.training
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+        # the stopping epoch always: a resumed run must find the run stopped there
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopping:
             save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
             self.checkpoint_epoch = epoch
         callbacks.on_epoch_end(self, epoch, row)
@@ -900,9 +1006,20 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu"):
-    """``(config, model)`` of a finished or interrupted run (``checkpoint``: last or best)."""
+def final_checkpoint(config: ExperimentConfig) -> str:
+    """The checkpoint holding a run's final model: ``best`` with early stopping, else ``last``."""
+    return "best" if config.training.early_stopping.enabled else "last"
+
+
+def load_run(run_dir: str | Path, checkpoint: str | None = "last", device: str = "cpu"):
+    """``(config, model, state)`` of a finished or interrupted run (``checkpoint``: last,
+    best, or None: :func:`final_checkpoint` of the run's config)."""
     run_dir = Path(run_dir)
+    if checkpoint is None:
+        config, model, state = load_run(run_dir, "last", device)
+        if final_checkpoint(config) == "last":
+            return config, model, state
+        checkpoint = final_checkpoint(config)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if not path.exists():
         raise CheckpointError(
