@@ -289,9 +289,10 @@ def test_tensor_dataset_batches_and_unlabelled_items():
 
 
 def test_registry_and_build_errors():
-    assert set(DATASETS) == {"mnist", "idx", "celeba", "image_folder", "shapes"}
+    assert set(DATASETS) == {"mnist", "idx", "celeba", "image_folder", "shapes", "shapes_fine"}
     with pytest.raises(
-        ValueError, match="unknown dataset 'cifar'; known: celeba, idx, image_folder, mnist, shapes"
+        ValueError,
+        match="unknown dataset 'cifar'; known: celeba, idx, image_folder, mnist, shapes, shapes_fine",
     ):
         build_dataset("cifar", "train")
     with pytest.raises(ValueError, match="mnist split must be one of train, test"):

@@ -1,4 +1,4 @@
-"""The ``shapes`` dataset: pixels against independent rules, symmetries, grid and split."""
+"""The ``shapes`` datasets: pixels against independent rules, symmetries, grids and splits."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,8 @@ from otae.data import DATASETS, build_dataset
 from otae.data.factors import (
     SHAPES_FACTOR_SIZES,
     SHAPES_FACTORS,
+    SHAPES_FINE_FACTOR_SIZES,
+    SHAPES_GRIDS,
     SHAPES_OFFSETS,
     SHAPES_PERIODS,
     SHAPES_RADIUS,
@@ -15,7 +17,9 @@ from otae.data.factors import (
     FactorImageDataset,
     load_shapes,
     render_shapes,
+    shapes_factor_values,
     shapes_grid,
+    shapes_images,
     shapes_split_indices,
 )
 
@@ -217,3 +221,80 @@ def test_bad_arguments_raise_one_clear_error():
         FactorImageDataset(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), [[0, 1]], "ab", (2, 2), None, 2)
     with pytest.raises(ValueError, match="factors must be indices"):
         FactorImageDataset(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), [[0, 2]], "ab", (2, 2))
+
+
+# --- the fine grid (shapes_fine) ------------------------------------------------------------
+
+FINE_SIZES = (3, 7, 16, 15, 15)
+
+
+def test_fine_grid_has_its_factor_counts_and_every_combination_once():
+    assert SHAPES_FINE_FACTOR_SIZES == FINE_SIZES == SHAPES_GRIDS["fine"].factor_sizes
+    grid = shapes_grid("fine")
+    assert grid.shape == (75600, 5) == (np.prod(FINE_SIZES), 5) and grid.dtype == np.int64
+    # C order over the full product: each combination exactly once
+    np.testing.assert_array_equal(np.ravel_multi_index(grid.T, FINE_SIZES), np.arange(75600))
+    assert [len(np.unique(col)) for col in grid.T] == list(FINE_SIZES)
+    # no factor has more values than MIG's 20 bins
+    assert max(FINE_SIZES) <= 20
+    fine = SHAPES_GRIDS["fine"]
+    np.testing.assert_allclose(fine.scales, 0.5 + np.arange(7) / 12)
+    np.testing.assert_allclose(fine.offsets, np.linspace(-0.3, 0.3, 15))
+    # mirror-symmetric positions, exactly (a left-right flip maps index k to 14 - k)
+    assert fine.offsets == tuple(-o for o in fine.offsets[::-1])
+    values = shapes_factor_values(grid, "fine")
+    np.testing.assert_allclose(values[:, 2], grid[:, 2] * np.asarray(SHAPES_PERIODS)[grid[:, 0]] / 16)
+
+
+def test_coarse_grid_is_the_even_indices_of_the_fine_one_pixel_for_pixel():
+    coarse = shapes_grid()
+    as_fine = coarse * np.array([1, 2, 2, 2, 2])
+    # the same factor values, bit for bit
+    np.testing.assert_array_equal(
+        shapes_factor_values(coarse), shapes_factor_values(as_fine, "fine")
+    )
+    rows = np.random.default_rng(0).choice(len(coarse), 48, replace=False)
+    for size in (32, 64):
+        a = shapes_images(coarse[rows], size)
+        b = shapes_images(as_fine[rows], size, grid="fine")
+        assert a.shape == (48, 1, size, size) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, b)
+    # a fine-only value lies between its coarse neighbours and is a different image
+    mid = shapes_images([[2, 3, 3, 5, 8]], 32, "fine")[0, 0].astype(int)
+    for x in (4, 6):
+        assert np.abs(mid - shapes_images([[2, 3, 3, x, 8]], 32, "fine")[0, 0]).sum() > 0
+
+
+def test_fine_splits_are_disjoint_deterministic_and_cover_every_value():
+    train, test = shapes_split_indices("train", "fine"), shapes_split_indices("test", "fine")
+    assert (len(train), len(test)) == (68040, 7560)
+    assert len(np.intersect1d(train, test)) == 0
+    np.testing.assert_array_equal(np.union1d(train, test), np.arange(75600))
+    np.testing.assert_array_equal(test, shapes_split_indices("test", "fine"))
+    np.testing.assert_array_equal(shapes_split_indices("all", "fine"), np.arange(75600))
+    # not the coarse split's permutation: its own seed, its own order
+    assert not np.array_equal(test[:614], shapes_split_indices("test"))
+    factors = shapes_grid("fine")[test]
+    for k, size in enumerate(FINE_SIZES):
+        counts = np.bincount(factors[:, k], minlength=size)
+        assert counts.min() > 0.8 * 7560 / size
+
+
+def test_fine_test_split_dataset():
+    ds = build_dataset("shapes_fine", "test", image_size=32)  # 7560 images, ~0.3 s
+    assert isinstance(ds, FactorImageDataset) and len(ds) == 7560
+    assert ds.factor_sizes == FINE_SIZES and ds.factor_names == SHAPES_FACTORS
+    assert ds.image_shape == (1, 32, 32)
+    test = shapes_split_indices("test", "fine")
+    assert torch.equal(ds.factors, torch.from_numpy(shapes_grid("fine")[test]))
+    np.testing.assert_array_equal(ds.images[:20].numpy(), shapes_images(ds.factors[:20].numpy(), 32, "fine"))
+    np.testing.assert_array_equal(ds.factor_values, shapes_factor_values(ds.factors.numpy(), "fine"))
+    assert torch.equal(ds.labels, ds.factors[:, 0])
+    with pytest.raises(ValueError, match="shapes_fine image_size must be 64 or 32, got 48"):
+        build_dataset("shapes_fine", "test", image_size=48)
+    with pytest.raises(ValueError, match="dataset 'shapes_fine' is generated, not read"):
+        build_dataset("shapes_fine", "test", root="/data")
+    with pytest.raises(ValueError, match="shapes_fine split must be one of train, test, all"):
+        build_dataset("shapes_fine", "valid")
+    with pytest.raises(ValueError, match="shapes grid must be one of coarse, fine, got 'huge'"):
+        shapes_grid("huge")

@@ -18,6 +18,7 @@ a whole batch at once (vectorised for in-memory data).
   (point ``root`` at a different folder for a test set).
 * ``shapes``: dSprites-like shapes with known generative factors, rendered in memory
   (:mod:`otae.data.factors`); splits ``train`` / ``test`` / ``all``; 64x64 or 32x32.
+* ``shapes_fine``: the same shapes on a finer factor grid (75,600 images, 7560 test).
 
 Nothing is ever downloaded.
 """
@@ -133,6 +134,16 @@ class ImageDataset(Dataset):
         """The first ``n`` examples (deterministic subset)."""
         return FirstN(self, self._check_subset(n))
 
+    def subset(self, indices: Tensor | Sequence[int]) -> ImageDataset:
+        """The examples at ``indices`` (in that order)."""
+        return Rows(self, indices)
+
+    def _check_rows(self, indices: Tensor | Sequence[int]) -> Tensor:
+        indices = _as_index_tensor(indices).cpu()
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"subset indices out of range for a dataset of {len(self)} examples")
+        return indices
+
     def _check_subset(self, n: int) -> int:
         n = int(n)
         if n < 1:
@@ -186,6 +197,45 @@ class FirstN(ImageDataset):
         if len(indices) and (indices.min() < -self.n or indices.max() >= self.n):
             raise IndexError(f"batch indices out of range for a dataset of {self.n} examples")
         return self.base.get_batch(torch.where(indices < 0, indices + self.n, indices))
+
+
+class Rows(ImageDataset):
+    """The examples of another dataset at given indices (e.g. a validation split)."""
+
+    def __init__(self, base: ImageDataset, indices: Tensor | Sequence[int]) -> None:
+        self.base = base
+        self.indices = base._check_rows(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.base[int(self.indices[self._check_index(index)])]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.base.image_shape
+
+    @property
+    def labels(self) -> Tensor | None:
+        labels = self.base.labels
+        return None if labels is None else labels[self.indices.to(labels.device)]
+
+    @property
+    def device(self) -> torch.device | None:
+        return self.base.device
+
+    def on_device(self, device: torch.device) -> ImageDataset:
+        moved = self.base.on_device(device)
+        return self if moved is self.base else moved.subset(self.indices)
+
+    def get_batch(self, indices: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
+        indices = _as_index_tensor(indices)
+        n = len(self.indices)
+        if len(indices) and (indices.min() < -n or indices.max() >= n):
+            raise IndexError(f"batch indices out of range for a dataset of {n} examples")
+        rows = self.indices.to(indices.device)[torch.where(indices < 0, indices + n, indices)]
+        return self.base.get_batch(rows)
 
 
 class TensorImageDataset(ImageDataset):
@@ -244,6 +294,11 @@ class TensorImageDataset(ImageDataset):
         n = self._check_subset(n)
         labels = None if self._labels is None else self._labels[:n]
         return TensorImageDataset(self.images[:n], labels)
+
+    def subset(self, indices: Tensor | Sequence[int]) -> ImageDataset:
+        rows = self._check_rows(indices).to(self.images.device)
+        labels = None if self._labels is None else self._labels[rows]
+        return TensorImageDataset(self.images[rows], labels)
 
 
 def _idx_file(root: Path, split: str, kind: str) -> Path:
@@ -524,15 +579,23 @@ def _build_image_folder(split: str, root: str | None, image_size: int | None) ->
     return ImageFolderDataset(_need_root("image_folder", root), image_size=image_size)
 
 
-def _build_shapes(split: str, root: str | None, image_size: int | None) -> ImageDataset:
+def _build_shapes(
+    split: str, root: str | None, image_size: int | None, grid: str = "coarse"
+) -> ImageDataset:
     """dSprites-like shapes with 5 known factors, rendered by otae; train/test/all, 64 or 32."""
-    from .factors import load_shapes  # factors.py builds on this module
+    from .factors import load_shapes, shapes_grid_spec  # factors.py builds on this module
 
     if root is not None and str(root) != "":
         raise ValueError(
-            f"dataset 'shapes' is generated, not read: data.root must be unset, got {root!r}"
+            f"dataset {shapes_grid_spec(grid).name!r} is generated, not read: data.root must "
+            f"be unset, got {root!r}"
         )
-    return load_shapes(split, image_size=image_size or 64)
+    return load_shapes(split, image_size=image_size or 64, grid=grid)
+
+
+def _build_shapes_fine(split: str, root: str | None, image_size: int | None) -> ImageDataset:
+    """shapes on a finer factor grid (3 x 7 x 16 x 15 x 15 = 75,600); train/test/all, 64 or 32."""
+    return _build_shapes(split, root, image_size, grid="fine")
 
 
 DATASETS: dict[str, DatasetBuilder] = {
@@ -541,6 +604,7 @@ DATASETS: dict[str, DatasetBuilder] = {
     "celeba": _build_celeba,
     "image_folder": _build_image_folder,
     "shapes": _build_shapes,
+    "shapes_fine": _build_shapes_fine,
 }
 
 
@@ -554,7 +618,7 @@ def build_dataset(
     """Dataset ``name`` (a key of :data:`DATASETS`), optionally its first ``subset`` examples.
 
     ``split`` is 'train' / 'test' for mnist and idx, 'train' / 'valid' / 'test' for
-    celeba, 'train' / 'test' / 'all' for shapes, and is ignored for image_folder.
+    celeba, 'train' / 'test' / 'all' for shapes and shapes_fine, ignored for image_folder.
     ``root`` is the data folder (required except for mnist, whose embedded copy it
     overrides, and shapes, which has none). ``image_size`` resizes celeba (default 64)
     and image_folder images, renders shapes at 64 (default) or 32; mnist and idx keep
@@ -579,6 +643,7 @@ __all__ = [
     "FirstN",
     "ImageDataset",
     "ImageFolderDataset",
+    "Rows",
     "TensorImageDataset",
     "build_dataset",
     "load_idx_dataset",
