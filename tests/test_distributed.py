@@ -45,8 +45,9 @@ def torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Com
     return result
 
 
-def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / (b.double().abs().max() + 1e-12))
+def _max_rel(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> float:
+    scale = max(float(b.double().abs().max()), floor) + 1e-12
+    return float((a.double() - b.double()).abs().max() / scale)
 
 
 # ---------------------------------------------------------------------- one process
@@ -180,10 +181,17 @@ def test_two_processes_equal_one_process_at_the_same_global_batch(model, two_pro
     for key, value in one["terms"].items():
         assert two["terms"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     assert set(two["grads"]) == set(one["grads"]) and one["grads"]
+    # a bias right before a batch norm (GWAE's meta-prior) has zero gradient by
+    # construction: both runs hold float32 rounding there, compared at the model's scale
+    floor = 1e-2 * max(float(g.abs().max()) for g in one["grads"].values())
     for name, grad in one["grads"].items():
-        assert _max_rel(two["grads"][name], grad) < 1e-3, name
-    for name, grad in one.get("critic_grads", {}).items():
-        assert _max_rel(two["critic_grads"][name], grad) < 1e-4, name
+        assert _max_rel(two["grads"][name], grad, floor) < 1e-3, name
+    critic_grads = one.get("critic_grads", {})
+    # (the critic's output bias cancels out of its estimate: only the small drift term
+    # reaches it, so it too is compared at the critic's gradient scale)
+    floor = 1e-2 * max((float(g.abs().max()) for g in critic_grads.values()), default=0.0)
+    for name, grad in critic_grads.items():
+        assert _max_rel(two["critic_grads"][name], grad, floor) < 1e-4, name
     for key, value in one["epoch"].items():
         assert two["epoch"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     for key, value in one["state"].items():

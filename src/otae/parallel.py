@@ -196,8 +196,13 @@ def convert_batchnorm(module: nn.Module, shards: BatchShards) -> nn.Module:
     """Replace every ``BatchNorm1d/2d/3d`` in ``module`` by a :class:`GlobalBatchNorm`.
 
     Parameters and buffers are carried over (same tensors' values, same names).
-    Returns the converted module (``module`` itself unless it is a batch norm).
+    Returns the converted module (``module`` itself unless it is a batch norm). A batch
+    norm with ``sees_global_batch = True`` is left alone: every rank already feeds it the
+    whole global batch (GWAE's meta-priors normalise prior samples drawn for all ranks),
+    so summing its statistics over ranks would count each row once per rank.
     """
+    if getattr(module, "sees_global_batch", False):
+        return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
         module, GlobalBatchNorm
     ):

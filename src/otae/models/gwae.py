@@ -169,7 +169,10 @@ class SpectralNormalised(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.layer.weight
-        sigma = torch.dot(self.u, weight.flatten(1) @ self.v)
+        # sigma in the weights' precision, also under bf16 autocast (a dot product of
+        # float32 u, v with a bf16 matrix-vector product fails, and loses digits)
+        with torch.autocast(weight.device.type, enabled=False):
+            sigma = torch.dot(self.u, weight.flatten(1).to(self.u.dtype) @ self.v)
         normalised = weight / sigma
         if isinstance(self.layer, nn.Conv2d):
             return self.layer._conv_forward(x, normalised, self.layer.bias)

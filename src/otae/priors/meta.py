@@ -19,7 +19,10 @@ The families follow the authors' code (``ganmodokix/gwae``, ``build_sampler``):
 The learnt families end in a batch normalisation without affine parameters
 (momentum 0.5, as the authors): in training mode every batch of samples is
 standardised per coordinate, so the prior's location and scale are fixed and only
-its shape is learnt; in evaluation mode the running statistics are used. Initial
+its shape is learnt; in evaluation mode the running statistics are used. The layer
+before it has no bias (the authors' has one): the normalisation cancels any bias, so
+its gradient is zero up to rounding, which per-coordinate optimisers such as RMSprop
+turn into full-size steps of random sign. The family of priors is the same. Initial
 weights are drawn with the ``generator`` given to the constructor, with
 ``nn.Linear``'s default law (uniform in ``+-1/sqrt(fan_in)``), so a prior is
 reproducible from a seed alone.
@@ -73,7 +76,11 @@ class LeakySiLU(nn.Module):
 
 
 def _output_norm(latent_dim: int) -> nn.BatchNorm1d:
-    return nn.BatchNorm1d(latent_dim, momentum=NORM_MOMENTUM, affine=False)
+    norm = nn.BatchNorm1d(latent_dim, momentum=NORM_MOMENTUM, affine=False)
+    # prior samples are drawn for the global batch on every rank in data-parallel
+    # training: the data-parallel conversion must not sum these statistics over ranks
+    norm.sees_global_batch = True
+    return norm
 
 
 class _ImplicitPrior(Prior):
@@ -104,12 +111,14 @@ class _ImplicitPrior(Prior):
             self.train(was_training)
 
 
-def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None) -> nn.Linear:
-    linear = nn.Linear(fan_in, fan_out)
+def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None,
+            bias: bool = True) -> nn.Linear:
+    linear = nn.Linear(fan_in, fan_out, bias=bias)
     bound = 1.0 / math.sqrt(fan_in)
     with torch.no_grad():
         linear.weight.copy_(_uniform((fan_out, fan_in), bound, generator))
-        linear.bias.copy_(_uniform((fan_out,), bound, generator))
+        if bias:
+            linear.bias.copy_(_uniform((fan_out,), bound, generator))
     return linear
 
 
@@ -138,8 +147,9 @@ class NeuralPrior(_ImplicitPrior):
             raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            layers.append(_linear(fan_in, fan_out, generator))
-            if i < len(widths) - 2:
+            last = i == len(widths) - 2
+            layers.append(_linear(fan_in, fan_out, generator, bias=not last))
+            if not last:
                 layers.append(LeakySiLU(negative_slope))
         self.net = nn.Sequential(*layers)
         self.norm = _output_norm(d)
@@ -156,14 +166,15 @@ class GroupedLinear(nn.Module):
     """
 
     def __init__(self, groups: int, fan_in: int, fan_out: int,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, bias: bool = True) -> None:
         super().__init__()
         bound = 1.0 / math.sqrt(fan_in)
         self.weight = nn.Parameter(_uniform((groups, fan_out, fan_in), bound, generator))
-        self.bias = nn.Parameter(_uniform((groups, fan_out), bound, generator))
+        self.bias = nn.Parameter(_uniform((groups, fan_out), bound, generator)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.einsum("ndi,doi->ndo", x, self.weight) + self.bias
+        out = torch.einsum("ndi,doi->ndo", x, self.weight)
+        return out if self.bias is None else out + self.bias
 
 
 class FactorisedNeuralPrior(_ImplicitPrior):
@@ -192,8 +203,9 @@ class FactorisedNeuralPrior(_ImplicitPrior):
             raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            layers.append(GroupedLinear(d, fan_in, fan_out, generator))
-            if i < len(widths) - 2:
+            last = i == len(widths) - 2
+            layers.append(GroupedLinear(d, fan_in, fan_out, generator, bias=not last))
+            if not last:
                 layers.append(LeakySiLU(negative_slope))
         self.net = nn.Sequential(*layers)
         self.norm = _output_norm(d)
