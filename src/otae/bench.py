@@ -884,6 +884,14 @@ def side_by_side(paths: list[Path], labels: list[str], out: Path, pad: int = 8) 
     return out
 
 
+def _score_curve(history: list[dict[str, float]], score: str) -> list[tuple[float, float]]:
+    """``[(epoch, value)]`` of a disentanglement curve column (``mig``, ...) of a history:
+    ``val_<score>`` (a run with early stopping) or else ``test_<score>``."""
+    column = next((f"{split}_{score}" for split in ("val", "test")
+                   if any(f"{split}_{score}" in h for h in history)), None)
+    return [(h["epoch"], h[column]) for h in history if column in h]
+
+
 def _write_bench_report(bench, records, rows, out_dir: Path) -> None:
     from .evaluation.figures import convergence_plot
     from .evaluation.report import write_report
@@ -899,6 +907,16 @@ def _write_bench_report(bench, records, rows, out_dir: Path) -> None:
         figures["Test reconstruction loss per epoch (first seed of each model)"] = convergence_plot(
             curves, out_dir / "convergence.png", ylabel="test reconstruction loss"
         )
+    # the disentanglement curve (evaluation.disentanglement_every), where the runs logged it
+    for score, label in (("mig", "MIG"), ("dci_disentanglement", "DCI disentanglement")):
+        curves = {
+            name: _score_curve(next(r for r in records if r["run"] == name)["_history"], score)
+            for name in dict.fromkeys(r["run"] for r in records)
+        }
+        if any(curves.values()):
+            figures[f"{label} per epoch (first seed of each model)"] = convergence_plot(
+                curves, out_dir / f"convergence_{score}.png", ylabel=label
+            )
     firsts = {}
     for record in records:
         firsts.setdefault(record["run"], record)

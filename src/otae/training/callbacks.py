@@ -8,6 +8,7 @@ in order::
       on_epoch_start(trainer, epoch, n_steps)
         on_step_end(trainer, epoch, step, terms)   every optimisation step
       on_train_epoch_end(trainer, epoch)     after the last step (also when a step failed)
+      on_evaluate(trainer, epoch) -> dict    after the held-out evaluation: more columns
       on_epoch_end(trainer, epoch, row)      after evaluation, history and checkpoints
     on_fit_end(trainer)                      every epoch done (or the deadline reached)
     on_exception(trainer, err)               instead of on_fit_end: the run failed
@@ -21,6 +22,9 @@ Rules the trainer keeps:
   tensors. Reading one (``float(t)``) waits for the GPU; a callback may do that only at
   the steps where :meth:`Callback.syncs_at` says True. The trainer checks divergence at
   those steps first, so a callback never sees the values of a diverged step.
+* :meth:`Callback.on_evaluate` returns columns for the epoch's history row (``{}``:
+  none); they join the row before early stopping reads it and the checkpoints save it,
+  which :meth:`Callback.on_epoch_end` comes too late for.
 * ``row`` in :meth:`Callback.on_epoch_end` is the epoch's history row (``epoch``,
   ``train_*`` means, ``epoch_time_s``, ``test_*``), already in ``trainer.history`` and in
   the epoch's checkpoints. A callback that raises there stops the run AFTER the epoch's
@@ -35,7 +39,8 @@ Rules the trainer keeps:
 Built-ins (:func:`default_callbacks` picks them from ``training.*``): :class:`ProgressBar`
 (``training.progress``), :class:`CSVLogger` (``history.csv``), :class:`TensorBoardLogger`
 (``training.tensorboard``), :class:`ConsoleLogger` (one line per epoch), the opt-in
-:class:`WandbCallback` / :class:`MLflowCallback` (``training.loggers``) and
+:class:`WandbCallback` / :class:`MLflowCallback` (``training.loggers``),
+:class:`DisentanglementCurve` (``evaluation.disentanglement_every``) and
 :class:`EarlyStopping` (``training.early_stopping.enabled``).
 """
 
@@ -45,9 +50,11 @@ import csv
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +62,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: the names ``training.loggers`` accepts, with the extra that installs each library
 EXTERNAL_LOGGERS = {"wandb": "otae[wandb]", "mlflow": "otae[mlflow]"}
+#: the scores ``evaluation.disentanglement_curve_metrics`` accepts -> their history column
+#: after the ``val_`` / ``test_`` prefix (the names of the final metrics in metrics.json)
+CURVE_METRICS = {"mig": "mig", "dci": "dci_disentanglement"}
 
 
 class Callback:
@@ -77,6 +87,10 @@ class Callback:
 
     def on_train_epoch_end(self, trainer: Trainer, epoch: int) -> None:
         """The epoch's steps are done (or one failed), before its held-out evaluation."""
+
+    def on_evaluate(self, trainer: Trainer, epoch: int) -> dict[str, float]:
+        """Epoch ``epoch`` is evaluated: columns to add to its history row (``{}``: none)."""
+        return {}
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, float]) -> None:
         """Epoch ``epoch`` is evaluated, in ``trainer.history`` and checkpointed."""
@@ -123,6 +137,12 @@ class CallbackList:
 
     def on_train_epoch_end(self, trainer, epoch):
         self._call("on_train_epoch_end", trainer, epoch)
+
+    def on_evaluate(self, trainer, epoch) -> dict[str, float]:
+        columns: dict[str, float] = {}
+        for cb in self.callbacks:
+            columns.update(cb.on_evaluate(trainer, epoch) or {})
+        return columns
 
     def on_epoch_end(self, trainer, epoch, row):
         self._call("on_epoch_end", trainer, epoch, row)
@@ -259,9 +279,13 @@ class ConsoleLogger(Callback):
 
     def on_epoch_end(self, trainer, epoch, row):
         val = f" | val rec {row['val_rec_loss']:.3f}" if "val_rec_loss" in row else ""
+        curve = "".join(
+            f" | {split} mig {row[f'{split}_mig']:.3f}"
+            for split in ("val", "test") if f"{split}_mig" in row
+        )
         trainer.log(
             f"epoch {epoch}: train rec {row.get('train_reconstruction', float('nan')):.3f}"
-            f"{val} | test rec {row['test_rec_loss']:.3f} | {row['epoch_time_s']:.1f}s"
+            f"{val} | test rec {row['test_rec_loss']:.3f}{curve} | {row['epoch_time_s']:.1f}s"
         )
 
 
@@ -366,6 +390,126 @@ class EarlyStopping(Callback):
                 f"since epoch {self.best_epoch} ({self.monitor}={self.best_value:.6g}): "
                 f"stopped after epoch {self.stopped_epoch} of {trainer.config.training.epochs}"
             )
+
+
+class DisentanglementCurve(Callback):
+    """MIG and DCI disentanglement of a fixed set of images with known generative factors,
+    every ``every`` epochs and at the last, as columns of the epoch's history row.
+
+    Installed by ``evaluation.disentanglement_every`` > 0 (:func:`default_callbacks`), it
+    tells a model that has not trained long enough from one that does not disentangle.
+    The images are the first ``points`` of the validation split when early stopping
+    carved one (columns ``val_mig``, ``val_dci_disentanglement``, which early stopping may
+    monitor), else of the test set (``test_mig``, ``test_dci_disentanglement``).
+    ``metrics`` picks the scores: ``mig`` and/or ``dci`` (the slower one). The codes are
+    the posterior means (:func:`otae.evaluation.metrics.encode_dataset`: eval mode, no
+    gradient, every module's mode restored after) and the scores are computed as in the
+    final metrics (same bins, forests and seed), so the last epoch's values are those
+    metrics.json gives for the same images and weights. Nothing here draws from a random
+    generator, so a run trains to the same weights with the curve on or off.
+
+    The trainer calls :meth:`setup` when it is made (on every process: data without
+    factors fails before any training) and collects the scores through
+    :meth:`on_evaluate`, before early stopping reads the row and the checkpoints save it.
+    """
+
+    def __init__(
+        self, every: int = 1, metrics: Sequence[str] = ("mig", "dci"), points: int = 5000,
+        batch_size: int = 500,
+    ) -> None:
+        metrics = list(metrics)
+        if int(every) != every or every < 1:
+            raise ValueError(f"DisentanglementCurve: every must be an int >= 1, got {every!r}")
+        if not metrics or any(m not in CURVE_METRICS for m in metrics):
+            raise ValueError(
+                f"DisentanglementCurve: metrics must be some of {', '.join(CURVE_METRICS)}, "
+                f"got {metrics}"
+            )
+        if points < 2:
+            raise ValueError(f"DisentanglementCurve: points must be >= 2, got {points}")
+        self.every, self.metrics = int(every), metrics
+        self.points, self.batch_size = int(points), int(batch_size)
+        #: the scored images, their factors ``(N, K)`` and the column prefix (:meth:`setup`)
+        self.data: Any = None
+        self.factors: np.ndarray | None = None
+        self.prefix = "test"
+
+    @classmethod
+    def from_config(cls, config) -> DisentanglementCurve:
+        """From an :class:`~otae.training.config.ExperimentConfig`'s ``evaluation`` section."""
+        ev = config.evaluation
+        return cls(ev.disentanglement_every, ev.disentanglement_curve_metrics,
+                   ev.disentanglement_curve_points, config.training.eval_batch_size)
+
+    @property
+    def columns(self) -> list[str]:
+        """The history columns this curve writes."""
+        return [f"{self.prefix}_{CURVE_METRICS[m]}" for m in self.metrics]
+
+    def setup(self, trainer: Trainer) -> None:
+        """Pick the images (ValueError, one line, if the scores cannot be computed)."""
+        split = "validation split" if trainer.val_data is not None else "test set"
+        data = trainer.val_data if trainer.val_data is not None else trainer.test_data
+        if getattr(data, "factors", None) is None:
+            raise ValueError(
+                f"evaluation.disentanglement_every={self.every} needs images with known "
+                f"generative factors (data.name=shapes or shapes_fine), but the {split} of "
+                f"data.name={trainer.config.data.name!r} has none; set "
+                "evaluation.disentanglement_every=0"
+            )
+        data = data.first(min(self.points, len(data)))
+        factors = np.asarray(data.factors.cpu(), dtype=np.int64)
+        names = list(getattr(data, "factor_names", None) or range(factors.shape[1]))
+        constant = [str(n) for n, col in zip(names, factors.T, strict=True)
+                    if np.unique(col).size < 2]
+        if constant:
+            which = (f"factor {constant[0]} takes" if len(constant) == 1
+                     else f"factors {', '.join(constant)} take")
+            raise ValueError(
+                f"the disentanglement curve is undefined: {which} a "
+                f"single value in its {len(data)} images (the first "
+                f"evaluation.disentanglement_curve_points of the {split}); use more images"
+            )
+        if "mig" in self.metrics and trainer.config.model.latent_dim < 2:
+            raise ValueError(
+                "the disentanglement curve's MIG needs model.latent_dim >= 2 (a gap between "
+                "two code dimensions); drop mig from evaluation.disentanglement_curve_metrics"
+            )
+        self.data, self.factors = data, factors
+        self.prefix = "val" if trainer.val_data is not None else "test"
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        return epoch % self.every == 0 or epoch == last_epoch
+
+    def on_evaluate(self, trainer, epoch):
+        if not self.due(epoch, trainer.config.training.epochs):
+            return {}
+        if self.data is None:  # passed to Trainer(callbacks=...) by hand
+            self.setup(trainer)
+        return self.scores(trainer.model)
+
+    def scores(self, model) -> dict[str, float]:
+        """The scores of ``model``'s codes of the images, by column (NaN: codes not finite)."""
+        from ..evaluation.disentanglement import dci, mutual_information_gap
+        from ..evaluation.metrics import encode_dataset
+        from ..evaluation.traversals import DISENTANGLEMENT_SEED
+        from ..parallel import local_batches
+
+        # one process's work (rank 0 under torchrun): no collectives
+        with local_batches(model):
+            codes = encode_dataset(model, self.data, self.batch_size).float().numpy()
+        if not np.isfinite(codes).all():
+            # NaN, which early stopping never counts as an improvement, rather than a failed
+            # epoch: a diverged model is the held-out loss check's to report
+            return dict.fromkeys(self.columns, math.nan)
+        out = {}
+        for name, column in zip(self.metrics, self.columns, strict=True):
+            if name == "mig":
+                out[column] = mutual_information_gap(codes, self.factors)["mig"]
+            else:
+                out[column] = dci(codes, self.factors,
+                                  random_state=DISENTANGLEMENT_SEED)["disentanglement"]
+        return out
 
 
 # ---------------------------------------------------------------------- external
@@ -510,7 +654,8 @@ class MLflowCallback(Callback):
 
 def default_callbacks(config) -> list[Callback]:
     """The callbacks ``training.*`` asks for: progress bar, history.csv, TensorBoard,
-    console lines, W&B / MLflow in the order of ``training.loggers``, then early stopping."""
+    console lines, W&B / MLflow in the order of ``training.loggers``, the disentanglement
+    curve (``evaluation.disentanglement_every``), then early stopping."""
     t = config.training
     callbacks: list[Callback] = [ProgressBar()] if t.progress else []
     callbacks.append(CSVLogger())
@@ -522,6 +667,8 @@ def default_callbacks(config) -> list[Callback]:
             callbacks.append(WandbCallback(project=t.wandb_project, mode=t.wandb_mode))
         elif name == "mlflow":
             callbacks.append(MLflowCallback(t.mlflow_tracking_uri, t.mlflow_experiment))
+    if config.evaluation.disentanglement_every > 0:
+        callbacks.append(DisentanglementCurve.from_config(config))
     if t.early_stopping.enabled:
         callbacks.append(EarlyStopping.from_config(t.early_stopping))
     return callbacks
@@ -566,7 +713,9 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "CallbackList",
+    "CURVE_METRICS",
     "ConsoleLogger",
+    "DisentanglementCurve",
     "EXTERNAL_LOGGERS",
     "EarlyStopping",
     "MLflowCallback",

@@ -55,6 +55,7 @@ from . import distributed
 from .callbacks import (
     Callback,
     CallbackList,
+    DisentanglementCurve,
     EarlyStopping,
     _NoProgress,  # noqa: F401  (its former home: tests look for it here)
     _progress,  # noqa: F401
@@ -295,8 +296,8 @@ class Trainer:
     :attr:`train_data` is the rest). ``log`` receives the trainer's messages (default:
     stderr). ``callbacks`` are added after the ones the config asks for
     (:func:`~otae.training.callbacks.default_callbacks`: progress bar, history.csv,
-    TensorBoard, console lines, W&B / MLflow, early stopping); all of them run on rank 0
-    only.
+    TensorBoard, console lines, W&B / MLflow, the disentanglement curve, early stopping);
+    all of them run on rank 0 only.
     """
 
     def __init__(
@@ -349,6 +350,13 @@ class Trainer:
             self.test_data = self.test_data.on_device(self.device)
             if self.val_data is not None:
                 self.val_data = self.val_data.on_device(self.device)
+        #: on every rank, so that data without generative factors fails here on each
+        #: (the scores themselves are rank 0's work, :meth:`_end_epoch`)
+        self.disentanglement_curve: DisentanglementCurve | None = next(
+            (cb for cb in installed if isinstance(cb, DisentanglementCurve)), None
+        )
+        if self.disentanglement_curve is not None:
+            self.disentanglement_curve.setup(self)
         if config.training.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -956,7 +964,8 @@ class Trainer:
         )
 
     def _end_epoch(self, row: dict[str, float], callbacks: CallbackList) -> None:
-        """Held-out evaluation, history, checkpoints, then the callbacks (rank 0).
+        """Held-out evaluation (with the callbacks' columns), history, checkpoints, then
+        the callbacks (rank 0).
 
         An epoch whose last updates left the model non-finite (its held-out loss is NaN
         or Inf) raises :class:`NonFiniteLossError` here, before anything is written: the
@@ -981,6 +990,9 @@ class Trainer:
                 f"{reason or f'held-out loss is not finite ({values})'}; {_DIVERGENCE_FIX}"
             )
         row.update(metrics)
+        # the callbacks' columns (the disentanglement curve): in the row before early
+        # stopping reads it and the checkpoints save it with the history
+        row.update(callbacks.on_evaluate(self, epoch))
         if self.early_stopping is not None:
             # decided before the checkpoints, which hold its state (and best.pt its best)
             improved = self.early_stopping.update(epoch, row)
