@@ -159,8 +159,13 @@ def _assert_close(compiled, eager, rtol, resolution=None):
         for key, value in terms_e.items():
             assert torch.allclose(terms_c[key], value, rtol=rtol, atol=rtol * 1e-3), key
         assert grads_c.keys() == grads_e.keys()
+        # a gradient that is a near-cancelling sum carries the rounding of its summands,
+        # not of its value: GWAE's critic output bias gets +1 and -1 from the W estimate
+        # (per unit of the objective) and only the drift term's ~1e-4 is left, so it is
+        # known to a few float32 ulps of 1, whatever the kernel order
+        unit_ulps = 4 * torch.finfo(torch.float32).eps
         for name, grad in grads_e.items():
-            tolerance = rtol * grad.abs().max().clamp_min(1e-12)
+            tolerance = (rtol * grad.abs().max().clamp_min(1e-12)).clamp_min(unit_ulps)
             if resolution is not None:
                 tolerance = torch.maximum(tolerance, 4.0 * resolution[i][name])
             assert (grads_c[name] - grad).abs().max() <= tolerance, name
