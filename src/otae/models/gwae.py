@@ -460,7 +460,7 @@ class GWAE(Autoencoder):
         return self.gw_term(z_prior, self.decode_both(z, z_prior)[1]), {}
 
     def loss(self, x: Tensor, generator: noise.Generatorish = None) -> LossTerms:
-        """Generator objective; ``reconstruction`` is the mean per-image SSE (spec §1 units).
+        """Generator objective; ``reconstruction`` is the mean per-image SSE (the RAE paper's unit).
 
         Randomness from ``generator``, in order: the posterior draw (``randn (N, d)``),
         then the prior samples.
