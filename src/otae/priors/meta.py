@@ -122,6 +122,18 @@ def _linear(fan_in: int, fan_out: int, generator: torch.Generator | None,
     return linear
 
 
+def _sampler_net(widths: Sequence[int], layer, negative_slope: float) -> nn.Sequential:
+    """``layer(fan_in, fan_out, bias)`` between consecutive ``widths``, LeakySiLU between
+    them; the last layer has no bias (the output normalisation cancels it)."""
+    modules: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        last = i == len(widths) - 2
+        modules.append(layer(fan_in, fan_out, not last))
+        if not last:
+            modules.append(LeakySiLU(negative_slope))
+    return nn.Sequential(*modules)
+
+
 class NeuralPrior(_ImplicitPrior):
     """``z = BN(g(eps))``, ``eps ~ N(0, I_d)``, ``g`` an MLP ``d -> 4d -> 4d -> 4d -> d``.
 
@@ -145,13 +157,9 @@ class NeuralPrior(_ImplicitPrior):
         widths = [d, *hidden, d]
         if min(widths) < 1:
             raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
-        layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            last = i == len(widths) - 2
-            layers.append(_linear(fan_in, fan_out, generator, bias=not last))
-            if not last:
-                layers.append(LeakySiLU(negative_slope))
-        self.net = nn.Sequential(*layers)
+        self.net = _sampler_net(
+            widths, lambda i, o, bias: _linear(i, o, generator, bias), negative_slope
+        )
         self.norm = _output_norm(d)
 
     def transform(self, eps: Tensor) -> Tensor:
@@ -201,13 +209,9 @@ class FactorisedNeuralPrior(_ImplicitPrior):
         widths = [1, *(int(h) for h in hidden), 1]
         if min(widths) < 1:
             raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
-        layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            last = i == len(widths) - 2
-            layers.append(GroupedLinear(d, fan_in, fan_out, generator, bias=not last))
-            if not last:
-                layers.append(LeakySiLU(negative_slope))
-        self.net = nn.Sequential(*layers)
+        self.net = _sampler_net(
+            widths, lambda i, o, bias: GroupedLinear(d, i, o, generator, bias), negative_slope
+        )
         self.norm = _output_norm(d)
 
     def transform(self, eps: Tensor) -> Tensor:
