@@ -7,6 +7,8 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -116,19 +118,45 @@ def test_grouped_parameters_are_split_and_roles_become_autorefs():
     )
 
 
+def make_docs_command() -> tuple[dict[str, str], list[str]]:
+    """The environment assignments and the mkdocs arguments of the Makefile's ``docs``
+    recipe (``NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site``), so
+    the test builds exactly as ``make docs`` does."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^docs:.*\n\t(.+)$", makefile, re.MULTILINE)
+    assert recipe, "no docs target in the Makefile"
+    words = shlex.split(recipe.group(1))
+    at = next(i for i, word in enumerate(words) if word.endswith("/mkdocs"))
+    env = dict(word.split("=", 1) for word in words[:at])
+    return env, words[at + 1 :]
+
+
+def test_the_test_build_is_make_docs():
+    env, args = make_docs_command()
+    assert args[:2] == ["build", "--strict"] and "--site-dir" in args
+    assert not {"-q", "--quiet"} & set(args)  # the build's warnings must be seen
+    assert env.get("NO_MKDOCS_2_WARNING") == "1"
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
+    """``make docs``'s build (same command and arguments) into a temporary folder; it fails
+    on any WARNING line (griffe's docstring warnings included), not only on the exit code."""
     out = tmp_path_factory.mktemp("site")
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    env, args = make_docs_command()
+    args[args.index("--site-dir") + 1] = str(out)
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
+        [sys.executable, "-m", "mkdocs", *args],
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, **env),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    output = proc.stdout + proc.stderr
+    warnings = [line for line in output.splitlines() if line.lstrip().startswith("WARNING")]
+    assert warnings == [], "\n".join(warnings)
+    assert proc.returncode == 0, output[-4000:]
     return out
 
 

@@ -153,7 +153,7 @@ def test_disjoint_protocol_trains_each_view_on_its_part_and_marks_paired_methods
     assert f"| CCA | paired | {NEEDS_PAIRS} |" in text
     assert "disjoint part of the training rows" in text and "over 1 seeds" in text
     csv_text = (tmp_path / "t.csv").read_text()
-    assert f"coreg,AEs+CoReg,paired,toy,0,,,,,,standardise,all,True,{NEEDS_PAIRS}" in csv_text
+    assert f"coreg,AEs+CoReg,paired,toy,0,0,,,,,,,standardise,all,True,{NEEDS_PAIRS}" in csv_text
 
     assert applicable_methods(["independent", "coreg"], disjoint=False) == (
         ["independent", "coreg"],

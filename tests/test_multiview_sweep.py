@@ -97,7 +97,9 @@ def _recorder(monkeypatch, table=None):
         calls.append(config)
         key = (config.ae.latent_dim, config.ae.tau)
         accs = table[key] if table else {m: [0.5] * len(seeds) for m in methods}
-        return SimpleNamespace(accuracies={m: list(accs[m]) for m in methods})
+        return SimpleNamespace(
+            accuracies={m: list(accs[m]) for m in methods}, diverged_cells=lambda: []
+        )
 
     monkeypatch.setattr(sweep_module, "run_protocol", fake)
     return calls
@@ -191,7 +193,11 @@ def test_paired_difference_against_hand_computation():
     unpaired = math.sqrt(np.var([60, 63, 62], ddof=1) / 3 + np.var([50, 52, 54], ddof=1) / 3)
     assert unpaired > 1.5 * se
     # Constant differences: SE 0, positive mean flagged; one pair: no SE, no flag.
-    assert paired_difference([0.7] * 3, [0.4] * 3) == (pytest.approx(30.0), pytest.approx(0, abs=1e-12), True)
+    assert paired_difference([0.7] * 3, [0.4] * 3) == (
+        pytest.approx(30.0),
+        pytest.approx(0, abs=1e-12),
+        True,
+    )
     mean, se1, flag = paired_difference([0.7], [0.4])
     assert mean == pytest.approx(30.0) and math.isnan(se1) and flag is False
 
@@ -220,7 +226,12 @@ def test_write_sweep_csv_md_png_values(monkeypatch, tmp_path):
         ("20", "0", "aes_gw"),
     ]
     ind, gw = rows[2], rows[3]
-    assert (ind["n_seeds"], ind["mean"], ind["std"], ind["se"]) == ("3", "52.0000", "2.0000", "1.1547")
+    assert (ind["n_seeds"], ind["mean"], ind["std"], ind["se"]) == (
+        "3",
+        "52.0000",
+        "2.0000",
+        "1.1547",
+    )
     assert ind["accuracies"] == "50.0000;52.0000;54.0000"
     assert (gw["mean"], gw["std"], gw["se"]) == ("61.6667", "1.5275", "0.8819")
     for row in (ind, gw):
@@ -229,7 +240,10 @@ def test_write_sweep_csv_md_png_values(monkeypatch, tmp_path):
         assert row["gw_beats_independent"] == "True"
     assert (rows[5]["gw_minus_independent"], rows[5]["gw_beats_independent"]) == ("1.3333", "False")
     # latent 2: d = 30 pp on every seed -> SE 0, flagged.
-    assert (rows[1]["gw_minus_independent"], rows[1]["gw_minus_independent_se"]) == ("30.0000", "0.0000")
+    assert (rows[1]["gw_minus_independent"], rows[1]["gw_minus_independent_se"]) == (
+        "30.0000",
+        "0.0000",
+    )
 
     md = paths["md"].read_text()
     assert "## latent_dim (others at base: tau=0.5)" in md
@@ -257,7 +271,9 @@ def test_grid_tables_pool_the_other_factors(monkeypatch, tmp_path):
     assert pooled5["independent"] == [0.40, 0.40, 0.40] + _IND
     md = write_sweep(res, tmp_path)["md"].read_text()
     assert "## tau (pooled over the other factors' values)" in md
-    assert "## every setting" in md and "| 2 | 0 | 31.00 ± 1.00 | 30.00 ± 0.00 | -1.00 ± 0.58 |" in md
+    assert (
+        "## every setting" in md and "| 2 | 0 | 31.00 ± 1.00 | 30.00 ± 0.00 | -1.00 ± 0.58 |" in md
+    )
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
     assert len(rows) == 4 * 2
 

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run directory: metrics.json and report.html")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument(
-        "--checkpoint", choices=("last", "best"),
+        "--checkpoint",
+        choices=("last", "best"),
         help="default: best for a run with training.early_stopping, else last",
     )
     ev.add_argument("--device", default="cpu")
@@ -93,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--component", type=int, help="sample from this prior component only")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument(
-        "--checkpoint", choices=("last", "best"),
+        "--checkpoint",
+        choices=("last", "best"),
         help="default: best for a run with training.early_stopping, else last",
     )
     sample.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples-*.png)")
@@ -163,13 +165,31 @@ def _parser() -> argparse.ArgumentParser:
         help="all, or a comma-separated subset of: independent, coreg, cca, aes_cca, aes_w, aes_gw",
     )
     mv.add_argument(
-        "--seeds", default="10", help="a count N (seeds 0..N-1) or a comma-separated list"
+        "--seeds",
+        default="10",
+        help="which seeds: a count N means seeds 0..N-1 ('5': 0-4); a comma makes a list "
+        "('2,7': seeds 2 and 7; '3,': seed 3 alone); A-B is a range ('3-6': 3, 4, 5, 6)",
     )
     mv.add_argument("--out", type=Path, help="output folder (default: runs/multiview/DATA-VIEWS)")
     mv.add_argument("--epochs", type=int, help="autoencoder training epochs (default 30)")
     mv.add_argument("--latent-dim", type=int, help="latent size per view (default 20)")
     mv.add_argument("--tau", type=float, help="weight of the relational term (default 0.5)")
     mv.add_argument("--gamma", type=float, help="weight of the regularisers (default 1)")
+    mv.add_argument(
+        "--lr", type=float, help="Adam learning rate of the autoencoders (default 1e-3)"
+    )
+    mv.add_argument(
+        "--fail-on-divergence",
+        action="store_true",
+        help="exit with status 3 when any (seed, method) cell diverged (by default a "
+        "diverged cell is recorded in the tables and the run exits 0)",
+    )
+    mv.add_argument(
+        "--fresh",
+        action="store_true",
+        help="train every cell again; by default cells already finished with the same "
+        "settings (OUT/cells.jsonl) are taken from there, so a killed run resumes",
+    )
     mv.add_argument(
         "--discrepancy",
         choices=("hierarchical", "sliced", "empirical"),
@@ -396,6 +416,8 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         run_protocol,
         write_table,
     )
+    from .cotraining.protocol import divergence_summary, scale_warning
+    from .cotraining.sweep import parse_factor
     from .data import load_multiview
 
     views = [v.strip() for v in args.views.split(",")] if args.views else None
@@ -419,16 +441,7 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
             f"{len(data.views)}-view run",
             file=sys.stderr,
         )
-    if "," in args.seeds:
-        seeds = _seed_list(args.seeds)
-    else:
-        count = args.seeds.strip()
-        if not count.isdigit() or int(count) < 1:
-            raise ValueError(
-                f"--seeds must be a count N >= 1 (seeds 0..N-1) or a comma-separated list of "
-                f"seeds, got {args.seeds!r}"
-            )
-        seeds = list(range(int(count)))
+    seeds = parse_seeds(args.seeds)
     applicable_methods(methods, args.disjoint)  # a ValueError if nothing can run
     _count(args.labels_per_class, "--labels-per-class", 1)
     _count(args.epochs, "--epochs", 1)
@@ -437,6 +450,8 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         raise ValueError(f"--tau must lie in [0, 1], got {args.tau}")
     if args.gamma is not None and not 0.0 <= args.gamma < float("inf"):
         raise ValueError(f"--gamma must be finite and >= 0, got {args.gamma}")
+    if args.lr is not None and not 0.0 < args.lr < float("inf"):
+        raise ValueError(f"--lr must be a finite number > 0, got {args.lr}")
     settings = {
         k: v
         for k, v in {
@@ -444,6 +459,7 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
             "latent_dim": args.latent_dim,
             "tau": args.tau,
             "gamma": args.gamma,
+            "lr": args.lr,
             "discrepancy": args.discrepancy,
         }.items()
         if v is not None
@@ -475,9 +491,16 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         preprocess=args.preprocess,
         labels_per_class=args.labels_per_class,
         disjoint=args.disjoint,
+        cells=out / "cells.jsonl",
+        fresh=args.fresh,
     )
     if args.grid and not args.sweep:
         raise ValueError("--grid needs at least one --sweep FACTOR=V1,V2")
+    swept = {parse_factor(text)[0]: parse_factor(text)[1] for text in args.sweep or ()}
+    for preprocess in swept.get("preprocess", [args.preprocess]):
+        warning = scale_warning(data.views, preprocess)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.sweep:
         return _multiview_sweep(args, data, methods, seeds, config, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -492,7 +515,45 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         print(f"per-view diagnostics: {out / 'table_diagnostics.csv'}")
     if (out / "tsne_aes_gw.png").exists():
         print(f"t-SNE of the AEs+GW features: {out / 'tsne_aes_gw.png'}")
-    return 0
+    return _divergence_exit(divergence_summary(results), args.fail_on_divergence)
+
+
+def _divergence_exit(summary: str | None, strict: bool) -> int:
+    """Print the one-line divergence summary (if any cell diverged); 3 under
+    ``--fail-on-divergence`` when one did, else 0."""
+    if summary is None:
+        return 0
+    print(f"otae: {summary}", file=sys.stderr)
+    return 3 if strict else 0
+
+
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """``otae multiview --seeds``: ``"5"`` is a count (seeds 0..4); a comma makes a list
+    (``"2,7"``; ``"3,"`` is seed 3 alone); ``"A-B"`` is the range A..B inclusive."""
+    text = text.strip()
+    if "," in text:
+        items = [item for item in text.split(",") if item.strip()]
+        if not items or any(not item.strip().isdigit() for item in items):
+            raise ValueError(
+                f"{option}: a list holds seeds >= 0 separated by commas (e.g. 2,7 or 3,), "
+                f"got {text!r}"
+            )
+        seeds = [int(item) for item in items]
+    elif "-" in text:
+        low, _, high = text.partition("-")
+        if not (low.strip().isdigit() and high.strip().isdigit()) or int(low) > int(high):
+            raise ValueError(f"{option}: a range reads A-B with 0 <= A <= B, got {text!r}")
+        seeds = list(range(int(low), int(high) + 1))
+    else:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(
+                f"{option} must be a count N >= 1 (seeds 0..N-1), a comma-separated list "
+                f"(2,7; 3, for seed 3 alone) or a range A-B, got {text!r}"
+            )
+        seeds = list(range(int(text)))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{option} lists a seed twice: {text!r}")
+    return seeds
 
 
 def _multiview_sweep(args, data, methods, seeds, config, out: Path) -> int:
@@ -509,12 +570,18 @@ def _multiview_sweep(args, data, methods, seeds, config, out: Path) -> int:
         factors[name] = values
     out = out / ("sweep-grid" if args.grid else "sweep") if args.out is None else out
     config = dataclasses.replace(config, tsne_path=None)
+    config = dataclasses.replace(config, cells=out / "cells.jsonl")
     results = run_sweep(data.views, data.labels, methods, seeds, config, factors,
                         grid=args.grid, log=config.log)  # fmt: skip
     paths = write_sweep(results, out)
     print(paths["md"].read_text() if "md" in paths else "")
     print("sweep:", *paths.values())
-    return 0
+    summary = None
+    if results.diverged:
+        total = sum(len(v) for accs in results.accuracies for v in accs.values())
+        fix = results.diverged[0][3].get("fix", "")
+        summary = f"{len(results.diverged)} of {total} cells diverged (see sweep.md); fix: {fix}"
+    return _divergence_exit(summary, args.fail_on_divergence)
 
 
 def _first_line(obj) -> str:

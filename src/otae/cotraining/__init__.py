@@ -4,7 +4,10 @@
   generalised to S views) and :func:`train_cotraining`; takes plain tensors.
 * :mod:`.baselines`: the Table 4 methods behind ``fit`` / ``transform``.
 * :mod:`.protocol`: the 80/10/10 classification protocol (preprocessing, label-budget and
-  disjoint-view regimes, per-view diagnostics), Table 4 writer, t-SNE figure.
+  disjoint-view regimes, per-view diagnostics, diverged cells), Table 4 writer, t-SNE
+  figure.
+* :mod:`.cells`: finished (setting, seed, method) cells on disk, so a killed run resumes.
+* :mod:`.sweep`: the protocol over a sweep of settings (regime map).
 """
 
 from .baselines import (
@@ -19,8 +22,10 @@ from .baselines import (
     WassersteinAutoencoders,
     make_method,
 )
+from .cells import Cell, CellStore, setting_key
 from .model import (
     DISCREPANCIES,
+    CoTrainingDiverged,
     MultiViewAutoencoders,
     Posterior,
     ViewAutoencoder,
@@ -34,11 +39,16 @@ from .protocol import (
     COLLAPSE_SPREAD,
     NEEDS_PAIRS,
     PAPER_TABLE4,
+    SCALE_SPAN_WARNING,
     ProtocolConfig,
     ProtocolResults,
     applicable_methods,
+    divergence_hint,
+    divergence_summary,
+    format_accuracy,
     run_protocol,
     save_tsne,
+    scale_warning,
     split_views,
     write_table,
 )
@@ -56,7 +66,10 @@ __all__ = [
     "CCAAutoencoders",
     "COLLAPSE_SPREAD",
     "CCAFeatures",
+    "Cell",
+    "CellStore",
     "CoRegAutoencoders",
+    "CoTrainingDiverged",
     "DISCREPANCIES",
     "METHODS",
     "METHOD_LABELS",
@@ -65,17 +78,23 @@ __all__ = [
     "NEEDS_PAIRS",
     "PAPER_TABLE4",
     "Posterior",
+    "SCALE_SPAN_WARNING",
     "ProtocolConfig",
     "ProtocolResults",
     "ViewAutoencoder",
     "WassersteinAutoencoders",
     "applicable_methods",
+    "divergence_hint",
+    "divergence_summary",
     "epoch_batches",
+    "format_accuracy",
     "make_method",
     "prior_discrepancy",
     "relational_discrepancy",
     "run_protocol",
     "save_tsne",
+    "scale_warning",
+    "setting_key",
     "split_views",
     "train_cotraining",
     "write_table",

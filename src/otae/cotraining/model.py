@@ -76,9 +76,11 @@ from ..discrepancies import (
 )
 from ..discrepancies.gromov import require_pot
 from ..sphere import uniform_directions
+from ..training import NonFiniteLossError
 
 __all__ = [
     "DISCREPANCIES",
+    "CoTrainingDiverged",
     "MultiViewAutoencoders",
     "Posterior",
     "ViewAutoencoder",
@@ -483,6 +485,37 @@ def epoch_batches(
     return [[p[k * b : (k + 1) * b] for p in perms] for k in range(steps)]
 
 
+class CoTrainingDiverged(NonFiniteLossError):
+    """Co-training stopped at the first step whose objective was not finite, or after the
+    first epoch that left a parameter non-finite.
+
+    ``epoch`` (1-based), ``step`` (1-based batch index within the epoch, or None when
+    the parameters were found non-finite at the end of the epoch), ``terms`` (the step's
+    loss terms as floats, empty for a parameter check) and ``non_finite`` (the names of
+    the terms, or of the parameters, that were not finite, in order).
+    """
+
+    def __init__(
+        self,
+        epoch: int,
+        step: int | None,
+        terms: dict[str, float],
+        non_finite: list[str],
+    ) -> None:
+        self.epoch, self.step, self.terms, self.non_finite = epoch, step, terms, non_finite
+        where = f"epoch {epoch}, step {step}" if step is not None else f"the end of epoch {epoch}"
+        what = "loss terms" if step is not None else "parameters"
+        names = ", ".join(non_finite[:4]) + (", ..." if len(non_finite) > 4 else "")
+        super().__init__(f"co-training diverged at {where}: non-finite {what} {names}")
+
+
+def _non_finite_terms(terms: dict[str, float]) -> list[str]:
+    # The per-view and pair terms name the culprit; "relational" and "total" only echo it.
+    named = [k for k, v in terms.items() if not math.isfinite(v)]
+    specific = [k for k in named if k not in ("relational", "total")]
+    return specific or named
+
+
 def train_cotraining(
     model: MultiViewAutoencoders,
     train_views: Sequence[Tensor],
@@ -502,6 +535,11 @@ def train_cotraining(
     ``on_epoch_end(epoch, model)`` (1-based epoch) lets a caller snapshot checkpoints.
     Input checks of :mod:`otae.discrepancies` are switched off inside the loop.
 
+    The loop stops with :class:`CoTrainingDiverged` at the first step whose loss is not
+    finite (before that step's update), or at the end of an epoch that left a parameter
+    non-finite; the loss terms are read on the host every step anyway (for the epoch
+    means), so the check costs no extra synchronisation.
+
     Returns one dict per epoch: ``epoch``, ``seconds`` and the epoch means of all terms.
     """
     if len(train_views) != model.n_views:
@@ -515,18 +553,22 @@ def train_cotraining(
         start = time.perf_counter()
         sums: dict[str, float] = {}
         steps = epoch_batches([len(v) for v in views], batch_size, paired, generator)
-        for idx in steps:
+        for step, idx in enumerate(steps, 1):
             with input_checks(False):
                 terms = model.loss([v[i] for v, i in zip(views, idx, strict=True)], generator)
+            values = {key: float(value.detach()) for key, value in terms.items()}
+            if not math.isfinite(values["total"]):
+                raise CoTrainingDiverged(epoch, step, values, _non_finite_terms(values))
             optimiser.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimiser.step()
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+        bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise CoTrainingDiverged(epoch, None, {}, bad)
         record = {"epoch": float(epoch), "seconds": time.perf_counter() - start}
         record.update({k: v / max(len(steps), 1) for k, v in sums.items()})
-        if not math.isfinite(record.get("total", 0.0)):
-            raise FloatingPointError(f"non-finite loss at epoch {epoch}: {record}")
         history.append(record)
         if log is not None:
             log(

@@ -32,6 +32,15 @@ For each seed:
    selected on that view's latent means alone). A spread below :data:`COLLAPSE_SPREAD`
    marks the view as collapsed onto the prior (its codes carry almost no information).
 
+Each (seed, method) is a *cell* of its own. A cell whose training diverges
+(:class:`~otae.cotraining.model.CoTrainingDiverged`) is recorded as diverged, with the
+epoch, the non-finite terms, the cause it can measure and the fix
+(:func:`divergence_hint`), and the other cells still run: accuracies of a diverged cell
+are NaN, and means, standard deviations and paired differences use the finished cells.
+With ``ProtocolConfig.cells`` set, every finished cell is written to that file as it
+finishes (:class:`~otae.cotraining.cells.CellStore`), and a later run with the same
+settings takes it from there instead of training it again.
+
 :func:`run_protocol` returns per-method test accuracies (plus what was selected, the
 timings and the diagnostics); :func:`write_table` writes them in the layout of Table 4
 (mean ± sample std in %, with the paper's value where the dataset is one of Table 4's)
@@ -42,6 +51,7 @@ coloured by label.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,30 +59,45 @@ from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write, atomic_write_text
 from ..data.multiview import (
     PREPROCESSING,
+    column_scales,
     labelled_subset,
     preprocess_views,
     split_indices,
     stratified_parts,
 )
 from .baselines import METHOD_LABELS, METHOD_PAIRING, METHODS, AESettings, make_method
+from .cells import Cell, CellStore, setting_key
+from .model import CoTrainingDiverged
 
 __all__ = [
     "COLLAPSE_SPREAD",
     "NEEDS_PAIRS",
     "PAPER_TABLE4",
+    "SCALE_SPAN_WARNING",
     "ProtocolConfig",
     "ProtocolResults",
     "applicable_methods",
+    "divergence_hint",
+    "divergence_summary",
+    "format_accuracy",
+    "format_difference",
+    "paired_difference",
     "run_protocol",
     "save_tsne",
+    "scale_warning",
     "split_views",
     "write_table",
 ]
 
 #: A view whose latent-mean spread (module docstring, step 8) is below this is "collapsed".
 COLLAPSE_SPREAD = 0.05
+
+#: :func:`scale_warning` speaks when the largest column variances of raw views differ by
+#: more than this factor, or when one of them exceeds it.
+SCALE_SPAN_WARNING = 1e3
 
 #: Table cell of a paired method in a disjoint run.
 NEEDS_PAIRS = "n/a (needs pairs)"
@@ -125,6 +150,8 @@ class ProtocolConfig:
     ``preprocess``: ``"standardise"``, ``"none"`` or ``"minmax"`` (step 2);
     ``labels_per_class``: labelled training rows per class of the classifier (None: all;
     step 5); ``disjoint``: one disjoint part of the training rows per view (step 3).
+    ``cells``: a JSON-lines file of finished cells (module docstring; None: keep none);
+    ``fresh``: train every cell again even when ``cells`` holds it.
     """
 
     ae: AESettings = field(default_factory=AESettings)
@@ -136,6 +163,8 @@ class ProtocolConfig:
     preprocess: str = "standardise"
     labels_per_class: int | None = None
     disjoint: bool = False
+    cells: str | Path | None = None
+    fresh: bool = False
 
     def __post_init__(self) -> None:
         if self.preprocess not in PREPROCESSING:
@@ -163,6 +192,10 @@ class ProtocolResults:
     method was not run (:data:`NEEDS_PAIRS`); its other entries are empty lists.
     ``preprocess``, ``labels_per_class``, ``disjoint``: the regime (:class:`ProtocolConfig`);
     ``epoch_selection``: whether more than one checkpoint epoch was a candidate.
+    ``diverged[method][seed]``: the divergence record of each diverged cell (``epoch``,
+    ``step``, ``non_finite``, ``cause``, ``fix``); its accuracies are NaN and its
+    ``selected`` entry is ``(epoch of divergence, nan)``. ``resumed``: how many cells were
+    taken from ``ProtocolConfig.cells`` instead of trained.
     """
 
     dataset: str
@@ -177,6 +210,16 @@ class ProtocolResults:
     labels_per_class: int | None = None
     disjoint: bool = False
     epoch_selection: bool = False
+    diverged: dict[str, dict[int, dict]] = field(default_factory=dict)
+    resumed: int = 0
+
+    def diverged_cells(self) -> list[tuple[int, str, dict]]:
+        """``(seed, method, record)`` of every diverged cell, seed by seed."""
+        return sorted(
+            (seed, method, record)
+            for method, per_seed in self.diverged.items()
+            for seed, record in per_seed.items()
+        )
 
 
 def split_views(
@@ -305,6 +348,10 @@ def run_protocol(
             results.seconds,
         ):
             store[method_name] = []
+    store = None
+    if config.cells is not None:
+        store = CellStore(Path(config.cells), fresh=config.fresh)
+        key = setting_key(views, labels, config)
     for seed_index, seed in enumerate(results.seeds):
         splits, ys = split_views(views, labels, seed, config.preprocess)
         labelled = (
@@ -319,44 +366,196 @@ def run_protocol(
             parts = stratified_parts(ys[0], len(train_views), (seed, 1))
             train_views = [view[part] for view, part in zip(train_views, parts, strict=True)]
         for name in run:
-            start = time.perf_counter()
-            method = make_method(name, config.ae, seed=seed, view_names=view_names)
-            method.fit(train_views)
-            results.epoch_selection |= len(method.checkpoints) > 1
-            val, epoch, c, test, feats = _select_and_test(method, splits, ys, config, labelled)
-            seconds = time.perf_counter() - start
-            results.accuracies[name].append(test)
-            results.val_accuracies[name].append(val)
-            results.selected[name].append((int(epoch), float(c)))
-            results.seconds[name].append(seconds)
-            log(
-                f"seed {seed} {name}: test {100 * test:.2f}% (val {100 * val:.2f}%, "
-                f"epoch {epoch}, C {c:g}) in {seconds:.1f} s"
-            )
-            if hasattr(method, "view_features"):
-                diag = _view_diagnostics(method, splits, ys, epoch, view_names, config, labelled)
-                results.diagnostics.setdefault(name, []).append(diag)
-                log(
-                    f"seed {seed} {name} per view: "
-                    + ", ".join(
-                        f"{v} spread {d['spread']:.3g} acc {100 * d['accuracy']:.2f}%"
-                        for v, d in diag.items()
-                    )
-                )
-            if name == "aes_gw" and seed_index == 0 and config.tsne_path is not None:
-                save_tsne(
-                    feats[2],
-                    ys[2],
-                    config.tsne_path,
-                    seed=seed,
-                    title=f"AEs+GW test features ({config.dataset}, seed {seed})",
-                )
+            cell = store.get(key, seed, name) if store is not None else None
+            if cell is not None:
+                results.resumed += 1
+                log(f"seed {seed} {name}: finished before, taken from {store.path}")
+            else:
+                cell = _run_cell(name, seed, seed_index, view_names, splits, ys, train_views,
+                                 labelled, config, results)  # fmt: skip
+                if store is not None:
+                    store.put(key, cell)
+            _record(results, cell, log)
     return results
 
 
+def _run_cell(
+    name, seed, seed_index, view_names, splits, ys, train_views, labelled, config, results
+) -> Cell:
+    """Train, select and score one method on one seed; a divergence becomes a record."""
+    start = time.perf_counter()
+    method = make_method(name, config.ae, seed=seed, view_names=view_names)
+    try:
+        method.fit(train_views)
+    except CoTrainingDiverged as err:
+        cause, fix = divergence_hint(
+            dict(zip(view_names, train_views, strict=True)),
+            config,
+            before_any_update=(err.epoch, err.step) == (1, 1),
+        )
+        divergence = {"epoch": err.epoch, "step": err.step, "non_finite": err.non_finite,
+                      "cause": cause, "fix": fix}  # fmt: skip
+        return Cell(name, int(seed), "diverged", seconds=time.perf_counter() - start,
+                    epoch=err.epoch, divergence=divergence)  # fmt: skip
+    results.epoch_selection |= len(method.checkpoints) > 1
+    val, epoch, c, test, feats = _select_and_test(method, splits, ys, config, labelled)
+    seconds = time.perf_counter() - start
+    diagnostics = None
+    if hasattr(method, "view_features"):
+        diagnostics = _view_diagnostics(method, splits, ys, epoch, view_names, config, labelled)
+    if name == "aes_gw" and seed_index == 0 and config.tsne_path is not None:
+        save_tsne(
+            feats[2],
+            ys[2],
+            config.tsne_path,
+            seed=seed,
+            title=f"AEs+GW test features ({config.dataset}, seed {seed})",
+        )
+    return Cell(name, int(seed), "ok", test=test, val=val, epoch=int(epoch), c=float(c),
+                seconds=seconds, diagnostics=diagnostics)  # fmt: skip
+
+
+def _record(results: ProtocolResults, cell: Cell, log: Callable[[str], None]) -> None:
+    """Append ``cell`` to the per-method lists of ``results`` and log it."""
+    name, seed = cell.method, cell.seed
+    results.accuracies[name].append(cell.test)
+    results.val_accuracies[name].append(cell.val)
+    results.selected[name].append((int(cell.epoch or 0), math.nan if cell.c is None else cell.c))
+    results.seconds[name].append(cell.seconds)
+    if cell.diverged:
+        record = cell.divergence or {}
+        results.diverged.setdefault(name, {})[seed] = record
+        log(f"seed {seed} {name}: {_divergence_text(record)}")
+        return
+    log(
+        f"seed {seed} {name}: test {100 * cell.test:.2f}% (val {100 * cell.val:.2f}%, "
+        f"epoch {cell.epoch}, C {cell.c:g}) in {cell.seconds:.1f} s"
+    )
+    if cell.diagnostics is not None:
+        results.diagnostics.setdefault(name, []).append(cell.diagnostics)
+        log(
+            f"seed {seed} {name} per view: "
+            + ", ".join(
+                f"{v} spread {d['spread']:.3g} acc {100 * d['accuracy']:.2f}%"
+                for v, d in cell.diagnostics.items()
+            )
+        )
+
+
+def _divergence_text(record: Mapping) -> str:
+    where = f"epoch {record.get('epoch')}"
+    if record.get("step") is not None:
+        where += f", step {record['step']}"
+    terms = ", ".join(record.get("non_finite") or []) or "?"
+    return (
+        f"diverged at {where} (non-finite: {terms}); {record.get('cause', '')}; "
+        f"fix: {record.get('fix', '')}"
+    )
+
+
+def divergence_hint(
+    train_views: Mapping[str, np.ndarray],
+    config: ProtocolConfig,
+    before_any_update: bool = False,
+) -> tuple[str, str]:
+    """``(cause, fix)`` for a diverged cell, from what can be measured: the largest column
+    variance of each (preprocessed) training view, the learning rate, and whether the loss
+    was already non-finite at the first step (``before_any_update``), which no learning
+    rate can cause: inputs large enough to overflow the freshly initialised network (its
+    log-variance head, whose exponential is the posterior's scale)."""
+    scales = column_scales(train_views)
+    big = max(scales, key=scales.get)
+    small = min(scales, key=scales.get)
+    spans = scales[big] > SCALE_SPAN_WARNING * max(scales[small], 1e-300)
+    large = spans or scales[big] > SCALE_SPAN_WARNING
+    rescale = (
+        "standardise the views (--preprocess standardise)"
+        if config.preprocess != "standardise"
+        else "rescale the view's columns before loading"
+    )
+    if before_any_update:
+        cause = (
+            f"the loss was not finite before any update: inputs with column variance up to "
+            f"{scales[big]:.3g} ({big}) overflow the initialised encoder"
+        )
+        return cause, rescale
+    if large and config.preprocess != "standardise":
+        cause = (
+            f"{config.preprocess} column variances reach {scales[big]:.3g} ({big}) against "
+            f"{scales[small]:.3g} ({small})"
+        )
+        return cause, f"{rescale}, or lower --lr (now {config.ae.lr:g})"
+    cause = f"learning rate {config.ae.lr:g} with column variances up to {scales[big]:.3g} ({big})"
+    return cause, f"lower the learning rate (--lr, e.g. {config.ae.lr / 10:g}) or --gamma"
+
+
+def scale_warning(views: Mapping[str, np.ndarray], preprocess: str) -> str | None:
+    """One line when raw views (``preprocess == "none"``) have column variances that
+    differ by more than :data:`SCALE_SPAN_WARNING` between views, or exceed it: their
+    squared errors then dwarf each other, and training at the default learning rate can
+    diverge. None otherwise (and for every other ``preprocess``)."""
+    if preprocess != "none":
+        return None
+    scales = column_scales(views)
+    big = max(scales, key=scales.get)
+    small = min(scales, key=scales.get)
+    span = scales[big] / max(scales[small], 1e-300)
+    if span <= SCALE_SPAN_WARNING and scales[big] <= SCALE_SPAN_WARNING:
+        return None
+    return (
+        f"--preprocess none: the largest column variance is {scales[big]:.3g} in {big} and "
+        f"{scales[small]:.3g} in {small} ({math.log10(span):.1f} orders of magnitude apart); "
+        "raw training may diverge or let one view dominate; --preprocess standardise "
+        "is safe at any scale"
+    )
+
+
 def _summary(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample std) in % over the finished cells (NaN = diverged); (nan, nan) if
+    none finished, std 0 for one."""
     a = 100.0 * np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, bool]:
+    """``(mean(d), SE, mean(d) > 3 SE)`` of the paired differences ``d = a - b`` in
+    percentage points (inputs are fractions) over the seeds where both finished (a
+    diverged cell is NaN); SE = sample std(d) / sqrt(n) is NaN and the flag False below
+    2 pairs."""
+    d = 100.0 * (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return float(d.mean()) if d.size else math.nan, math.nan, False
+    se = float(d.std(ddof=1) / math.sqrt(d.size))
+    return float(d.mean()), se, bool(d.mean() > 3.0 * se)
+
+
+def format_difference(values: Sequence[float], reference: Sequence[float]) -> str:
+    """``"+3.10 ± 0.80 (3.9 SE)"``: the paired difference to ``reference`` in percentage
+    points over the seeds where both finished, its standard error, and the ratio; ``"n/a"``
+    below two such seeds."""
+    mean, se, _ = paired_difference(values, reference)
+    if math.isnan(se):
+        return "n/a"
+    ratio = mean / se if se > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    return f"{mean:+.2f} ± {se:.2f} ({ratio:+.1f} SE)"
+
+
+def format_accuracy(values: Sequence[float]) -> str:
+    """A table cell: ``"mean ± std"`` (%) over the finished seeds, with
+    ``"(k of n seeds; m diverged)"`` when some diverged, ``"diverged (n of n seeds)"``
+    when all did."""
+    values = np.asarray(values, dtype=np.float64)
+    finished = int(np.isfinite(values).sum())
+    if finished == 0:
+        return f"diverged ({values.size} of {values.size} seeds)" if values.size else "—"
+    text = "{:.2f} ± {:.2f}".format(*_summary(values))
+    if finished < values.size:
+        text += f" ({finished} of {values.size} seeds; {values.size - finished} diverged)"
+    return text
 
 
 def _regime_note(results: ProtocolResults) -> str:
@@ -373,12 +572,42 @@ def _regime_note(results: ProtocolResults) -> str:
     return f"Regime: preprocess {results.preprocess}; classifier on {labels}; {rows}.\n"
 
 
+def _divergence_note(results: ProtocolResults) -> str:
+    """The diverged cells, one line each (empty when none diverged)."""
+    cells = results.diverged_cells()
+    if not cells:
+        return ""
+    total = sum(len(v) for m, v in results.accuracies.items() if m not in results.skipped)
+    lines = [f"\n{len(cells)} of {total} cells diverged (left out of the means above):\n"]
+    for seed, method, record in cells:
+        label = METHOD_LABELS.get(method, method)
+        lines.append(f"- seed {seed}, {label}: {_divergence_text(record)}")
+    return "\n".join(lines) + "\n"
+
+
+def divergence_summary(results: ProtocolResults) -> str | None:
+    """One line, e.g. ``"3 of 30 cells diverged: seed 0 aes_gw (epoch 1: rec_mor), ..."``;
+    None when no cell diverged."""
+    cells = results.diverged_cells()
+    if not cells:
+        return None
+    total = sum(len(v) for m, v in results.accuracies.items() if m not in results.skipped)
+    items = [
+        f"seed {seed} {method} (epoch {r.get('epoch')}: {', '.join(r.get('non_finite') or [])})"
+        for seed, method, r in cells
+    ]
+    shown = ", ".join(items[:5]) + (f", and {len(items) - 5} more" if len(items) > 5 else "")
+    fix = cells[0][2].get("fix", "")
+    return f"{len(cells)} of {total} cells diverged: {shown}; fix: {fix}"
+
+
 def _write_csv(path: str | Path, fields: list[str], rows: list[dict]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+    def write(handle) -> None:
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+    atomic_write(path, write, mode="w")
 
 
 def _diagnostics_table(results: ProtocolResults, path_csv: Path) -> str:
@@ -447,6 +676,11 @@ def write_table(
     dataset = dataset or "accuracy"
     paper = PAPER_TABLE4.get(dataset, {})
     header = ["method", "pairing", f"{dataset} (%)"] + (["paper (%)"] if paper else [])
+    reference = accuracies.get("independent") if "independent" not in skipped else None
+    if reference is not None and len(accuracies) > 1:
+        header.append("− Independent (pp, paired)")
+    else:
+        reference = None
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = []
     regime = {
@@ -464,9 +698,14 @@ def write_table(
         else:
             mean, std = _summary(values)
             n_seeds = max(n_seeds, len(values))
-            cells = [label, pairing, f"{mean:.2f} ± {std:.2f}"]
+            cells = [label, pairing, format_accuracy(values)]
         if paper:
             cells.append(f"{ref[0]:.2f} ± {ref[1]:.2f}" if ref else "")
+        difference = ""
+        if reference is not None and name != "independent" and name not in skipped:
+            difference = format_difference(values, reference)
+        if reference is not None:
+            cells.append(difference or "—")
         lines.append("| " + " | ".join(cells) + " |")
         rows.append(
             {
@@ -475,11 +714,15 @@ def write_table(
                 "pairing": pairing,
                 "dataset": dataset,
                 "n_seeds": len(values),
-                "mean": "" if mean is None else f"{mean:.4f}",
-                "std": "" if std is None else f"{std:.4f}",
-                "accuracies": ";".join(f"{100 * v:.4f}" for v in values),
+                "n_diverged": sum(1 for v in values if not math.isfinite(v)),
+                "mean": "" if mean is None or math.isnan(mean) else f"{mean:.4f}",
+                "std": "" if std is None or math.isnan(std) else f"{std:.4f}",
+                "accuracies": ";".join(
+                    f"{100 * v:.4f}" if math.isfinite(v) else "diverged" for v in values
+                ),
                 "paper_mean": f"{ref[0]:.2f}" if ref else "",
                 "paper_std": f"{ref[1]:.2f}" if ref else "",
+                "minus_independent": difference if reference is not None else "",
                 **regime,
                 "note": skipped.get(name, ""),
             }
@@ -489,25 +732,33 @@ def write_table(
         f"\nTest accuracy (%) over {n_seeds} seeds, mean ± sample std; softmax regression "
         f"on the learnt features, {selected} selected on the validation split.\n"
     )
+    if reference is not None:
+        note += (
+            "− Independent: mean paired difference to Independent AEs over the seeds where "
+            "both finished (percentage points) ± its standard error (sample std of the "
+            "differences / √n), and their ratio.\n"
+        )
     if full is not None:
         note += _regime_note(full)
+        note += _divergence_note(full)
     text = "\n".join(lines) + "\n" + note
     if full is not None and full.diagnostics:
         path_diag = Path(path_csv).with_name(Path(path_csv).stem + "_diagnostics.csv")
         text += _diagnostics_table(full, path_diag)
-    Path(path_md).parent.mkdir(parents=True, exist_ok=True)
-    Path(path_md).write_text(text, encoding="utf-8")
+    atomic_write_text(path_md, text)
     fields = [
         "method",
         "label",
         "pairing",
         "dataset",
         "n_seeds",
+        "n_diverged",
         "mean",
         "std",
         "accuracies",
         "paper_mean",
         "paper_std",
+        "minus_independent",
         *regime,
         "note",
     ]

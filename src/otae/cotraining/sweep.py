@@ -64,8 +64,15 @@ from typing import Any
 
 import numpy as np
 
+from .._io import atomic_write, atomic_write_text
 from .baselines import METHOD_LABELS
-from .protocol import ProtocolConfig, _summary, run_protocol
+from .protocol import (
+    ProtocolConfig,
+    _summary,
+    format_accuracy,
+    paired_difference,
+    run_protocol,
+)
 
 __all__ = [
     "FACTORS",
@@ -228,6 +235,8 @@ class SweepResults:
     grid: bool = False
     settings: list[dict[str, Any]] = field(default_factory=list)
     accuracies: list[dict[str, list[float]]] = field(default_factory=list)
+    #: per diverged cell: (setting index, seed, method, divergence record)
+    diverged: list[tuple[int, int, str, dict]] = field(default_factory=list)
 
     def factor_rows(self, name: str) -> list[tuple[Any, dict[str, list[float]]]]:
         """Per value of factor ``name`` (in order): ``{method: accuracies}`` of the settings
@@ -238,9 +247,7 @@ class SweepResults:
         for value in self.factors[name]:
             pooled: dict[str, list[float]] = {m: [] for m in self.methods}
             for setting, accs in zip(self.settings, self.accuracies, strict=True):
-                others_at_base = all(
-                    setting[n] == self.base[n] for n in self.factors if n != name
-                )
+                others_at_base = all(setting[n] == self.base[n] for n in self.factors if n != name)
                 if setting[name] == value and (self.grid or others_at_base):
                     for m in self.methods:
                         pooled[m].extend(accs[m])
@@ -287,18 +294,9 @@ def run_sweep(
         outcome = run_protocol(views, labels, methods, seeds, _apply(base, setting))
         results.settings.append(setting)
         results.accuracies.append({m: list(outcome.accuracies[m]) for m in methods})
+        for seed, method, record in outcome.diverged_cells():
+            results.diverged.append((index - 1, seed, method, record))
     return results
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, bool]:
-    """``(mean(d), SE, mean(d) > 3 SE)`` of the paired differences ``d = a - b`` in
-    percentage points (inputs are fractions); SE = sample std(d) / sqrt(n) is NaN and the
-    flag False below 2 pairs."""
-    d = 100.0 * (np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
-    if d.size < 2:
-        return float(d.mean()) if d.size else math.nan, math.nan, False
-    se = float(d.std(ddof=1) / math.sqrt(d.size))
-    return float(d.mean()), se, bool(d.mean() > 3.0 * se)
 
 
 def _fmt(value: Any) -> str:
@@ -326,15 +324,17 @@ def write_sweep(results: SweepResults, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "sweep.csv", "md": out / "sweep.md", "png": out / "sweep.png"}
     _write_csv(results, paths["csv"])
-    paths["md"].write_text(_markdown(results), encoding="utf-8")
+    atomic_write_text(paths["md"], _markdown(results))
     _plot(results, paths["png"])
     return paths
 
 
 def _write_csv(results: SweepResults, path: Path) -> None:
-    fields = list(results.factors) + ["method", "n_seeds", "mean", "std", "se", "accuracies"]
+    fields = list(results.factors) + ["method", "n_seeds", "n_diverged", "mean", "std", "se"]
+    fields += ["accuracies"]
     fields += ["gw_minus_independent", "gw_minus_independent_se", "gw_beats_independent"]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+
+    def write(handle) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for setting, accs in zip(results.settings, results.accuracies, strict=True):
@@ -346,24 +346,32 @@ def _write_csv(results: SweepResults, path: Path) -> None:
             for method in results.methods:
                 values = accs[method]
                 mean, std = _summary(values)
+                finished = sum(1 for v in values if math.isfinite(v))
                 writer.writerow(
                     {
                         **{k: _fmt(v) for k, v in setting.items()},
                         "method": method,
                         "n_seeds": len(values),
-                        "mean": f"{mean:.4f}",
-                        "std": f"{std:.4f}",
-                        "se": f"{std / math.sqrt(len(values)):.4f}",
-                        "accuracies": ";".join(f"{100 * v:.4f}" for v in values),
+                        "n_diverged": len(values) - finished,
+                        "mean": "" if math.isnan(mean) else f"{mean:.4f}",
+                        "std": "" if math.isnan(std) else f"{std:.4f}",
+                        "se": "" if math.isnan(std) else f"{std / math.sqrt(finished):.4f}",
+                        "accuracies": ";".join(
+                            f"{100 * v:.4f}" if math.isfinite(v) else "diverged" for v in values
+                        ),
                         "gw_minus_independent": "" if math.isnan(diff[0]) else f"{diff[0]:.4f}",
                         "gw_minus_independent_se": "" if math.isnan(diff[1]) else f"{diff[1]:.4f}",
                         "gw_beats_independent": "" if diff[2] is None else str(diff[2]),
                     }
                 )
 
+    atomic_write(path, write, mode="w")
+
 
 def _diff_cell(accs: Mapping[str, Sequence[float]]) -> str:
     mean, se, beats = paired_difference(accs[_GW], accs[_IND])
+    if math.isnan(mean):
+        return "n/a (no seed where both finished)"
     # One seed has no standard error.
     return f"{mean:+.2f} ± " + ("n/a" if math.isnan(se) else f"{se:.2f}") + (" ✓" if beats else "")
 
@@ -374,7 +382,7 @@ def _table(keys: list[str], rows: list[tuple[list[str], dict]], results: SweepRe
         header.append("AEs+GW − Independent")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key_cells, accs in rows:
-        cells = key_cells + ["{:.2f} ± {:.2f}".format(*_summary(accs[m])) for m in results.methods]
+        cells = key_cells + [format_accuracy(accs[m]) for m in results.methods]
         if _compared(results):
             cells.append(_diff_cell(accs))
         lines.append("| " + " | ".join(cells) + " |")
@@ -404,6 +412,17 @@ def _markdown(results: SweepResults) -> str:
             for s, a in zip(results.settings, results.accuracies, strict=True)
         ]
         parts.append("## every setting\n\n" + _table(list(results.factors), rows, results))
+    if results.diverged:
+        total = sum(len(v) for accs in results.accuracies for v in accs.values())
+        lines = [f"## diverged cells ({len(results.diverged)} of {total}, left out of the means)\n"]
+        for index, seed, method, record in results.diverged:
+            terms = ", ".join(record.get("non_finite") or [])
+            lines.append(
+                f"- {_describe(results.settings[index])}, seed {seed}, "
+                f"{METHOD_LABELS.get(method, method)}: epoch {record.get('epoch')} "
+                f"(non-finite: {terms}); {record.get('cause', '')}; fix: {record.get('fix', '')}"
+            )
+        parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
@@ -440,8 +459,6 @@ def _plot(results: SweepResults, path: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(
-        "* AEs+GW > Independent by 3 paired SE" if _compared(results) else "", fontsize=8
-    )
+    fig.suptitle("* AEs+GW > Independent by 3 paired SE" if _compared(results) else "", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

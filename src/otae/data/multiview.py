@@ -705,6 +705,15 @@ def minmax_scale(train_view: np.ndarray, *others: np.ndarray) -> tuple[np.ndarra
 PREPROCESSING = ("standardise", "none", "minmax")
 
 
+def column_scales(views: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The largest column variance of each view (population variance, float64): the scale
+    a raw (unpreprocessed) view brings into a squared-error reconstruction term."""
+    return {
+        name: float(np.asarray(array, dtype=np.float64).var(axis=0).max(initial=0.0))
+        for name, array in views.items()
+    }
+
+
 def preprocess_views(
     kind: str, train_view: np.ndarray, *others: np.ndarray
 ) -> tuple[np.ndarray, ...]:
@@ -769,6 +778,7 @@ __all__ = [
     "HANDWRITTEN_VIEWS",
     "MULTIVIEW_DATASETS",
     "MultiViewDataset",
+    "column_scales",
     "default_handwritten_dir",
     "load_csv_multiview",
     "load_handwritten",

@@ -270,28 +270,28 @@ def fgw_proximal_point(
 
     Returns:
         Plan of shape (N, K) with marginals 1/N and 1/K, detached, dtype and device of
-        ``cost_st``. Cost O(n_outer (N^2 K + N K^2 + n_inner N K)). With ``log=True``
-        followed by a ``dict[str, Tensor]`` of detached tensors on the device of
-        ``cost_st`` (0-dim unless said), computed without host synchronisation. With
-        :math:`T^t` the iterate after proximal step t (its ``n_inner`` sweeps, before
-        rounding; :math:`T^0` the uniform plan):
+            ``cost_st``. Cost O(n_outer (N^2 K + N K^2 + n_inner N K)). With ``log=True``
+            followed by a ``dict[str, Tensor]`` of detached tensors on the device of
+            ``cost_st`` (0-dim unless said), computed without host synchronisation. With
+            :math:`T^t` the iterate after proximal step t (its ``n_inner`` sweeps, before
+            rounding; :math:`T^0` the uniform plan):
 
-        - ``n_iters``: proximal steps run, ``n_outer`` (int64).
-        - ``last_change``: :math:`\max_{ij} |T^{n}_{ij} - T^{n-1}_{ij}|`, the largest
-          change of a plan entry in the last step (mass units; 0 for ``n_outer=0``).
-          Compare it with the entries' scale 1/(NK).
-        - ``marginal_error``: L1 distance of the returned plan's row and column sums to
-          1/N and 1/K (mass units; only rounding error, the plan is rounded onto them).
-        - ``marginal_error_before_rounding``: the same for :math:`T^{n}`: how far the
-          ``n_inner`` sweeps left it from the marginals (what the rounding fixed).
-        - ``objective_trace``: shape (n_outer,), the objective :math:`E_\beta` of
-          :func:`fgw_objective` at the rounded :math:`T^t`, t = 1..n_outer (cost units;
-          the last entry is the objective at the returned plan). A trace still falling
-          at the end means more steps would lower the value.
-        - ``plan``: the returned plan.
+            - ``n_iters``: proximal steps run, ``n_outer`` (int64).
+            - ``last_change``: :math:`\max_{ij} |T^{n}_{ij} - T^{n-1}_{ij}|`, the largest
+              change of a plan entry in the last step (mass units; 0 for ``n_outer=0``).
+              Compare it with the entries' scale 1/(NK).
+            - ``marginal_error``: L1 distance of the returned plan's row and column sums to
+              1/N and 1/K (mass units; only rounding error, the plan is rounded onto them).
+            - ``marginal_error_before_rounding``: the same for :math:`T^{n}`: how far the
+              ``n_inner`` sweeps left it from the marginals (what the rounding fixed).
+            - ``objective_trace``: shape (n_outer,), the objective :math:`E_\beta` of
+              :func:`fgw_objective` at the rounded :math:`T^t`, t = 1..n_outer (cost units;
+              the last entry is the objective at the returned plan). A trace still falling
+              at the end means more steps would lower the value.
+            - ``plan``: the returned plan.
 
-        Without ``log`` nothing changes: same operations and values. With it, each
-        step also rounds and scores its iterate: about 33 more operations per step.
+            Without ``log`` nothing changes: same operations and values. With it, each
+            step also rounds and scores its iterate: about 33 more operations per step.
     """
     _validate_costs(cost_st, cost_s, cost_t)
     beta = check_unit_interval(beta, "beta")

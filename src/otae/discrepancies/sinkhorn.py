@@ -341,24 +341,24 @@ def sinkhorn(
 
     Returns:
         A scalar (and the plan when ``return_plan``), dtype and device of ``x``,
-        differentiable in x, y, a and b. With ``log=True`` these are followed by a
-        ``dict[str, Tensor]`` of detached tensors on the device of ``x`` (0-dim unless
-        said), computed without host synchronisation, in both ``gradient`` modes:
+            differentiable in x, y, a and b. With ``log=True`` these are followed by a
+            ``dict[str, Tensor]`` of detached tensors on the device of ``x`` (0-dim unless
+            said), computed without host synchronisation, in both ``gradient`` modes:
 
-        - ``n_iters``: iterations run, annealed ones included (int64).
-        - ``epsilon``: the final epsilon (cost units).
-        - ``last_change``: :math:`\max_i |f_i^{(T)} - f_i^{(T-1)}|`, the largest change
-          of the potential f in the last iteration, in cost units (after an annealed
-          iteration, from f at the annealed epsilon). It shrinks to 0 at convergence.
-        - ``marginal_error``: :func:`marginal_error` of the plan, the L1 distance of its
-          row and column sums to the normalised a and b (mass units, total mass 1; the
-          rows are exact up to rounding, so it is the columns' error). POT's
-          ``ot.sinkhorn(..., log=True)["err"]`` is the L2 norm of the column error.
-        - ``plan``: the (N, M) plan, detached.
+            - ``n_iters``: iterations run, annealed ones included (int64).
+            - ``epsilon``: the final epsilon (cost units).
+            - ``last_change``: :math:`\max_i |f_i^{(T)} - f_i^{(T-1)}|`, the largest change
+              of the potential f in the last iteration, in cost units (after an annealed
+              iteration, from f at the annealed epsilon). It shrinks to 0 at convergence.
+            - ``marginal_error``: :func:`marginal_error` of the plan, the L1 distance of its
+              row and column sums to the normalised a and b (mass units, total mass 1; the
+              rows are exact up to rounding, so it is the columns' error). POT's
+              ``ot.sinkhorn(..., log=True)["err"]`` is the L2 norm of the column error.
+            - ``plan``: the (N, M) plan, detached.
 
-        Without ``log`` nothing changes: same operations, values and gradients. With
-        it, about 15 more operations per call (e.g. 477 instead of 462 for a forward and
-        backward at N = M = 100, 100 implicit iterations).
+            Without ``log`` nothing changes: same operations, values and gradients. With
+            it, about 15 more operations per call (e.g. 477 instead of 462 for a forward and
+            backward at N = M = 100, 100 implicit iterations).
     """
     uniform = a is None and b is None
     epsilon, p, a, b = _validate(x, y, epsilon, p, a, b)

@@ -282,19 +282,19 @@ def max_sliced_fgw(
 
     Returns:
         A scalar tensor (and the direction), dtype and device of ``x``. With ``log=True``
-        followed by a ``dict[str, Tensor]`` of detached 0-dim tensors on the device of
-        ``x``, computed without host synchronisation, all about the chosen direction:
+            followed by a ``dict[str, Tensor]`` of detached 0-dim tensors on the device of
+            ``x``, computed without host synchronisation, all about the chosen direction:
 
-        - ``n_iters``: ascent steps run (int64).
-        - ``objective_start``: :math:`FG_\beta` along its starting direction.
-        - ``objective_end``: :math:`FG_\beta` along it at the end, i.e. the value.
-        - ``last_change``: the angle in radians it turned in the last ascent step
-          (:math:`\arctan(\text{lr}/\text{n\_iters})` unless its gradient vanished:
-          the steps are normalised, so this shows the step size, not convergence;
-          0 for ``n_iters=0``).
+            - ``n_iters``: ascent steps run (int64).
+            - ``objective_start``: :math:`FG_\beta` along its starting direction.
+            - ``objective_end``: :math:`FG_\beta` along it at the end, i.e. the value.
+            - ``last_change``: the angle in radians it turned in the last ascent step
+              (:math:`\arctan(\text{lr}/\text{n\_iters})` unless its gradient vanished:
+              the steps are normalised, so this shows the step size, not convergence;
+              0 for ``n_iters=0``).
 
-        Without ``log`` nothing changes: same operations, values and random draws.
-        With it, one more evaluation of the slices (about 50 operations).
+            Without ``log`` nothing changes: same operations, values and random draws.
+            With it, one more evaluation of the slices (about 50 operations).
     """
     _validate_clouds(x, y)
     beta = check_unit_interval(beta, "beta")
@@ -365,22 +365,22 @@ def spherical_sliced_fgw(
 
     Returns:
         A scalar tensor (and the locations), dtype and device of ``x``; differentiable
-        in ``x`` and ``y`` (not through the search). With ``log=True`` followed by a
-        ``dict[str, Tensor]`` of detached 0-dim tensors on the device of ``x``, computed
-        without host synchronisation and without drawing any extra random number:
+            in ``x`` and ``y`` (not through the search). With ``log=True`` followed by a
+            ``dict[str, Tensor]`` of detached 0-dim tensors on the device of ``x``, computed
+            without host synchronisation and without drawing any extra random number:
 
-        - ``n_iters``: ascent steps run (int64).
-        - ``objective_start``: the Monte Carlo objective (mean of the L slice values)
-          at the starting locations, with the L samples of the returned value.
-        - ``objective_end``: the same at the found locations, i.e. the value. Sharing
-          the samples, their difference is the search's gain without Monte Carlo noise.
-        - ``last_change``: the largest angle in radians that a location turned in the
-          last ascent step (:math:`\arctan(\text{lr}/\text{n\_iters})` unless its
-          gradient vanished: the steps are normalised, so this shows the step size, not
-          convergence; 0 for ``n_iters=0``).
+            - ``n_iters``: ascent steps run (int64).
+            - ``objective_start``: the Monte Carlo objective (mean of the L slice values)
+              at the starting locations, with the L samples of the returned value.
+            - ``objective_end``: the same at the found locations, i.e. the value. Sharing
+              the samples, their difference is the search's gain without Monte Carlo noise.
+            - ``last_change``: the largest angle in radians that a location turned in the
+              last ascent step (:math:`\arctan(\text{lr}/\text{n\_iters})` unless its
+              gradient vanished: the steps are normalised, so this shows the step size, not
+              convergence; 0 for ``n_iters=0``).
 
-        Without ``log`` nothing changes: same operations, values and random draws.
-        With it, one more evaluation of the slices (about 50 operations).
+            Without ``log`` nothing changes: same operations, values and random draws.
+            With it, one more evaluation of the slices (about 50 operations).
     """
     _validate_clouds(x, y)
     beta = check_unit_interval(beta, "beta")
