@@ -1,4 +1,4 @@
-"""Speed and memory benchmark of the OT discrepancies (issue 2).
+"""Speed and memory benchmark of the OT discrepancies.
 
     python benchmarks/discrepancies.py            # full run, writes benchmarks/results/
     python benchmarks/discrepancies.py --quick    # small sizes only (smoke run)

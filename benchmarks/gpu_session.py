@@ -1,8 +1,8 @@
-"""Every GPU measurement of a short GPU lease, as one budgeted script.
+"""Every GPU measurement of a short GPU job, as one budgeted script.
 
     python benchmarks/gpu_session.py --budget 540 --inception-weights W.pt --out DIR
 
-GPU time is lent in short leases (15 minutes here, machine start included), so
+GPU time often comes in short jobs (e.g. 15 minutes, machine start included), so
 everything that needs the GPU runs from this one script, in order, each stage in a
 subprocess with a timeout cut to what the budget still allows, so that one stage
 that hangs or fails costs its own time only:
@@ -22,9 +22,9 @@ that hangs or fails costs its own time only:
 
 Results land in ``benchmarks/results/`` of the working tree it runs in; the stages'
 logs and ``session.json`` (return code, wall time, epoch times per stage) in
-``--out``, and with ``--tar`` everything is packed into one archive (the device
-tool brings back a few files only). ``--smoke`` runs the same stages at toy sizes
-on the CPU, to test this script before a lease.
+``--out``, and with ``--tar`` everything is packed into one archive (some job
+runners bring back a few files only). ``--smoke`` runs the same stages at toy sizes
+on the CPU, to test this script before a GPU job.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from otae.data import build_dataset
 from otae.evaluation.disentanglement import mutual_information_gap
 from otae.evaluation.metrics import encode_dataset
+from otae.training import Trainer
 from otae.training.config import load_config
-from otae.training.trainer import Trainer
 
 OUT = Path(__file__).resolve().parent / "results" / "likelihood-pilot"
 
@@ -52,7 +52,9 @@ def main() -> None:
     train = build_dataset("shapes_fine", "train", image_size=32)
     test = build_dataset("shapes_fine", "test", image_size=32)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, run_dir, train_data=train, test_data=test, log=lambda m: None)
+        trainer = Trainer.from_config(
+            config, run_dir, train_data=train, test_data=test, log=lambda m: None
+        )
     model, optimizer = trainer.model, trainer.optimizer
     gen = torch.Generator().manual_seed(args.seed)
     eval_images = test.get_batch(torch.arange(args.eval_images))[0]

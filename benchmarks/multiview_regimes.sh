@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The committed multi-view results of issue 14 (benchmarks/results/multiview/), on the
+# The committed multi-view results (benchmarks/results/multiview/), on the
 # embedded UCI Handwritten views. Two chains run side by side with one thread each
 # (about an hour on 2 CPU cores); pass a chain name (a, b, sweep) to run one of them.
 set -euo pipefail

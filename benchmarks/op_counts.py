@@ -15,9 +15,9 @@ random 28x28 images:
   apart through otae.profiling's counting backend, are launched as fused kernels by
   inductor), and the number of graph breaks.
 
-Writes ``benchmarks/results/op_counts.{json,md}``. Floors (issue 12): 0 host syncs in a
-step of every model; regulariser ops at most D-RAE 100, WAE 100, SWAE 60, P-RAE 500,
-SSFG/PSSFG/max-SFG 800, MSSFG 900, SAE 600.
+Writes ``benchmarks/results/op_counts.{json,md}``. Targets: 0 host syncs in a step of
+every model (docs/performance.md); regulariser ops at most D-RAE 100, WAE 100, SWAE 60,
+P-RAE 500, SSFG/PSSFG/max-SFG 800, MSSFG 900, SAE 600.
 
     python benchmarks/op_counts.py [--models drae sae] [--compiled]
 """
@@ -38,10 +38,10 @@ MODELS = [
     "vae", "gmvae", "vampprior", "wae", "swae", "drae", "prae", "ssfg", "mssfg", "pssfg",
     "maxsfg", "gwae", "sae",
 ]
-#: regulariser op floors of issue 12 (fwd + bwd of the OT term, batch 100)
+#: op-count targets for the regulariser (fwd + bwd of the OT term, batch 100)
 FLOORS = {"drae": 100, "wae": 100, "swae": 60, "prae": 500, "ssfg": 800, "pssfg": 800,
           "maxsfg": 800, "mssfg": 900, "sae": 600}
-#: before issue 12 (the issue's own counts)
+#: the counts before the hot-path work (the previous implementations; CHANGELOG.md)
 BEFORE = {"drae": 228, "wae": 307, "swae": 48, "prae": 1608, "ssfg": 3263, "pssfg": 3021,
           "maxsfg": 2288, "mssfg": 3318, "sae": 3475}
 
@@ -58,7 +58,7 @@ def build_trainer(name: str, batch_size: int, overrides: list[str]):
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch_size, 1, 28, 28), generator=gen, dtype=torch.uint8)
     data = TensorImageDataset(images, torch.zeros(batch_size, dtype=torch.long))
-    trainer = Trainer(config, "/nonexistent-run-dir", train_data=data, test_data=data,
+    trainer = Trainer.from_config(config, "/nonexistent-run-dir", train_data=data, test_data=data,
                       log=lambda m: None)
     return trainer, data.get_batch(torch.arange(batch_size))[0]
 
@@ -95,7 +95,7 @@ def regulariser_closure(trainer, x: torch.Tensor):
 
 def count(fn) -> tuple[int, int, dict]:
     """Ops and syncs of ``fn`` with the input checks off, as in the training step."""
-    from otae.discrepancies._validation import input_checks
+    from otae.checks import input_checks
     from otae.profiling import OpCounter
 
     with input_checks(False), OpCounter() as counter:
@@ -158,7 +158,8 @@ def markdown(info: dict, rows: list[dict], args) -> str:
         "",
         "`step`: one eager training step (critic steps and optimiser step included); "
         "`OT term`: forward + backward of the regulariser alone on the batch's codes; "
-        "`floor`: issue 12's ceiling for the OT term; `before`: the count before issue 12. "
+        "`floor`: the op-count target for the OT term; `before`: the count of the previous "
+        "implementation. "
         "Ops exclude views and metadata; syncs are operations that make the host wait on "
         "CUDA (`otae.profiling.SYNC_OPS`, boolean-mask indexing).",
         "",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16: the three CPU-sized bench sets that measure the GWAE paper's claim (one GW
+# The three CPU-sized bench sets that measure the GWAE paper's claim (one GW
 # objective for a disentanglement and a clustering meta-prior) and the Sinkhorn AE
 # paper's claim (one objective across latent geometries). Each set trains into
 # runs/bench/<set> (an interrupted set resumes: run the script again) and its tables

@@ -9,7 +9,7 @@ For N = 1e2 .. 1e6 points in d = 8 and 64 dimensions with L = 50 directions:
 ``torch.compile(fullgraph=True)`` (inductor) at the sizes of ``--compile-sizes``, and
 the floor any sliced method pays: projecting both sets and ``torch.sort`` of both
 ``(N, L)`` arrays. Times are medians of synchronised repetitions after warm-up
-(issue 12's floors: SFGW <= 1.5x the sort at N >= 1e5, <= 0.3 ms at N <= 1e4).
+(the targets of docs/performance.md: SFGW <= 1.5x the sort at N >= 1e5, <= 0.3 ms at N <= 1e4).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine, machine_markdown, write_results  # noqa: E402
 
+from otae.checks import input_checks  # noqa: E402
 from otae.discrepancies import sliced_fgw  # noqa: E402
-from otae.discrepancies._validation import input_checks  # noqa: E402
 
 L = 50
 

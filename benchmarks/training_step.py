@@ -20,8 +20,9 @@ compiled the same way (its random draws made outside the graph, as the trainer d
 The input checks of the discrepancies are off, as in the trainer's hot path.
 
 Writes ``benchmarks/results/training_step[_<device>][_<precision>][_compiled].{json,md}``.
-Floors: issue 6, every OT regulariser adds < 3% to the step on CPU; issue 12 (GPU), the OT
-term is <= 5% of the step (WAE, SWAE, D-RAE, P-RAE), <= 10% (spherical family, SAE).
+Targets: every OT regulariser adds < 3% to the step on CPU (docs/results.md); on a GPU
+(docs/performance.md), the OT term is <= 5% of the step (WAE, SWAE, D-RAE, P-RAE), <= 10%
+(spherical family, SAE).
 
     python benchmarks/training_step.py [--device cuda] [--models drae sae] [--steps 5]
         [--compile [--compile-mode reduce-overhead]] [--precision bf16]
@@ -102,7 +103,7 @@ def _compiled_term(term, leaves, gen, args):
 
 def regulariser_time(trainer, x: torch.Tensor, args) -> dict[str, float]:
     """Forward + backward of the OT term alone on this batch's codes (module docstring)."""
-    from otae.discrepancies._validation import input_checks
+    from otae.checks import input_checks
     from otae.models.gwae import GWAE
 
     repeats, warmup = args.steps, args.warmup
@@ -169,7 +170,7 @@ def run_model(name: str, args) -> dict:
     config = load_config(f"mnist/{name}-{args.config}", overrides + extra)
     train = build_dataset("mnist", "train", subset=args.batch_size)
     test = build_dataset("mnist", "test", subset=args.batch_size)
-    trainer = Trainer(
+    trainer = Trainer.from_config(
         config, "/nonexistent-run-dir", train_data=train, test_data=test, log=lambda m: None
     )
     share = trainer.regulariser_share(args.steps, args.warmup)
@@ -287,7 +288,7 @@ def main() -> None:
             flush=True,
         )
         rows.append(row)
-        # written after every model: a run cut short (a lease's time limit) keeps its rows
+        # written after every model: a run cut short (a job's time limit) keeps its rows
         paths = write_step_results(args, info, rows)
     print("wrote", *paths)
 

@@ -32,6 +32,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 # submodules that has no entry here (docstring and the names the package does not
 # re-export: sections()), so a submodule needs an entry only for a page of its own.
 API_MODULES = [
+    "otae.checks",
+    "otae.constants",
     "otae.discrepancies",
     "otae.losses",
     "otae.sphere",

@@ -1,4 +1,4 @@
-"""Every otae discrepancy on two real point clouds (the issue-2 main job; `make demo`).
+"""Every otae discrepancy on two real point clouds (`make demo`).
 
 Cloud A: 8-d PCA codes of 1,000 MNIST test digits (standardised), i.e. what an
 encoder's batch of latent codes looks like. Cloud B: 1,000 stratified samples of a

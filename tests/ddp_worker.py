@@ -55,7 +55,7 @@ def run_case(model: str, mode: str = "global") -> dict:
     world_size, rank = distributed.world()
     data = images()
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(
+        trainer = Trainer.from_config(
             tiny_config(model, mode), run_dir, train_data=data, test_data=data, log=lambda m: None
         )
     x = data.get_batch(torch.arange(GLOBAL_BATCH))[0][rank::world_size]
@@ -87,7 +87,7 @@ def nan_on_last_rank(model: str) -> dict:
     world_size, rank = distributed.world()
     data = images()
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(tiny_config(model), run_dir, train_data=data, test_data=data)
+        trainer = Trainer.from_config(tiny_config(model), run_dir, train_data=data, test_data=data)
     if rank == world_size - 1:
         loss = trainer.model.loss
 
@@ -113,7 +113,7 @@ def failure_on_rank_0(model: str) -> dict:
     rank = distributed.world()[1]
     data = images()
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(tiny_config(model), run_dir, train_data=data, test_data=data)
+        trainer = Trainer.from_config(tiny_config(model), run_dir, train_data=data, test_data=data)
         if rank == 0:
 
             def failing_end_epoch(row, writer):

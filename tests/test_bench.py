@@ -324,8 +324,7 @@ def test_bench_saves_the_samples_its_distances_score(tmp_path):
     import numpy as np
 
     from otae.evaluation.fid import generate_samples, load_samples_npz
-    from otae.training import load_run
-    from otae.training.trainer import derived_seed
+    from otae.training import derived_seed, load_run
 
     bench = _tiny_bench(tmp_path)
     out = run_bench(bench, tmp_path / "out", only=["RAE (D)"], save_samples=True,

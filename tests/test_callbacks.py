@@ -72,7 +72,7 @@ def trainer_with(config, run_dir, callbacks, log=lambda m: None):
 
     from .test_training import tiny_data
 
-    return Trainer(config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1),
+    return Trainer.from_config(config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1),
                    log=log, callbacks=callbacks)
 
 

@@ -1,4 +1,4 @@
-"""The ``celeba-paper`` bench set end to end on a synthetic CelebA folder (issue 13).
+"""The ``celeba-paper`` bench set end to end on a synthetic CelebA folder.
 
 CelebA itself is on none of our machines, so a module fixture writes a small
 ``img_align_celeba/`` (32 JPEGs of CelebA's 178x218, seeded random content) with

@@ -245,7 +245,7 @@ def test_well_separated_blobs_are_recovered_by_both_sources():
 
 
 def test_unlabelled_or_single_class_data_only_get_a_note():
-    from otae.data.datasets import TensorImageDataset
+    from otae.data import TensorImageDataset
 
     model = build_model(
         model_config_from_dict({"name": "vae", "latent_dim": 2}), IMAGE_SHAPE, "mlp", {"hidden": (8,)}

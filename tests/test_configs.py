@@ -33,7 +33,7 @@ def test_shipped_config_trains_one_epoch(name, tmp_path):
             "training.device=cpu",
         ],
     )
-    trainer = Trainer(config, tmp_path, train_data=TRAIN, test_data=TEST, log=lambda m: None)
+    trainer = Trainer.from_config(config, tmp_path, train_data=TRAIN, test_data=TEST, log=lambda m: None)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     (row,) = trainer.fit()
     assert all(math.isfinite(v) for v in row.values()), row
@@ -50,7 +50,7 @@ def test_paper_configs_follow_the_paper_protocol():
         config = load_config(name)
         assert config.model.latent_dim == 8 and config.training.epochs == 50, name
         assert config.network.architecture == "paper_mnist", name
-        if config.model.name != "gwae":  # GWAE has its own optimiser and batch (spec §4)
+        if config.model.name != "gwae":  # GWAE has its own optimiser and batch (docs/gwae.md)
             assert config.training.batch_size == 100 and config.training.optimizer.lr == 1e-3
             assert tuple(config.training.optimizer.betas) == (0.5, 0.999)
             assert config.model.reduction == "sum"

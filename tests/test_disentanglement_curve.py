@@ -44,7 +44,7 @@ def shapes_config(*overrides):
 
 
 def train(config, run_dir, data, resume=False):
-    trainer = Trainer(config, run_dir, train_data=data[0], test_data=data[1],
+    trainer = Trainer.from_config(config, run_dir, train_data=data[0], test_data=data[1],
                       log=lambda m: None)
     trainer.fit(resume=resume)
     return trainer
@@ -230,11 +230,11 @@ def test_a_hand_made_curve_checks_its_data(tmp_path, shapes_data):
     squares = [i for i in range(len(test_data)) if test_data.factors[i, 0] == 0]
     with pytest.raises(ValueError, match=f"factor shape takes a single value in its "
                        f"{len(squares)} images"):
-        Trainer(config, tmp_path / "run", train_data=train_data,
+        Trainer.from_config(config, tmp_path / "run", train_data=train_data,
                 test_data=test_data.subset(squares))
     with pytest.raises(ValueError, match="factors shape, orientation take a single value in its "
                        "2 images"):
-        Trainer(shapes_config("evaluation.disentanglement_every=1",
+        Trainer.from_config(shapes_config("evaluation.disentanglement_every=1",
                               "evaluation.disentanglement_curve_points=2"), tmp_path / "run",
                 train_data=train_data, test_data=test_data.subset(squares))
 

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,8 @@ import torch
 from torch import nn
 
 from otae.parallel import BatchShards, GlobalBatchNorm, convert_batchnorm, local_batches
-from otae.training import load_config
-from otae.training.trainer import EpochSampler, derived_seed
+from otae.training import Trainer, load_config
+from otae.training.seeding import EpochSampler, derived_seed
 
 from . import ddp_worker
 
@@ -144,7 +145,7 @@ def test_batch_must_split_evenly_over_processes(monkeypatch, tmp_path):
 
     monkeypatch.setattr(distributed, "world", lambda: (3, 0))
     with pytest.raises(ValueError, match="divisible by the number of processes"):
-        Trainer(
+        Trainer.from_config(
             ddp_worker.tiny_config("drae"),
             tmp_path,
             train_data=ddp_worker.images(),
@@ -201,15 +202,54 @@ def test_two_processes_equal_one_process_at_the_same_global_batch(model, two_pro
             assert torch.equal(two["state"][key], value), key
 
 
+def _one_process_on_rows(model: str, rank: int, world: int = 2) -> dict:
+    """What rank ``rank`` of ``world`` computes in per_rank mode, redone in one process: the
+    loss terms of its rows alone (``rank::world`` of the global batch; batch norm on them
+    alone) with the same draws, and its objective and that objective's gradient: its rows'
+    mean SSE (reduction "mean") or SSE summed and scaled by ``world`` ("sum"), plus gamma
+    times its own regulariser."""
+    data = ddp_worker.images()
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer.from_config(
+            ddp_worker.tiny_config(model), run_dir, train_data=data, test_data=data,
+            log=lambda m: None,
+        )
+    config = trainer.config.model
+    x = data.get_batch(torch.arange(ddp_worker.GLOBAL_BATCH))[0][rank::world]
+    terms = trainer.model.loss(x, torch.Generator().manual_seed(123))
+    rows = world * x.shape[0] if config.reduction == "sum" else 1
+    objective = rows * terms["reconstruction"] + config.gamma * terms["regulariser"]
+    objective.backward()
+    named = trainer.model.named_parameters()
+    return {
+        "terms": {k: float(v.detach()) for k, v in terms.items() if k != "total"},
+        "objective": float(objective.detach()),
+        "grads": {n: p.grad.clone() for n, p in named if p.grad is not None},
+    }
+
+
 def test_per_rank_mode_is_a_different_objective(tmp_path):
-    """per_rank regularises each rank's rows alone (and batch norm is per rank): D-RAE's
-    batch-level term is no longer the one-process term at the same global batch."""
+    """per_rank regularises each rank's rows alone (and batch norm is per rank): the logged
+    terms are the means over ranks, and the gradients the average, of each rank's rows
+    computed alone in one process; so D-RAE's batch-level term is no longer the
+    one-process term at the same global batch."""
     out = tmp_path / "per_rank.pt"
     torchrun([str(REPO / "tests" / "ddp_worker.py"), str(out), "per_rank", "drae"], tmp_path)
     per_rank = torch.load(out, weights_only=True)["drae"]
     torch.set_num_threads(1)
-    one = ddp_worker.run_case("drae")
+    ranks = [_one_process_on_rows("drae", rank) for rank in range(2)]
     assert per_rank["finite"] and all(map(math.isfinite, per_rank["epoch"].values()))
+    expected = {k: sum(r["terms"][k] for r in ranks) / 2 for k in ranks[0]["terms"]}
+    expected["total"] = sum(r["objective"] for r in ranks) / 2
+    assert per_rank["terms"].keys() == expected.keys()
+    for key, value in expected.items():
+        assert per_rank["terms"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert per_rank["grads"].keys() == ranks[0]["grads"].keys()
+    average = {n: (ranks[0]["grads"][n] + ranks[1]["grads"][n]) / 2 for n in ranks[0]["grads"]}
+    floor = 1e-2 * max(float(g.abs().max()) for g in average.values())
+    for name, grad in average.items():
+        assert _max_rel(per_rank["grads"][name], grad, floor) < 1e-3, name
+    one = ddp_worker.run_case("drae")
     assert abs(per_rank["terms"]["regulariser"] - one["terms"]["regulariser"]) > 1e-3 * abs(
         one["terms"]["regulariser"]
     )
@@ -299,7 +339,7 @@ def test_bf16_autocast_keeps_the_ot_terms_in_float32(model, monkeypatch, tmp_pat
         config = ddp_worker.tiny_config(model)
         config.training.precision = precision
         torch.manual_seed(0)
-        trainer = Trainer(config, tmp_path, train_data=data, test_data=data)
+        trainer = Trainer.from_config(config, tmp_path, train_data=data, test_data=data)
         if model != "gwae":
             original = trainer.model.regulariser
 
@@ -332,7 +372,7 @@ def test_bf16_autocast_runs_the_ot_term_in_float32(model, tmp_path):
     config.training.precision = "bf16"
     torch.manual_seed(0)
     data = ddp_worker.images()
-    trainer = Trainer(config, tmp_path, train_data=data, test_data=data)
+    trainer = Trainer.from_config(config, tmp_path, train_data=data, test_data=data)
     name = "gw_term" if model == "gwae" else "regulariser"
     original = getattr(trainer.model, name)
     calls = []
@@ -381,7 +421,7 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
         config = ddp_worker.tiny_config("drae")
         config.training.compile = compiled
         torch.manual_seed(0)
-        trainer = Trainer(config, tmp_path, train_data=data, test_data=data)
+        trainer = Trainer.from_config(config, tmp_path, train_data=data, test_data=data)
         losses[compiled], grads[compiled] = [], []
         for step in range(2):
             x = data.get_batch(torch.arange(8 * step, 8 * step + 8))[0]
@@ -399,7 +439,7 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
         for name, g in eager.items():
             torch.testing.assert_close(compiled[name], g, rtol=1e-3, atol=1e-4 * largest)
     moved = 0
-    initial = Trainer(ddp_worker.tiny_config("drae"), tmp_path, train_data=data, test_data=data)
+    initial = Trainer.from_config(ddp_worker.tiny_config("drae"), tmp_path, train_data=data, test_data=data)
     for name, value in states[False].items():
         torch.testing.assert_close(states[True][name], value, rtol=1e-4, atol=1e-6)
         moved += not torch.equal(value, initial.model.state_dict()[name])

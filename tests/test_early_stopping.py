@@ -20,7 +20,7 @@ from otae.training import (
     save_config,
     validation_split,
 )
-from otae.training.trainer import EpochSampler
+from otae.training.seeding import EpochSampler
 
 from .test_cli_errors import TINY, one_error_line
 from .test_training import Killed, make_trainer, tiny_config, tiny_data
@@ -69,7 +69,7 @@ def same_weights(a, b) -> bool:
 
 
 def train(config, run_dir, callbacks=()):
-    trainer = Trainer(config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1),
+    trainer = Trainer.from_config(config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1),
                       log=lambda m: None, callbacks=list(callbacks))
     trainer.fit()
     return trainer
@@ -243,7 +243,7 @@ def test_disabled_by_default_changes_nothing(tmp_path):
 
 def test_early_stopping_is_set_by_the_config_not_passed_as_a_callback(tmp_path):
     with pytest.raises(ValueError, match="training.early_stopping.enabled"):
-        Trainer(tiny_config("vae", epochs=1), tmp_path / "run", train_data=tiny_data(),
+        Trainer.from_config(tiny_config("vae", epochs=1), tmp_path / "run", train_data=tiny_data(),
                 test_data=tiny_data(16, seed=1), callbacks=[EarlyStopping()])
 
 

@@ -14,7 +14,7 @@ import scipy.linalg
 import torch
 from torch.nn import functional as F
 
-from otae.data.datasets import TensorImageDataset, build_dataset
+from otae.data import TensorImageDataset, build_dataset
 from otae.evaluation import classifier as classifier_module
 from otae.evaluation import fid as fid_module
 from otae.evaluation.classifier import (

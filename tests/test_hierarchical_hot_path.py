@@ -1,4 +1,4 @@
-"""Hierarchical FGW in the training hot path (issue 12): same values as the previous
+"""Hierarchical FGW in the training hot path: same values as the previous
 implementation, no host syncs, few operations, one compiled graph."""
 
 import math
@@ -25,7 +25,7 @@ F64 = torch.float64
 
 
 def reference_proximal_point(c_st, c_s, c_t, beta, n_outer, n_inner, tau, symmetric):
-    """The solver before issue 12: explicit duals, logsumexp sweeps, tensor marginals."""
+    """The previous solver (the reference): explicit duals, logsumexp sweeps, tensor marginals."""
     def relational(cs, ct, plan, a, b):
         return ((cs.square() @ a).unsqueeze(1) + (ct.square() @ b).unsqueeze(0)
                 - 2.0 * cs @ plan @ ct.T)
@@ -146,8 +146,8 @@ def test_forward_backward_has_no_host_sync_and_few_operations(tau):
     with input_checks(False), OpCounter() as counter:
         hierarchical_fgw(*args, beta=0.1, n_outer=20, n_inner=5, tau=tau).backward()
     assert counter.syncs == 0, counter.sync_ops
-    # 8 per proximal step + 2 per Sinkhorn sweep, about 90 around them (issue 12: P-RAE's
-    # regulariser at most 500 at batch 100; 1196 before, and 1608 with input checks).
+    # 8 per proximal step + 2 per Sinkhorn sweep, about 90 around them (the op-count target
+    # of benchmarks/op_counts.py: P-RAE's regulariser at most 500 at batch 100; 1196 before, and 1608 with input checks).
     assert counter.ops <= 20 * (8 + 2 * 5) + 100, counter.summary(20)
 
 

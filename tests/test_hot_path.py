@@ -1,6 +1,6 @@
 """The training step's hot path: no host syncs, device-side skipping, compiled == eager.
 
-Issue 12: on a GPU every host sync stalls the launch queue, so a training step must make
+On a GPU every host sync stalls the launch queue, so a training step must make
 none (the optimiser's own CPU step counters aside: otae's Adam is fused and has none);
 a non-finite step is caught on the device and skipped there; ``training.compile`` runs
 each objective as one graph that agrees with eager mode.
@@ -24,7 +24,7 @@ def _trainer(model: str, tmp_path, configure=None) -> tuple[Trainer, torch.Tenso
         configure(config)
     torch.manual_seed(0)
     data = ddp_worker.images()
-    trainer = Trainer(config, tmp_path, train_data=data, test_data=data, log=lambda m: None)
+    trainer = Trainer.from_config(config, tmp_path, train_data=data, test_data=data, log=lambda m: None)
     return trainer, data.get_batch(torch.arange(ddp_worker.GLOBAL_BATCH))[0]
 
 

@@ -1,4 +1,4 @@
-"""Issue 12 hot path of MMD, sliced FGW / SW and the Gaussian-family priors.
+"""The training hot path of MMD, sliced FGW / SW and the Gaussian-family priors.
 
 Values and gradients of the fused implementations against the implementations they
 replaced (kept here as references), and, for every public hot-path function: no host
@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from otae import noise
+from otae.checks import input_checks
+from otae.constants import device_constant
 from otae.discrepancies import _pairwise
 from otae.discrepancies import one_dimensional as od
-from otae.discrepancies._validation import input_checks
 from otae.discrepancies.mmd import WAE_SCALES, mmd
 from otae.discrepancies.one_dimensional import fgw_1d_dense, fgw_1d_pair_rows, fgw_1d_rows
 from otae.discrepancies.sliced import sliced_fgw, sliced_gw, sliced_wasserstein
@@ -133,8 +134,8 @@ def test_device_constant_is_built_once_and_usable_after_inference_mode():
         return torch.arange(n, dtype=dtype, device=device)
 
     with torch.inference_mode():
-        first = _pairwise.device_constant(build, 5, dtype=F64, device="cpu")
-    again = _pairwise.device_constant(build, 5, dtype=F64, device=torch.device("cpu"))
+        first = device_constant(build, 5, dtype=F64, device="cpu")
+    again = device_constant(build, 5, dtype=F64, device=torch.device("cpu"))
     assert again is first and calls == [5]
     assert not first.is_inference()
     w = torch.ones(5, dtype=F64, requires_grad=True)
@@ -312,7 +313,8 @@ def test_prior_sampling_compiles_without_graph_break(name):
                             "eager")
 
 
-#: issue 12's ceilings for the regulariser's forward + backward at batch 100
+#: op-count targets for the regulariser's forward + backward at batch 100 (``FLOORS`` in
+#: benchmarks/op_counts.py)
 FLOORS = {"wae": (WAEConfig, {}, 100), "swae": (SWAEConfig, {"n_projections": 50}, 60),
           "drae": (DRAEConfig, {"prior": "gmm", "beta": 0.1, "n_projections": 50,
                                 "scale": "rae_authors"}, 100)}

@@ -232,15 +232,43 @@ def _model(name: str, **fields):
     return build_model(config, (1, 4, 4), generator=gen(0))
 
 
-@pytest.mark.parametrize("name, cls", [
-    ("drae", losses.SlicedFGWLoss), ("swae", losses.SlicedWassersteinLoss),
-    ("wae", losses.MMDLoss), ("sae", losses.SinkhornLoss), ("prae", losses.HierarchicalFGWLoss),
-    ("ssfg", losses.SphericalSlicedFGWLoss), ("maxsfg", losses.MaxSlicedFGWLoss),
-])  # fmt: skip
-def test_models_hold_their_loss_module(name, cls):
-    model = _model(name)
-    assert type(model.discrepancy_loss) is cls
-    assert not hasattr(model.discrepancy_loss, "generator_state")  # draws: the trainer's
+# name: (loss class, non-default model fields, the function at those settings written out)
+HELD = {
+    "drae": (losses.SlicedFGWLoss, {"beta": 0.3, "n_projections": 5, "scale": "rae_authors"},
+             lambda x, y, g: sliced_fgw(x, y, 0.3, 5, generator=g, scale="rae_authors")),
+    "swae": (losses.SlicedWassersteinLoss, {"n_projections": 6},
+             lambda x, y, g: sliced_wasserstein(x, y, 6, generator=g)),
+    "wae": (losses.MMDLoss, {"kernel": "gaussian", "scales": [0.5, 2.0]},
+            lambda x, y, g: mmd(x, y, kernel="gaussian", scales=(0.5, 2.0))),
+    "sae": (losses.SinkhornLoss, {"epsilon": 0.3, "n_iters": 7, "p": 1},
+            lambda x, y, g: sinkhorn(x, y, epsilon=0.3, n_iters=7, p=1)),
+    "prae": (losses.HierarchicalFGWLoss, {"beta": 0.4, "n_outer": 6, "n_inner": 3, "tau": "auto"},
+             lambda x, y, g: hierarchical_fgw(x, x.abs(), y, y.abs(), beta=0.4, n_outer=6,
+                                              n_inner=3, tau="auto")),
+    "ssfg": (losses.SphericalSlicedFGWLoss, SPH,
+             lambda x, y, g: spherical_sliced_fgw(x, y, **SPH, generator=g)),
+    "maxsfg": (losses.MaxSlicedFGWLoss, {"beta": 0.3, "n_iters": 4, "lr": 0.2, "n_starts": 2},
+               lambda x, y, g: max_sliced_fgw(x, y, 0.3, n_iters=4, lr=0.2, n_starts=2,
+                                              generator=g)),
+}
+
+
+@pytest.mark.parametrize("name", list(HELD))
+def test_models_hold_their_loss_module(name):
+    """The model's module is its function at the model's config: the same value as the
+    function called with those settings written out (same draws from the generator)."""
+    cls, fields, function = HELD[name]
+    model = _model(name, **fields)
+    module = model.discrepancy_loss
+    assert type(module) is cls
+    assert not hasattr(module, "generator_state")  # draws: the trainer's
+    x, y = (t.detach().float() for t in clouds(8))
+    with torch.no_grad():
+        if name == "prae":  # (N, d) posterior and (K, d) prior components
+            value = model.synced_loss()(x, x.abs(), y, y.abs())
+        else:  # codes and prior samples
+            value = model.discrepancy(x, y, gen(1))
+        torch.testing.assert_close(value, function(x, y, gen(1)), rtol=1e-6, atol=1e-7)
 
 
 def test_model_config_edits_reach_the_module():

@@ -327,9 +327,23 @@ def test_spherical_cold_start_without_warm_start(x):
 
 
 def test_mssfg_searches_n_locations(x):
+    """The buffer is (n_locations, d) from birth: check what a training call stores in it,
+    the k = 4 unit locations that spherical_sliced_fgw finds from random starts on the
+    same codes and prior samples with the same draws (prior samples, then the search's)."""
     model = make("mssfg", n_locations=4)
+    c = model.config
     model.loss(x, gen(0))
-    assert model.locations.shape == (4, 3)
+    with torch.no_grad():
+        g = gen(0)
+        z, _ = model.encoder(x)
+        y = prior_samples(model.prior, N, g)
+        _, expected = spherical_sliced_fgw(
+            z, y, c.beta, c.kappa, c.n_projections, c.n_iters, c.lr, n_components=4,
+            distribution="vmf", generator=g, return_locations=True,
+        )
+    assert expected.shape == (4, 3)
+    torch.testing.assert_close(model.locations, expected)
+    torch.testing.assert_close(model.locations.norm(dim=-1), torch.ones(4))
 
 
 @pytest.mark.parametrize("case", ["sae-vmf", "sae-sphere-div"])

@@ -1,4 +1,5 @@
-"""Conv encoders/decoders: parameter counts and spatial paths against the spec's layer list."""
+"""Conv encoders/decoders: parameter counts and spatial paths against the layer list of the
+RAE paper's conv nets."""
 
 import pytest
 import torch
@@ -35,13 +36,42 @@ def record_spatial_path(module, x):
     return shapes, out
 
 
-def test_registry_lists_the_conv_architectures():
-    assert {"mlp", "paper_mnist", "paper_celeba", "small_conv"} <= set(ARCHITECTURES)
+# name -> (build_networks arguments, expected encoder and decoder parameter counts)
+REGISTRY_CASES = {
+    "mlp": (((1, 8, 8), 3, False), {"hidden": (16,)},
+            lambda: (linear_params(64, 16) + linear_params(16, 3),
+                     linear_params(3, 16) + linear_params(16, 64))),
+    "paper_mnist": (((1, 28, 28), 8, False), {},
+                    lambda: paper_counts(1, 1, 7, [1024, 512, 256], 8, False)),
+    "paper_celeba": (((3, 64, 64), 64, True), {},
+                     lambda: paper_counts(3, 4, 8, [1024, 512, 256, 128], 64, True)),
+    "small_conv": (((1, 28, 28), 5, False), {"channels": (8, 16), "hidden": 32},
+                   lambda: (conv_params(1, 8, 4, False) + bn_params(8)
+                            + conv_params(8, 16, 4, False) + bn_params(16)
+                            + linear_params(16 * 7 * 7, 32) + linear_params(32, 5),
+                            linear_params(5, 32) + linear_params(32, 16 * 7 * 7)
+                            + conv_params(16, 8, 4, False) + bn_params(8)
+                            + conv_params(8, 1, 4, True))),
+}
 
 
-# Spec §6: encoder 4 blocks k4 s2 p1, no bias, BN, ReLU, 128-256-512-1024 channels, then the
-# linear head(s); decoder linear to 1024 x s x s, transposed convs k4 s2 p1 no bias + BN,
-# then a 1x1 transposed conv (with bias) to the image.
+@pytest.mark.parametrize("name", sorted(REGISTRY_CASES))
+def test_registry_lists_the_conv_architectures(name):
+    """Each listed name builds ITS nets: parameter counts from the layer lists (on the
+    meta device: shapes only, no memory), so a name mapped to another factory fails."""
+    assert name in ARCHITECTURES
+    args, options, counts = REGISTRY_CASES[name]
+    with torch.device("meta"):
+        encoder, decoder = build_networks(name, *args, **options)
+    assert (count_parameters(encoder), count_parameters(decoder)) == counts()
+    if name == "paper_mnist":  # the totals of the layer list below, written out
+        assert counts() == (11_024_136, 10_939_137)
+
+
+# The RAE paper's conv nets (§6.1; layers as in the authors' code): encoder 4 blocks k4
+# s2 p1, no bias, BN, ReLU, 128-256-512-1024 channels, then the linear head(s); decoder
+# linear to 1024 x s x s, transposed convs k4 s2 p1 no bias + BN, then a 1x1 transposed
+# conv (with bias) to the image.
 def paper_counts(in_channels, enc_out_side, dec_start_side, dec_channels, latent, probabilistic):
     enc_channels = [in_channels, 128, 256, 512, 1024]
     encoder = sum(
@@ -59,7 +89,7 @@ def paper_counts(in_channels, enc_out_side, dec_start_side, dec_channels, latent
 
 
 @pytest.mark.parametrize("probabilistic", [False, True])
-def test_paper_mnist_parameter_count_matches_the_spec(probabilistic):
+def test_paper_mnist_parameter_count_matches_the_layer_list(probabilistic):
     encoder, decoder = build_networks("paper_mnist", (1, 28, 28), 8, probabilistic)
     enc, dec = paper_counts(1, 1, 7, [1024, 512, 256], 8, probabilistic)
     assert count_parameters(encoder) == enc
@@ -73,7 +103,7 @@ def test_paper_mnist_parameter_count_matches_the_spec(probabilistic):
     assert enc == (11_024_136 if not probabilistic else 11_024_136 + 1024 * 8 + 8)
 
 
-def test_paper_celeba_parameter_count_matches_the_spec():
+def test_paper_celeba_parameter_count_matches_the_layer_list():
     encoder, decoder = build_networks("paper_celeba", (3, 64, 64), 64, True)
     enc, dec = paper_counts(3, 4, 8, [1024, 512, 256, 128], 64, True)
     assert count_parameters(encoder) == enc

@@ -10,7 +10,7 @@ from otae.discrepancies import fgw_1d, fgw_1d_dense
 
 
 def brute_force_fgw(x: torch.Tensor, y: torch.Tensor, beta: float) -> float:
-    """min over all N! permutations of the definition (spec §2.1), in float64 Python."""
+    """min over all N! permutations of the definition (RAE paper §3.2, eq. 12), in float64 Python."""
     xs, ys = x.double().tolist(), y.double().tolist()
     n = len(xs)
     best = math.inf
@@ -185,10 +185,22 @@ def test_bad_input_raises_clear_errors(x, y, beta, error, match):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_output_follows_input_dtype(dtype):
-    x = torch.randn(10, 3, dtype=dtype)
-    y = torch.randn(10, 3, dtype=dtype)
-    assert fgw_1d(x, y, 0.1).dtype == dtype
-    assert fgw_1d_dense(x, y, 0.1).dtype == dtype
+    """Both formulations return the input's dtype AND, per column, the brute-force minimum
+    over all 6! matchings of the (possibly float32-rounded) inputs, in float64, to that
+    dtype's accuracy. The last column mirrors a skewed sample: at beta = 0.9 its minimum
+    is the anti-identity matching."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(6, 3, generator=g, dtype=dtype)
+    y = torch.randn(6, 3, generator=g, dtype=dtype) * 2 + 0.5
+    x[:, 2] = x[:, 2].exp()
+    y[:, 2] = -x[:, 2]
+    tol = 1e-11 if dtype == torch.float64 else 2e-5
+    for beta in (0.1, 0.9):
+        expected = [brute_force_fgw(x[:, col], y[:, col], beta) for col in range(3)]
+        for fn in (fgw_1d, fgw_1d_dense):
+            value = fn(x, y, beta)
+            assert value.dtype == dtype and value.shape == (3,)
+            assert value.tolist() == pytest.approx(expected, rel=tol, abs=tol), (fn.__name__, beta)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Issue 16 groundwork: disentanglement metrics of a run, traversals, the paper-claim sets."""
+"""Disentanglement metrics of a run, traversals, the paper-claim sets."""
 
 from __future__ import annotations
 

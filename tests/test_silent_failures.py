@@ -19,7 +19,7 @@ from otae.data import TensorImageDataset
 from otae.evaluation import classifier as classifier_module
 from otae.experiment import run_experiment
 from otae.training import CheckpointError, Trainer, load_checkpoint, load_config
-from otae.training import trainer as trainer_module
+from otae.training.callbacks import NoProgress, progress_bar
 
 from .test_training import make_trainer
 from .test_training import tiny_config as _training_config
@@ -180,7 +180,7 @@ def test_resume_of_a_missing_run_is_refused(tmp_path, capsys):
     assert main(["train", "mnist/drae-quick", "--resume", "--run-dir", str(missing), *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("otae: error: --resume:") and str(missing) in err
-    assert "holds no otae run" in err and not missing.exists()
+    assert f"no run directory at {missing}" in err and not missing.exists()
 
 
 # ------------------------------------------------------------------ stale temporaries
@@ -264,10 +264,8 @@ def test_progress_bars_stay_out_of_a_log_that_is_not_a_terminal(tmp_path, capsys
 
 def test_progress_bars_are_shown_on_a_terminal(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert not isinstance(
-        trainer_module._progress(4, "x", enabled=True), trainer_module._NoProgress
-    )
-    assert isinstance(trainer_module._progress(4, "x", enabled=False), trainer_module._NoProgress)
+    assert not isinstance(progress_bar(4, "x", enabled=True), NoProgress)
+    assert isinstance(progress_bar(4, "x", enabled=False), NoProgress)
     make_trainer(tiny_config(epochs=1, progress=True), tmp_path / "run").fit()
     err = capsys.readouterr().err
     assert "\r" in err and "epoch 1/1" in err and "/4 [" in err

@@ -1,5 +1,5 @@
 """Sinkhorn in the training hot path: implicit gradient, in-place loop, epsilon-scaling,
-no host syncs, few operations, compiled without graph breaks (issue 12)."""
+no host syncs, few operations, compiled without graph breaks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ot
 import pytest
 import torch
 
-from otae.discrepancies._validation import input_checks
+from otae.checks import input_checks
 from otae.discrepancies.sinkhorn import annealing_schedule, sinkhorn, sinkhorn_divergence
 from otae.models import build_model, model_config_from_dict
 from otae.profiling import OpCounter
@@ -32,7 +32,7 @@ def _weights(n, m, seed=3):
 
 
 def _unrolled_reference(x, y, eps, n_iters, a, b):
-    """The pre-issue-12 implementation: plain log-domain loop, autograd through it."""
+    """The previous implementation (the reference): plain log-domain loop, autograd through it."""
     diff = x.unsqueeze(1) - y.unsqueeze(0)
     c = (diff**2).sum(-1) / eps
     log_a, log_b = torch.log(a / a.sum()), torch.log(b / b.sum())

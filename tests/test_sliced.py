@@ -1,5 +1,6 @@
 """sliced_fgw / sliced_gw / sliced_wasserstein against per-slice references and invariances."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,11 +140,37 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b: sliced_wasserstein(a, b, projections=theta), (x, y))
 
 
+def dense_sliced_numpy(x, y, theta, beta):
+    """Mean over the columns of ``theta`` of the 1-D fused objective, min over the identity
+    and anti-identity matchings of the sorted projections, by N x N matrices in float64."""
+    px = np.sort(x.double().numpy() @ theta.double().numpy(), axis=0)
+    py = np.sort(y.double().numpy() @ theta.double().numpy(), axis=0)
+    values = []
+    for a, b in zip(px.T, py.T, strict=True):
+        dx = (a[:, None] - a[None, :]) ** 2
+        values.append(min(
+            (1 - beta) * np.mean((a - q) ** 2)
+            + beta * np.mean((dx - (q[:, None] - q[None, :]) ** 2) ** 2)
+            for q in (b, b[::-1])
+        ))
+    return float(np.mean(values))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_output_follows_input_dtype(dtype):
+    """The result is in the input's dtype AND has the float64 reference's value (computed
+    from the same, possibly float32-rounded, inputs) to that dtype's accuracy; with the
+    given directions and with the 50 directions drawn from a generator in that dtype."""
     x, y = clouds(dtype=dtype)
-    for fn in (sliced_fgw, sliced_gw, sliced_wasserstein):
-        assert fn(x, y).dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    theta = uniform_directions(6, 5, generator=torch.Generator().manual_seed(5), dtype=dtype).T
+    drawn = uniform_directions(50, 5, generator=torch.Generator().manual_seed(6), dtype=dtype).T
+    for fn, beta in ((sliced_fgw, 0.1), (sliced_gw, 1.0), (sliced_wasserstein, 0.0)):
+        given = fn(x, y, projections=theta)
+        fresh = fn(x, y, generator=torch.Generator().manual_seed(6))
+        assert given.dtype == fresh.dtype == dtype
+        assert given.item() == pytest.approx(dense_sliced_numpy(x, y, theta, beta), rel=tol)
+        assert fresh.item() == pytest.approx(dense_sliced_numpy(x, y, drawn, beta), rel=tol)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Solver diagnostics on request (issue 15): ``log=True`` of Sinkhorn, hierarchical FGW
+"""Solver diagnostics on request: ``log=True`` of Sinkhorn, hierarchical FGW
 and the spherical location search, checked against independent computations (POT, the
 public solvers rerun, hand formulas); ``log`` changes no value, gradient or draw, and
 makes no host synchronisation."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from otae.data import TensorImageDataset
 from otae.training import (
@@ -53,7 +56,7 @@ def tiny_config(model="vae", epochs=3, **model_options):
 
 
 def make_trainer(config, run_dir, log=lambda m: None):
-    return Trainer(
+    return Trainer.from_config(
         config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1), log=log
     )
 
@@ -106,12 +109,46 @@ def test_bad_configs_name_the_problem(values, message):
         config_from_dict(values)
 
 
+def _merged_yaml(path: Path) -> dict:
+    """A config file's raw mapping with its ``base`` chain merged in by hand: the base's
+    mapping first (a path next to the file, or a shipped config's name), then this file's
+    keys over it, recursively into sections."""
+    values = yaml.safe_load(path.read_text()) or {}
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    base_path = path.parent / base
+    if not base_path.is_file():
+        base_path = SHIPPED / f"{base.removesuffix('.yaml')}.yaml"
+    return _merged_over(_merged_yaml(base_path), values)
+
+
+def _merged_over(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged_over(merged[key], value) if both else value
+    return merged
+
+
+SHIPPED = Path(str(resources.files("otae") / "configs"))
+
+
 def test_every_shipped_config_loads():
+    """Each shipped config loads to exactly what its files say: every key of the YAML
+    (its base chain merged by hand) has its value in the loaded config, and every key the
+    files leave out has the default of an otherwise empty config of that model."""
     names = shipped_configs()
     assert any(n.endswith("drae-quick") for n in names)
+    files = (p.relative_to(SHIPPED) for p in SHIPPED.rglob("*.yaml"))
+    assert names == sorted(
+        str(f.with_suffix("")) for f in files if f.parts[0] != "bench" and f.name[0] != "_"
+    )
     for name in names:
-        config = load_config(name)
-        assert isinstance(config, ExperimentConfig), name
+        raw = _merged_yaml(SHIPPED / f"{name}.yaml")
+        raw.setdefault("name", Path(name).name)
+        defaults = config_to_dict(config_from_dict({"model": {"name": raw["model"]["name"]}}))
+        assert config_to_dict(load_config(name)) == _merged_over(defaults, raw), name
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -224,11 +261,38 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
-def test_dataclass_fields_have_defaults():
-    # Every section must be constructible empty, so partial YAML files work.
+def test_dataclass_fields_have_defaults(tmp_path):
+    """Every field of every section (nested ones too) has a default, so partial YAML files
+    work: a file that sets two keys gets exactly the defaults everywhere else (the nested
+    optimizer section merged, not replaced), and no mutable default is shared."""
+
+    def fields_without_default(cls, prefix):
+        missing = []
+        for f in dataclasses.fields(cls):
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                missing.append(f"{prefix}.{f.name}")
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+                if dataclasses.is_dataclass(value):
+                    missing += fields_without_default(type(value), f"{prefix}.{f.name}")
+        return missing
+
+    empty = ExperimentConfig()
     for section in ("network", "data", "training", "evaluation"):
-        cls = type(getattr(ExperimentConfig(), section))
-        assert dataclasses.is_dataclass(cls)
+        assert fields_without_default(type(getattr(empty, section)), section) == []
+    (tmp_path / "partial.yaml").write_text(
+        "model: {name: vae}\ntraining: {epochs: 2, optimizer: {lr: 0.01}}\n"
+    )
+    config = load_config(tmp_path / "partial.yaml")
+    expected = ExperimentConfig().training
+    expected.epochs, expected.optimizer.lr = 2, 0.01
+    assert config.training == expected
+    assert (config.network, config.data, config.evaluation, config.output_dir) == (
+        empty.network, empty.data, empty.evaluation, empty.output_dir
+    )
+    config.training.loggers.append("wandb")
+    config.network.options["hidden"] = [4]
+    assert ExperimentConfig().training.loggers == [] and ExperimentConfig().network.options == {}
 
 
 # ---------------------------------------------------------------------- loaders and determinism

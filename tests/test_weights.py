@@ -338,10 +338,18 @@ def test_mmd_rejects_a_single_positive_weight():
 
 def test_weights_are_not_checked_when_input_checks_are_off():
     x, y = clouds(3, 4)
+    p = directions()
     a = torch.tensor([1.0, 1.0, 0.0], dtype=F64)  # sums to 2: accepted and used as given
     with input_checks(False):
-        value = sliced_wasserstein(x, y, projections=directions(), a=a)
-    assert torch.isfinite(value)
+        value = sliced_wasserstein(x, y, projections=p, a=a)
+    # Used as given, not normalised: the monotone coupling moves the smaller total, y's
+    # mass 1, and in each slice the lower of x_0, x_1 (weight 1) takes all of it, so
+    # every y_j is matched to that point. (a / 2 would split y over both points.)
+    xp, yp = (x @ p).numpy(), (y @ p).numpy()
+    lowest = np.minimum(xp[0], xp[1])
+    expected = np.mean((yp - lowest) ** 2)  # mean over the 4 points of y and the slices
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+    assert sliced_wasserstein(x, y, projections=p, a=a / 2).item() != pytest.approx(expected)
 
 
 def test_merging_duplicates_changes_the_mmd_estimate_by_the_duplicate_pair():

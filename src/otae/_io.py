@@ -4,19 +4,21 @@
 flushes and fsyncs it, renames it over the target (``os.replace`` is atomic on POSIX and
 Windows) and fsyncs the folder, so the rename itself survives a power cut. Readers see
 the old file or the new one, never a mix; two writers of the same path each leave a
-whole file (the last rename wins).
+whole file (the last rename wins). :func:`write_csv_rows` writes a table of dict rows
+the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "write_csv_rows"]
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -61,3 +63,24 @@ def atomic_write(
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """:func:`atomic_write` of ``text`` as UTF-8."""
     return atomic_write(path, lambda file: file.write(text), mode="w")
+
+
+def write_csv_rows(
+    path: str | os.PathLike, rows: list[dict[str, Any]], fieldnames: list[str] | None = None
+) -> Path:
+    """``rows`` as a CSV file with a header, atomically (:func:`atomic_write`).
+
+    Columns: ``fieldnames`` if given, else the union of the rows' keys in first-seen order
+    (a row without a column leaves it empty).
+    """
+    if fieldnames is None:
+        fieldnames = []
+        for row in rows:
+            fieldnames += [k for k in row if k not in fieldnames]
+
+    def write(handle: IO[Any]) -> None:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    return atomic_write(path, write, mode="w")

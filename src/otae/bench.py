@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ._io import atomic_write, atomic_write_text, write_csv_rows
 from .training import load_config, resolve_config_path, shipped_configs
 from .training.config import read_yaml_mapping
 from .typed_config import from_dict
@@ -256,20 +257,20 @@ def measure_run(
             metrics.update(provenance(config, options.concurrent_runs))
             # the protocol the set's description states, changed on the command line
             metrics["command_overrides"] = " ".join(options.overrides)
-            metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+            atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     if metrics is None:
         log(f"[bench] {run.name} seed {seed}: no metrics in {run_dir}; left out of the table")
         return None
     if options.retime:
         metrics.update(_retime(config, run_dir))
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     if not _has_frechet(metrics, bench) or (options.save_samples and not _has_samples(run_dir)):
         _, model, _ = load_run(run_dir, None, device=str(_device(config)))
         test_data = build_split(config.data, "test")
         metrics.update(
             frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log)
         )
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     if _lacks_clustering(metrics, config):  # a run measured before clustering was
         from .evaluation.clustering import dataset_clustering_metrics
 
@@ -282,7 +283,7 @@ def measure_run(
                 codes_path=run_dir / "test_codes.npz",
             )
         )
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     log(
         f"[bench] {run.name} seed {seed}: rec {metrics['test_rec_loss']:.2f}"
         + "".join(f", {k} {metrics[k]:.2f}" for k in ("classifier_fd", "fid") if k in metrics)
@@ -496,7 +497,7 @@ def _retime(config, run_dir: Path) -> dict[str, float]:
     """Time the training step of a finished run again (e.g. on an otherwise idle machine)."""
     from .training import Trainer
 
-    trainer = Trainer(config, run_dir, log=lambda m: None)
+    trainer = Trainer.from_config(config, run_dir, log=lambda m: None)
     trainer.resume()
     return trainer.regulariser_share(max(config.evaluation.timing_steps, 20))
 
@@ -635,13 +636,7 @@ def _parse_cell(text: str) -> Any:
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv_rows(path, history)
 
 
 def _in_bench_order(bench: BenchConfig, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -703,13 +698,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     records = _in_bench_order(bench, records)
     plain = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
-    keys: list[str] = []
-    for r in plain:
-        keys += [k for k in r if k not in keys]
-    with (out_dir / "runs.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(plain)
+    write_csv_rows(out_dir / "runs.csv", plain)
     rows = summarise(records)
     groups = {row["run"]: [r for r in records if r["run"] == row["run"]] for row in rows}
     metric_cols = [("test_rec_loss", "Rec. loss")]
@@ -789,9 +778,10 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     if acc:
         on = f", trained on {' / '.join(trained_on)}" if trained_on else ""
         lines.append(f"Classifier of the classifier FD: test accuracy {acc[0]:.4f}{on}.")
-    (out_dir / "table.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "table.md", "\n".join(lines) + "\n")
     provenance_keys = ("machine", "accelerator", "torch_version", "date", "concurrent_runs")
-    with (out_dir / "table.csv").open("w", newline="") as handle:
+
+    def write_table_csv(handle) -> None:
         writer = csv.writer(handle)
         header = ["method", "encoder", "seeds", "epochs", "protocol_epochs"]
         for key, _ in metric_cols:
@@ -814,6 +804,8 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
                 + [row.get("seconds_per_epoch", ""), row.get("regulariser_share", "")]
                 + [first.get(k, "") for k in provenance_keys]
             )
+
+    atomic_write(out_dir / "table.csv", write_table_csv, mode="w")
     runtime = [
         f"# {bench.name}: runtime",
         "",
@@ -835,7 +827,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         ]
         runtime.append(f"| {row['run']} | {' | '.join(cells)} | {_run_on(groups[row['run']])} |")
     runtime += _throughput_lines(out_dir / "throughput.csv")
-    (out_dir / "runtime.md").write_text("\n".join(runtime) + "\n")
+    atomic_write_text(out_dir / "runtime.md", "\n".join(runtime) + "\n")
     _write_bench_report(bench, records, rows, out_dir)
 
 

@@ -27,6 +27,13 @@ EXAMPLES = """examples:
   otae list
 """
 
+CHECKPOINT_HELP = (
+    "which checkpoint of RUN_DIR/checkpoints: last (last.pt, the latest saved epoch) or "
+    "best (best.pt, the lowest held-out loss, or early stopping's best epoch); default: "
+    "the model `otae train` evaluated, i.e. best for a run with training.early_stopping, "
+    "else last"
+)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -35,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="one of the commands below; `otae COMMAND --help` lists its options",
+    )
 
     train = sub.add_parser(
         "train",
@@ -52,22 +64,33 @@ def _parser() -> argparse.ArgumentParser:
         "--run-dir", type=Path, help="where to write the run (default: output_dir/name)"
     )
     train.add_argument(
-        "--resume", action="store_true", help="continue from the run's last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir (or the config's output_dir/name) from its "
+        "last checkpoint, RUN_DIR/checkpoints/last.pt; a run directory given as CONFIG is "
+        "resumed without it",
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: config, auto)")
-    train.add_argument("--no-report", action="store_true", help="skip figures and report.html")
+    train.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip figures and report.html; kept in the run's config (evaluation.report="
+        "false), so resuming the run skips them too: resume with evaluation.report=true "
+        "to have them again",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     ev = sub.add_parser("eval", help="evaluate a run directory: metrics.json and report.html")
-    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("run_dir", type=Path, help="a run directory written by `otae train`")
+    ev.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
     ev.add_argument(
-        "--checkpoint",
-        choices=("last", "best"),
-        help="default: best for a run with training.early_stopping, else last",
+        "--no-report",
+        action="store_true",
+        help="write metrics.json only, not the figures and report.html (written by "
+        "default, also for a run trained with --no-report)",
     )
-    ev.add_argument("--device", default="cpu")
-    ev.add_argument("--no-report", action="store_true")
     ev.add_argument(
         "--classifier-fd",
         type=int,
@@ -89,17 +112,19 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sample = sub.add_parser("sample", help="decode prior samples of a trained run into a PNG grid")
-    sample.add_argument("run_dir", type=Path)
-    sample.add_argument("-n", type=int, default=64, help="number of images")
-    sample.add_argument("--component", type=int, help="sample from this prior component only")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("run_dir", type=Path, help="a run directory written by `otae train`")
+    sample.add_argument("-n", type=int, default=64, help="number of images (default: 64)")
     sample.add_argument(
-        "--checkpoint",
-        choices=("last", "best"),
-        help="default: best for a run with training.early_stopping, else last",
+        "--component",
+        type=int,
+        help="sample from this prior component only (0-based; default: the whole prior)",
     )
+    sample.add_argument(
+        "--seed", type=int, default=0, help="seed of the prior draws (default: 0)"
+    )
+    sample.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
     sample.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/samples-*.png)")
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
 
     bench = sub.add_parser(
         "bench", help="train a set of models under one protocol; paper-style tables + report"
@@ -230,6 +255,7 @@ def _parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         choices=("models", "priors", "networks", "datasets", "configs", "bench"),
+        help="list only this section (default: all of them)",
     )
     _add_fid_parsers(sub)
     return parser
@@ -238,6 +264,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
     from .training import load_config
+    from .training.config import resolve_config_path
 
     target = Path(args.config)
     overrides = list(args.overrides)
@@ -245,25 +272,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
     resume = args.resume
     if target.is_dir():  # a run directory: its resolved config, resumed by default
         if not (target / "config.yaml").is_file():
-            raise FileNotFoundError(f"{target} is a folder without config.yaml: not an otae run")
+            what = "--resume: " if resume else ""
+            raise FileNotFoundError(
+                f"{what}{target} is a folder without config.yaml: it holds no otae run "
+                "(a run directory is the folder `otae train` printed as `run directory:`)"
+            )
         config_source = target / "config.yaml"
         run_dir = run_dir or target
         if not resume and not args.overwrite:
             resume = True
     else:
         config_source = args.config
+        if resume and run_dir is None:
+            try:  # a config (file or shipped name): resume its default run directory
+                resolve_config_path(args.config)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"--resume: no run directory at {target} (and no config file or shipped "
+                    "config of that name); check the path, or drop --resume to start a new run"
+                ) from None
     if args.device:
         overrides.append(f"training.device={args.device}")
     if args.no_progress:
         overrides.append("training.progress=false")
+    if args.no_report:
+        # in the run's config.yaml: a resumed run keeps the choice (an explicit
+        # evaluation.report=true on the command line wins, as the later override)
+        overrides.insert(0, "evaluation.report=false")
     # a resumed run keeps the name in its config.yaml (not its folder's name)
     config = load_config(config_source, overrides)
     from .training.distributed import distributed_session
 
     with distributed_session(config.training.device):
         result = run_experiment(
-            config, run_dir, resume=resume, overwrite=args.overwrite, report=not args.no_report
-        )
+            config, run_dir, resume=resume, overwrite=args.overwrite,
+            report=config.evaluation.report,
+        )  # fmt: skip
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     m = result.metrics
@@ -274,6 +318,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     if result.report is not None:
         print(f"report: {result.report.resolve()}")
+    elif (result.run_dir / "report.html").is_file():
+        print(
+            f"note: {result.run_dir / 'report.html'} is from an earlier evaluation (this one "
+            f"wrote no report); `otae eval {result.run_dir}` writes it again",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -616,7 +666,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- FID away from the training machine: compact weights, saved samples (issue 13)
+# ---- FID away from the training machine: compact weights, saved samples
 def _add_fid_parsers(sub) -> None:
     weights = sub.add_parser(
         "fid-weights",
@@ -645,7 +695,7 @@ def _add_fid_parsers(sub) -> None:
         metavar="PATH",
         help="Inception weights (default: $OTAE_INCEPTION_WEIGHTS, else the package's)",
     )
-    fid.add_argument("--device", default="cpu")
+    fid.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
 
 
 def _cmd_fid_weights(args: argparse.Namespace) -> int:

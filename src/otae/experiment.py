@@ -15,7 +15,6 @@ This sits above :mod:`otae.training` and :mod:`otae.evaluation` and is what
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ._io import atomic_write_text
+from .data.batches import labels_of
 from .evaluation.metrics import mean_image_baseline, reconstruction_metrics
 from .nn import count_parameters
 from .parallel import local_batches
@@ -33,12 +34,13 @@ from .training import (
     ExperimentConfig,
     Trainer,
     build_split,
+    carve_validation,
     config_to_dict,
     derived_seed,
+    final_checkpoint,
     load_checkpoint,
     load_run,
 )
-from .training.trainer import carve_validation, final_checkpoint
 
 
 @dataclass
@@ -153,10 +155,9 @@ def check_frechet_possible(config: ExperimentConfig, train_data=None) -> None:
     """
     if config.evaluation.classifier_fd_samples <= 0 or uses_mnist_classifier(config.data):
         return
-    from .evaluation.classifier import _labels_of
 
     data = train_data if train_data is not None else build_split(config.data, "train")
-    if _labels_of(data) is None:
+    if labels_of(data) is None:
         raise ValueError(
             "classifier FD needs a classifier trained on the run's own data, and the "
             f"{config.data.name} training images are not labelled; use FID "
@@ -171,9 +172,14 @@ def default_run_dir(config: ExperimentConfig) -> Path:
 def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber an existing run unless asked to (nothing is lost by accident)."""
     has_run = (run_dir / "checkpoints").exists() or (run_dir / "history.csv").exists()
+    if resume and not run_dir.exists():
+        raise FileNotFoundError(
+            f"--resume: no run directory at {run_dir}; check the path (or --run-dir), or "
+            "drop --resume to start a new run"
+        )
     if resume and not has_run and not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(
-            f"--resume: {run_dir} holds no otae run to continue (no checkpoints/, "
+            f"--resume: {run_dir} exists but holds no otae run to continue (no checkpoints/, "
             "history.csv or config.yaml); check the path, or drop --resume to start a new run"
         )
     if has_run and not resume:
@@ -187,9 +193,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def _write_json(path: Path, values: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(values, indent=2, sort_keys=False) + "\n")
 
 
 def evaluate_model(
@@ -205,7 +209,10 @@ def evaluate_model(
     log=print,
     inception_weights=None,
 ) -> RunResult:
-    """Final metrics (spec §1 units) and, optionally, the figures and HTML report.
+    """Final metrics and, optionally, the figures and HTML report.
+
+    The reconstruction losses are the mean over test images of the per-image sum of
+    squared errors, pixels in [0, 1] (the RAE paper's "Rec. loss" unit).
 
     ``inception_weights``: the FID weights file (:func:`frechet_metrics`). Unless
     ``evaluation.clustering`` is false, the test codes are clustered against the test
@@ -348,7 +355,7 @@ def run_experiment(
     if is_main:
         prepare_run_dir(run_dir, resume, overwrite)
     distributed.barrier()
-    trainer = Trainer(config, run_dir, log=log, callbacks=callbacks)
+    trainer = Trainer.from_config(config, run_dir, log=log, callbacks=callbacks)
     # refused now, not after training: a Fréchet metric the data cannot have
     check_frechet_possible(config, trainer.train_data)
     start = time.perf_counter()
@@ -394,8 +401,11 @@ def run_experiment(
     except BaseException as err:
         if trained:  # a failure of fit() was reported to the callbacks there
             trainer.notify_failure(err)
-        if is_main and trainer.epoch != resumed_at:
-            _drop_stale_metrics(run_dir, trainer.epoch, trainer.log)
+        # the epoch of last.pt now: a failed checkpoint write (full disk) leaves the
+        # previous one, which metrics.json still describes
+        saved = resumed_at if trainer.checkpoint_epoch is None else trainer.checkpoint_epoch
+        if is_main and saved != resumed_at:
+            _drop_stale_metrics(run_dir, saved, trainer.log)
         raise
     finally:
         trainer.teardown()
@@ -454,6 +464,9 @@ def evaluate_run(
 ) -> RunResult:
     """Re-evaluate a run directory from its checkpoint (``otae eval``).
 
+    ``report``: write the figures and report.html, also for a run trained without them
+    (``--no-report`` / ``evaluation.report: false``); False: metrics.json only.
+
     ``checkpoint``: last, best, or None: the run's final model (best with
     ``training.early_stopping``, as at the end of ``otae train``; the history and the
     early-stopping record then come from last.pt, which holds the whole run).
@@ -483,6 +496,8 @@ def evaluate_run(
         config.evaluation.classifier_fd_samples = classifier_fd_samples
     if fid_samples is not None:
         config.evaluation.fid_samples = fid_samples
+    # an explicit evaluation asks for the report the run's training may have skipped
+    config.evaluation.report = bool(report)
     if "history" not in state:
         raise CheckpointError(f"{run_dir}: checkpoint has no history")
     return evaluate_model(

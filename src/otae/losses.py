@@ -8,7 +8,9 @@ gradients), so it slots into any training loop::
     loss = reconstruction + gamma * loss_fn(codes, prior_samples)
 
 otae's own models hold these modules (``model.discrepancy_loss``): there is one
-implementation of each regulariser.
+implementation of each regulariser. The settings are checked when a module is built: a
+bad one (``SlicedFGWLoss(beta=-1.0)``) raises a ``ValueError`` naming the argument and
+what it accepts, not an error at the first call.
 
 Randomness. A module built with ``seed=`` owns a CPU ``torch.Generator`` (its draws are
 moved to the inputs' device) and keeps its state in the buffer ``generator_state``,
@@ -36,6 +38,8 @@ same loss (gather the codes first, as :mod:`otae.parallel` does for otae's model
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,8 +57,11 @@ from .discrepancies import (
     sliced_wasserstein,
     spherical_sliced_fgw,
 )
-from .discrepancies._validation import check_count
-from .sphere import uniform_directions
+from .discrepancies.hierarchical import TAU_RULES
+from .discrepancies.mmd import KERNELS
+from .discrepancies.sinkhorn import GRADIENTS, SUPPORTED_P, annealing_schedule
+from .discrepancies.sliced import SCALES
+from .sphere import DISTRIBUTIONS, uniform_directions
 
 __all__ = [
     "HierarchicalFGWLoss",
@@ -67,10 +74,64 @@ __all__ = [
 ]
 
 
+# ---------------------------------------------------------------------- settings
+# Every constructor checks its settings here, so a bad one fails at construction with
+# one ValueError naming the argument and what it accepts (not at the first forward).
+def _integer(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _real(value: object, name: str) -> float:
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]  # numbers, 0-d tensors, numpy scalars
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _unit(value: object, name: str) -> None:
+    number = _real(value, name)
+    if not 0.0 <= number <= 1.0:  # NaN fails too
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+
+
+def _positive(value: object, name: str, allow_zero: bool = False) -> None:
+    number = _real(value, name)
+    if not math.isfinite(number) or number < 0.0 or (number == 0.0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _choice(value: object, name: str, choices: tuple) -> None:
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+        )
+
+
+def _flag(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _seed(value: object) -> None:
+    # torch.Generator.manual_seed's range
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not -(2**63) <= value < 2**64
+    ):
+        raise ValueError(f"seed must be None or an integer in [-2**63, 2**64), got {value!r}")
+
+
 class _RandomLoss(nn.Module):
     """A loss that draws noise: an optional owned generator saved in the state dict."""
 
     def __init__(self, seed: int | None = None) -> None:
+        _seed(seed)
         super().__init__()
         self.generator: torch.Generator | None = None
         if seed is not None:
@@ -114,6 +175,7 @@ class SlicedWassersteinLoss(_RandomLoss):
     """
 
     def __init__(self, n_projections: int = 50, seed: int | None = None) -> None:
+        n_projections = _integer(n_projections, "n_projections", 1)
         super().__init__(seed)
         self.n_projections = n_projections
 
@@ -148,6 +210,9 @@ class SlicedFGWLoss(_RandomLoss):
 
     def __init__(self, beta: float = 0.1, n_projections: int = 50, scale: str = "mean",
                  seed: int | None = None) -> None:
+        _unit(beta, "beta")
+        n_projections = _integer(n_projections, "n_projections", 1)
+        _choice(scale, "scale", SCALES)
         super().__init__(seed)
         self.beta, self.n_projections, self.scale = beta, n_projections, scale
 
@@ -170,9 +235,11 @@ class _LocationSearchLoss(_RandomLoss):
 
     def __init__(self, dim: int, n_locations: int, warm_start: bool, diagnostics: bool,
                  seed: int | None) -> None:
+        dim = _integer(dim, "dim", 2)
+        n_locations = _integer(n_locations, "n_locations", 1)
+        _flag(warm_start, "warm_start")
+        _flag(diagnostics, "diagnostics")
         super().__init__(seed)
-        check_count(dim, "dim", minimum=2)
-        check_count(n_locations, "n_locations")
         self.dim, self.warm_start, self.diagnostics = dim, warm_start, diagnostics
         #: the solver's log of the last call (``diagnostics=True``), detached tensors
         self.last_diagnostics: dict[str, Tensor] | None = None
@@ -243,6 +310,12 @@ class SphericalSlicedFGWLoss(_LocationSearchLoss):
                  n_projections: int = 10, n_iters: int = 100, lr: float = 0.1,
                  n_locations: int = 1, distribution: str = "vmf", warm_start: bool = True,
                  seed: int | None = None, diagnostics: bool = False) -> None:
+        _unit(beta, "beta")
+        _positive(kappa, "kappa", allow_zero=True)
+        n_projections = _integer(n_projections, "n_projections", 1)
+        n_iters = _integer(n_iters, "n_iters", 0)
+        _positive(lr, "lr")
+        _choice(distribution, "distribution", DISTRIBUTIONS)
         super().__init__(dim, n_locations, warm_start, diagnostics, seed)
         self.beta, self.kappa, self.n_projections = beta, kappa, n_projections
         self.n_iters, self.lr, self.distribution = n_iters, lr, distribution
@@ -283,6 +356,10 @@ class MaxSlicedFGWLoss(_LocationSearchLoss):
     def __init__(self, dim: int, beta: float = 0.1, n_iters: int = 100, lr: float = 0.1,
                  n_starts: int = 4, warm_start: bool = True, seed: int | None = None,
                  diagnostics: bool = False) -> None:
+        _unit(beta, "beta")
+        n_iters = _integer(n_iters, "n_iters", 0)
+        _positive(lr, "lr")
+        n_starts = _integer(n_starts, "n_starts", 1)
         super().__init__(dim, 1, warm_start, diagnostics, seed)
         self.beta, self.n_iters, self.lr, self.n_starts = beta, n_iters, lr, n_starts
 
@@ -327,6 +404,18 @@ class HierarchicalFGWLoss(nn.Module):
 
     def __init__(self, beta: float = 0.1, n_outer: int = 20, n_inner: int = 5,
                  tau: float | str = "centred", diagnostics: bool = False) -> None:
+        _unit(beta, "beta")
+        n_outer = _integer(n_outer, "n_outer", 0)
+        n_inner = _integer(n_inner, "n_inner", 1)
+        if tau not in TAU_RULES:
+            try:
+                _positive(tau, "tau")
+            except ValueError:
+                raise ValueError(
+                    f"tau must be one of {', '.join(map(repr, TAU_RULES))} or a finite number "
+                    f"> 0, got {tau!r}"
+                ) from None
+        _flag(diagnostics, "diagnostics")
         super().__init__()
         self.beta, self.n_outer, self.n_inner, self.tau = beta, n_outer, n_inner, tau
         self.diagnostics = diagnostics
@@ -372,9 +461,24 @@ class SinkhornLoss(nn.Module):
                  divergence: bool = False, gradient: str = "unrolled",
                  epsilon_start: float | None = None, scaling: float = 0.5,
                  diameter: float | None = None, diagnostics: bool = False) -> None:
-        super().__init__()
+        _positive(epsilon, "epsilon")
+        n_iters = _integer(n_iters, "n_iters", 1)
+        _choice(p, "p", SUPPORTED_P)
+        _flag(divergence, "divergence")
+        _choice(gradient, "gradient", GRADIENTS)
+        if epsilon_start is not None:
+            _positive(epsilon_start, "epsilon_start")
+        _positive(scaling, "scaling")
+        if not scaling < 1.0:
+            raise ValueError(f"scaling must lie in (0, 1), got {scaling!r}")
+        if diameter is not None:
+            _positive(diameter, "diameter")
+        _flag(diagnostics, "diagnostics")
         if divergence and diagnostics:
             raise ValueError("diagnostics=True needs divergence=False (the plain Sinkhorn cost)")
+        if not divergence:  # the annealing must leave iterations at epsilon
+            annealing_schedule(float(epsilon), n_iters, epsilon_start, float(scaling))
+        super().__init__()
         self.epsilon, self.n_iters, self.p, self.divergence = epsilon, n_iters, p, divergence
         self.gradient, self.epsilon_start, self.scaling = gradient, epsilon_start, scaling
         self.diameter, self.diagnostics = diameter, diagnostics
@@ -417,6 +521,15 @@ class MMDLoss(nn.Module):
 
     def __init__(self, kernel: str = "imq", scale: float | None = None,
                  scales: Sequence[float] = (1.0,)) -> None:
+        _choice(kernel, "kernel", KERNELS)
+        if scale is not None:
+            _positive(scale, "scale")
+        if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence) or not scales:
+            raise ValueError(
+                f"scales must be a non-empty sequence of finite numbers > 0, got {scales!r}"
+            )
+        for i, multiplier in enumerate(scales):
+            _positive(multiplier, f"scales[{i}]")
         super().__init__()
         self.kernel, self.scale, self.scales = kernel, scale, tuple(scales)
 

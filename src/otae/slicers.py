@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from . import sphere
-from .discrepancies._validation import check_count, check_positive, check_tensor
+from .checks import check_count, check_positive, check_tensor
 
 __all__ = [
     "Slicer",

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from scipy import special
 
-from . import noise
+from . import checks, noise
 
 __all__ = [
     "uniform_directions",
@@ -51,6 +51,9 @@ __all__ = [
     "sample_power_spherical",
     "sample_spherical_mixture",
     "householder_from_e1",
+    "householder_reflector",
+    "reflect",
+    "rowdot",
     "around_e1",
     "mixture_components",
     "vmf_mean_resultant_length",
@@ -87,13 +90,6 @@ def gaussian_directions(
 ) -> torch.Tensor:
     """``n`` raw N(0, I) vectors, shape (n, dim): the RAE authors' unnormalised directions."""
     return noise.randn((n, dim), generator, dtype=dtype, device=device)
-
-
-def _checks():
-    # Imported lazily: otae.discrepancies imports this module at package import time.
-    from .discrepancies import _validation
-
-    return _validation
 
 
 def _first_accepted(accept: torch.Tensor, *values: torch.Tensor) -> list[torch.Tensor]:
@@ -205,10 +201,9 @@ def sample_beta(
     broadcastable to ``shape``. Not differentiable in ``a``, ``b`` (none of our uses
     needs it).
     """
-    checks = _checks()
     for value, name in ((a, "a"), (b, "b")):
         if isinstance(value, torch.Tensor):
-            if checks._enabled():
+            if checks.checks_enabled():
                 if not bool(torch.isfinite(value).all()):
                     raise checks.NonFiniteInputError(f"{name} contains NaN or Inf")
                 if not bool((value > 0).all()):
@@ -283,12 +278,12 @@ _RADIAL = {"vmf": _radial_vmf, "power": _radial_power}
 # ------------------------------------------------------------- reflection
 
 
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise dot products of broadcastable (..., d) tensors, shape (..., 1) (one matmul)."""
     return (a.unsqueeze(-2) @ b.unsqueeze(-1)).squeeze(-1)
 
 
-def _reflector(unit: torch.Tensor, e1: torch.Tensor | None = None
+def householder_reflector(unit: torch.Tensor, e1: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(s, u)`` of :func:`householder_from_e1` for unit locations (..., d): (..., 1), (..., d).
 
@@ -303,11 +298,11 @@ def _reflector(unit: torch.Tensor, e1: torch.Tensor | None = None
     return sign, u / u.norm(dim=-1, keepdim=True)
 
 
-def _reflect(samples: torch.Tensor, sign: torch.Tensor, u: torch.Tensor,
+def reflect(samples: torch.Tensor, sign: torch.Tensor, u: torch.Tensor,
              xu: torch.Tensor | None = None) -> torch.Tensor:
-    """:math:`s (x - 2 (x^\top u) u)` for samples (..., d), broadcasting ``sign``, ``u``;
+    r""":math:`s (x - 2 (x^\top u) u)` for samples (..., d), broadcasting ``sign``, ``u``;
     ``xu`` is :math:`x^\top u` if the caller has it."""
-    xu = _rowdot(samples, u) if xu is None else xu
+    xu = rowdot(samples, u) if xu is None else xu
     return sign * torch.addcmul(samples, xu, u, value=-2.0)
 
 
@@ -328,7 +323,7 @@ def householder_from_e1(samples: torch.Tensor, loc: torch.Tensor) -> torch.Tenso
     tangent to the sphere. Shapes: ``samples`` (..., d), ``loc`` broadcastable to it.
     Differentiable in both (``s`` is piecewise constant).
     """
-    return _reflect(samples, *_reflector(loc / loc.norm(dim=-1, keepdim=True)))
+    return reflect(samples, *householder_reflector(loc / loc.norm(dim=-1, keepdim=True)))
 
 
 def around_e1(
@@ -375,13 +370,12 @@ def _sample_around(
 def _validate(
     loc: torch.Tensor, kappa: float, n: int, ndims: tuple[int, ...], name: str = "loc"
 ) -> float:
-    checks = _checks()
     checks.check_tensor(loc, name, ndims=ndims)
     if loc.shape[-1] < 2:
         raise ValueError(
             f"{name} must have dimension d >= 2 (points of S^(d-1)), got d = {loc.shape[-1]}"
         )
-    if checks._enabled() and not bool((loc.norm(dim=-1) > 0).all()):
+    if checks.checks_enabled() and not bool((loc.norm(dim=-1) > 0).all()):
         raise ValueError(f"{name} must be non-zero (it is normalised onto the sphere)")
     checks.check_count(n, "n", minimum=0)
     return checks.check_positive(kappa, "kappa", allow_zero=True)
@@ -459,7 +453,6 @@ def sample_spherical_mixture(
     Returns:
         (n, d), dtype and device of ``locs``, differentiable in ``locs``.
     """
-    checks = _checks()
     kappa = _validate(locs, kappa, n, ndims=(2,), name="locs")
     checks.check_choice(distribution, "distribution", DISTRIBUTIONS)
     k = locs.shape[0]

@@ -2,7 +2,9 @@
 
 Unknown keys are an error that names the key, its path and the allowed keys;
 values are coerced to the field's annotated type (so ``1`` in YAML can fill a
-``float`` field, ``"1e-3"`` too), and nested dataclasses are built recursively.
+``float`` field, ``"1e-3"`` too), and nested dataclasses are built recursively. A
+``Literal[...]`` field accepts only its choices, in a dict (:func:`from_dict`) as in a
+config built in Python (:func:`check_choices`); the message names the ``section.key``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from typing import Any, TypeVar, Union
 
 T = TypeVar("T")
 
+__all__ = ["check_choices", "choices", "from_dict", "to_dict"]
+
 
 def _coerce(value: Any, annotation: Any, path: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
         return value
+    if origin is typing.Literal:
+        if value in args and not (isinstance(value, bool) and bool not in map(type, args)):
+            return value
+        raise ValueError(_choice_error(path, args, value))
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -84,6 +92,39 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
             raise ValueError(f"{path}: expected a string, got {value!r}")
         return str(value)
     return value
+
+
+def _choice_error(path: str, choices: tuple, value: Any) -> str:
+    return f"{path} must be one of {', '.join(map(str, choices))}, got {value!r}"
+
+
+def check_choices(config: Any, path: str = "") -> None:
+    """Raise a one-line ValueError, naming ``section.key``, where a ``Literal`` field of
+    the dataclass ``config`` (or of one nested in it, or in a list field of literals)
+    holds a value outside its choices."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        where = f"{path}.{f.name}" if path else f.name
+        annotation = hints.get(f.name)
+        if typing.get_origin(annotation) is typing.Literal:
+            if value not in typing.get_args(annotation):
+                raise ValueError(_choice_error(where, typing.get_args(annotation), value))
+        elif typing.get_origin(annotation) in (list, tuple):
+            inner = typing.get_args(annotation)[:1]
+            if inner and typing.get_origin(inner[0]) is typing.Literal:
+                for i, item in enumerate(value):
+                    if item not in typing.get_args(inner[0]):
+                        raise ValueError(
+                            _choice_error(f"{where}[{i}]", typing.get_args(inner[0]), item)
+                        )
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_choices(value, where)
+
+
+def choices(cls: type, name: str) -> tuple:
+    """The choices of the ``Literal`` field ``name`` of dataclass ``cls``."""
+    return typing.get_args(typing.get_type_hints(cls)[name])
 
 
 def from_dict(cls: type[T], values: dict[str, Any], path: str = "") -> T:

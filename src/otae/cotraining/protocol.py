@@ -79,6 +79,7 @@ __all__ = [
     "SCALE_SPAN_WARNING",
     "ProtocolConfig",
     "ProtocolResults",
+    "accuracy_summary",
     "applicable_methods",
     "divergence_hint",
     "divergence_summary",
@@ -510,7 +511,7 @@ def scale_warning(views: Mapping[str, np.ndarray], preprocess: str) -> str | Non
     )
 
 
-def _summary(values: Sequence[float]) -> tuple[float, float]:
+def accuracy_summary(values: Sequence[float]) -> tuple[float, float]:
     """(mean, sample std) in % over the finished cells (NaN = diverged); (nan, nan) if
     none finished, std 0 for one."""
     a = 100.0 * np.asarray(values, dtype=np.float64)
@@ -552,7 +553,7 @@ def format_accuracy(values: Sequence[float]) -> str:
     finished = int(np.isfinite(values).sum())
     if finished == 0:
         return f"diverged ({values.size} of {values.size} seeds)" if values.size else "—"
-    text = "{:.2f} ± {:.2f}".format(*_summary(values))
+    text = "{:.2f} ± {:.2f}".format(*accuracy_summary(values))
     if finished < values.size:
         text += f" ({finished} of {values.size} seeds; {values.size - finished} diverged)"
     return text
@@ -629,7 +630,7 @@ def _diagnostics_table(results: ProtocolResults, path_csv: Path) -> str:
             spreads = [d[view]["spread"] for d in per_seed]
             accuracies = [d[view]["accuracy"] for d in per_seed]
             spread = float(np.mean(spreads))
-            mean, std = _summary(accuracies)
+            mean, std = accuracy_summary(accuracies)
             collapsed = "yes" if spread < COLLAPSE_SPREAD else "no"
             label = METHOD_LABELS.get(name, name)
             lines.append(
@@ -696,7 +697,7 @@ def write_table(
             mean = std = None
             cells = [label, pairing, skipped[name]]
         else:
-            mean, std = _summary(values)
+            mean, std = accuracy_summary(values)
             n_seeds = max(n_seeds, len(values))
             cells = [label, pairing, format_accuracy(values)]
         if paper:

@@ -68,7 +68,7 @@ from .._io import atomic_write, atomic_write_text
 from .baselines import METHOD_LABELS
 from .protocol import (
     ProtocolConfig,
-    _summary,
+    accuracy_summary,
     format_accuracy,
     paired_difference,
     run_protocol,
@@ -345,7 +345,7 @@ def _write_csv(results: SweepResults, path: Path) -> None:
             )
             for method in results.methods:
                 values = accs[method]
-                mean, std = _summary(values)
+                mean, std = accuracy_summary(values)
                 finished = sum(1 for v in values if math.isfinite(v))
                 writer.writerow(
                     {
@@ -441,7 +441,7 @@ def _plot(results: SweepResults, path: Path) -> None:
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         x = np.asarray(values if numeric else range(len(values)), dtype=np.float64)
         for method in results.methods:
-            stats = np.array([_summary(accs[method]) for _, accs in rows]).reshape(-1, 2)
+            stats = np.array([accuracy_summary(accs[method]) for _, accs in rows]).reshape(-1, 2)
             ax.errorbar(
                 x,
                 stats[:, 0],

@@ -9,13 +9,11 @@ set, or a user ``.mat`` / ``.npz`` file).
 """
 
 from .datasets import (
-    DATASETS,
     CelebADataset,
     FirstN,
     ImageDataset,
     ImageFolderDataset,
     TensorImageDataset,
-    build_dataset,
     load_idx_dataset,
 )
 from .factors import (
@@ -39,6 +37,7 @@ from .multiview import (
     split_indices,
     standardise,
 )
+from .registry import DATASETS, build_dataset
 
 __all__ = [
     "DATASETS",

@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .datasets import ImageDataset, TensorImageDataset, _as_index_tensor
+from .datasets import ImageDataset, TensorImageDataset, as_index_tensor
 
 SHAPE_NAMES = ("square", "ellipse", "heart")
 SHAPES_FACTORS = ("shape", "scale", "orientation", "position_x", "position_y")
@@ -335,7 +335,7 @@ class FactorImageDataset(TensorImageDataset):
 
     def subset(self, indices: Tensor | Sequence[int]) -> FactorImageDataset:
         """The examples at ``indices`` (in that order), factors included."""
-        return self._take(_as_index_tensor(indices))
+        return self._take(as_index_tensor(indices))
 
     def on_device(self, device: torch.device) -> FactorImageDataset:
         return FactorImageDataset(

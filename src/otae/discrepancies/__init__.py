@@ -8,7 +8,7 @@ the dtype and device of the inputs; bad input raises ``ValueError`` or ``TypeErr
 naming the argument (switch the checks off in hot loops with :func:`input_checks`).
 """
 
-from ._validation import NonFiniteInputError, input_checks
+from ..checks import NonFiniteInputError, input_checks
 from .gaussian import gaussian_w2_squared, pairwise_gaussian_w2_squared
 from .gromov import empirical_fgw, empirical_gw
 from .hierarchical import fgw_objective, fgw_proximal_point, hierarchical_fgw

@@ -1,9 +1,6 @@
-"""Helpers shared by the discrepancies: pairwise squared distances and cached constants."""
+"""Pairwise squared distances shared by the discrepancies."""
 
 from __future__ import annotations
-
-import functools
-from collections.abc import Callable, Hashable
 
 import torch
 
@@ -32,27 +29,3 @@ def pairwise_sqeuclidean(a: torch.Tensor, b: torch.Tensor | None = None) -> torc
     # sub with alpha=2 rounds exactly as ``norms - 2.0 * (a @ b.T)`` (doubling is exact);
     # a fused addmm would not, and exact zeros for identical inputs would be lost.
     return torch.sub(norms_a.unsqueeze(1) + norms_b, a @ b.T, alpha=2.0).relu()
-
-
-@functools.lru_cache(maxsize=64)
-def _cached(build: Callable[..., torch.Tensor], key: tuple, dtype: torch.dtype,
-            device: torch.device) -> torch.Tensor:
-    # inference_mode(False): a constant first built under inference mode (evaluation)
-    # must still be usable, and saved for backward, in training.
-    with torch.inference_mode(False), torch.no_grad():
-        return build(*key, dtype=dtype, device=device)
-
-
-def device_constant(build: Callable[..., torch.Tensor], *key: Hashable, dtype: torch.dtype,
-                    device: torch.device) -> torch.Tensor:
-    """``build(*key, dtype=dtype, device=device)``, a tensor that depends only on its
-    (hashable, static) arguments, built once per argument set and reused.
-
-    A constant built per call costs operations, or a host-to-device copy (a sync) when
-    it comes from a Python list; cached, it costs nothing after the first call. Inside
-    ``torch.compile`` it is built in the graph instead (a graph constant). The returned
-    tensor is shared: never modify it in place.
-    """
-    if torch.compiler.is_compiling():
-        return build(*key, dtype=dtype, device=device)
-    return _cached(build, key, dtype, torch.device(device))

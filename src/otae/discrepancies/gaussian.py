@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import check_same, check_tensor, checks_enabled
 from ._pairwise import pairwise_sqeuclidean
-from ._validation import _enabled, check_same, check_tensor
 
 __all__ = [
     "gaussian_w2_squared",
@@ -30,7 +30,7 @@ __all__ = [
 
 
 def _check_std(sigma: torch.Tensor, name: str) -> None:
-    if _enabled() and bool((sigma < 0).any()):
+    if checks_enabled() and bool((sigma < 0).any()):
         raise ValueError(f"{name} must be >= 0 (standard deviations), got a negative entry")
 
 

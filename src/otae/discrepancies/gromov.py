@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 
 from .._optional import require
-from ._validation import check_choice, check_count, check_same, check_tensor, check_unit_interval
+from ..checks import check_choice, check_count, check_same, check_tensor, check_unit_interval
 from .gaussian import pairwise_sqeuclidean
 
 __all__ = ["empirical_fgw", "empirical_gw"]

@@ -34,7 +34,7 @@ from typing import Literal
 
 import torch
 
-from ._validation import (
+from ..checks import (
     check_count,
     check_positive,
     check_same,

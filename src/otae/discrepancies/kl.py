@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._validation import check_same, check_tensor
+from ..checks import check_same, check_tensor
 
 __all__ = [
     "kl_standard_normal",

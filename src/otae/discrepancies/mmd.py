@@ -59,9 +59,7 @@ from typing import Literal
 
 import torch
 
-from ._pairwise import device_constant
-from ._pairwise import pairwise_sqeuclidean as squared_distances
-from ._validation import (
+from ..checks import (
     check_choice,
     check_positive,
     check_same,
@@ -69,6 +67,8 @@ from ._validation import (
     check_weights,
     weights_or_uniform,
 )
+from ..constants import device_constant
+from ._pairwise import pairwise_sqeuclidean as squared_distances
 
 __all__ = ["mmd", "squared_distances", "WAE_SCALES", "KERNELS"]
 

@@ -89,8 +89,7 @@ from __future__ import annotations
 
 import torch
 
-from ._pairwise import device_constant
-from ._validation import (
+from ..checks import (
     check_same,
     check_same_except_rows,
     check_tensor,
@@ -98,6 +97,7 @@ from ._validation import (
     check_weights,
     weights_or_uniform,
 )
+from ..constants import device_constant
 
 __all__ = ["fgw_1d", "fgw_1d_dense", "fgw_1d_pair_rows", "fgw_1d_rows", "wasserstein_1d_rows"]
 

@@ -37,13 +37,13 @@ import numbers
 import torch
 
 from .._optional import require
-from ._validation import (
-    _enabled,
+from ..checks import (
     check_choice,
     check_count,
     check_positive,
     check_same,
     check_tensor,
+    checks_enabled,
 )
 from .mmd import squared_distances
 
@@ -96,7 +96,7 @@ def _weights(w: torch.Tensor | None, pts: torch.Tensor, name: str, pts_name: str
     check_tensor(w, name, ndims=(1,))
     check_same(pts, w, (pts_name, name), shape=False, dims=(0,))
     # (A host sync on CUDA: skipped with the other checks under input_checks(False).)
-    if _enabled() and (bool((w < 0).any()) or not bool(w.sum() > 0)):
+    if checks_enabled() and (bool((w < 0).any()) or not bool(w.sum() > 0)):
         raise ValueError(f"{name} must be non-negative with a positive sum")
     # Balanced OT needs equal masses: normalise both measures to probabilities.
     return w / w.sum()

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 
 from .. import noise
-from ._validation import (
+from ..checks import (
     check_choice,
     check_count,
     check_same,

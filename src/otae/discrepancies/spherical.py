@@ -69,24 +69,24 @@ from typing import Any
 import torch
 
 from .. import noise
-from ..sphere import (
-    DISTRIBUTIONS,
-    Distribution,
-    _reflect,
-    _reflector,
-    _rowdot,
-    around_e1,
-    mixture_components,
-    uniform_directions,
-)
-from . import _validation
-from ._validation import (
+from ..checks import (
     check_choice,
     check_count,
     check_positive,
     check_same,
     check_tensor,
     check_unit_interval,
+    checks_enabled,
+)
+from ..sphere import (
+    DISTRIBUTIONS,
+    Distribution,
+    around_e1,
+    householder_reflector,
+    mixture_components,
+    reflect,
+    rowdot,
+    uniform_directions,
 )
 from .one_dimensional import fgw_1d_rows
 from .sliced import project
@@ -133,7 +133,7 @@ def _starts(
         raise ValueError(f"{name} must have shape ({rows}, {d}), got {tuple(init.shape)}")
     check_same(x, init, ("x", name), shape=False)
     norm = init.norm(dim=-1, keepdim=True)
-    if _validation._enabled() and not bool((norm > 0).all()):
+    if checks_enabled() and not bool((norm > 0).all()):
         raise ValueError(f"{name} must have non-zero rows")
     return init / norm
 
@@ -246,7 +246,7 @@ def _log_info(n_iters: int, start: torch.Tensor, end: torch.Tensor,
 
 def _tangent(grad: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     """``grad`` minus its component along the unit rows ``unit``."""
-    return torch.addcmul(grad, _rowdot(grad, unit), unit, value=-1.0)
+    return torch.addcmul(grad, rowdot(grad, unit), unit, value=-1.0)
 
 
 def max_sliced_fgw(
@@ -408,14 +408,14 @@ def spherical_sliced_fgw(
     def directions(t: int, locs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Step t's (L, d) directions around ``locs``, the reflection vectors u (one per
         location) and the (L, 1) products e.u of the samples e around e1."""
-        sign, u = _reflector(locs, e1)
+        sign, u = householder_reflector(locs, e1)
         index = rows[t % len(rows)]
         if index is not None:
             sign, u_rows = sign[index], u[index]
-            eu = _rowdot(samples[t], u_rows)
+            eu = rowdot(samples[t], u_rows)
         else:
             u_rows, eu = u, samples[t] @ u.T
-        return _reflect(samples[t], sign, u_rows, eu), u, u_rows, eu
+        return reflect(samples[t], sign, u_rows, eu), u, u_rows, eu
 
     clouds = _Clouds(x.detach(), y.detach(), beta)
 
@@ -430,7 +430,7 @@ def spherical_sliced_fgw(
         if member is None:
             per_loc = torch.addmm((grad @ u.T).T @ e, eu.T, grad)
         else:
-            per_loc = member @ torch.addcmul(_rowdot(grad, u_rows) * e, eu, grad)
+            per_loc = member @ torch.addcmul(rowdot(grad, u_rows) * e, eu, grad)
         return _tangent(_tangent(per_loc, u), locs)
 
     start = locations

@@ -37,7 +37,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +47,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .._io import atomic_write
+from ..data.batches import iter_batches, labels_of, num_items, take_batch
 from .fid import default_cache_dir
-from .metrics import eval_mode, num_items, take_batch
+from .metrics import eval_mode
 
 __all__ = [
     "ClassifierFeatureExtractor",
@@ -134,17 +135,11 @@ class MnistClassifier(nn.Module):
         return self.head(self.penultimate(x))
 
 
-def _batches_of(dataset: Any, batch_size: int):
-    n = num_items(dataset)
-    for start in range(0, n, batch_size):
-        yield take_batch(dataset, torch.arange(start, min(n, start + batch_size)))
-
-
 def classifier_accuracy(classifier: nn.Module, dataset: Any, batch_size: int = 1000) -> float:
     """Fraction of ``dataset`` (images + labels) that ``classifier`` labels correctly."""
     correct, total = 0, 0
     with eval_mode(classifier):
-        for x, y in _batches_of(dataset, batch_size):
+        for x, y in iter_batches(dataset, batch_size):
             if y is None:
                 raise ValueError("classifier_accuracy needs a labelled dataset")
             correct += int((classifier(x.float()).argmax(1) == y.long()).sum())
@@ -208,19 +203,6 @@ def train_mnist_classifier(
     return classifier
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_cached(weights: Path, meta: Path, name: str) -> tuple[MnistClassifier, dict] | None:
     if not (weights.is_file() and meta.is_file()):
         return None
@@ -270,7 +252,7 @@ def load_or_train_mnist_classifier(
     ``seed``, ``epochs``, ``n_train``, ``train_subset``, ``batch_size``, ``lr``,
     ``train_seconds``, ``torch`` (version) and ``cached`` (whether it was loaded).
     """
-    from ..data.datasets import build_dataset
+    from ..data import build_dataset
 
     name = classifier_name(seed, epochs, train_subset)
     weights, meta, cached = _from_cache(
@@ -311,8 +293,8 @@ def load_or_train_mnist_classifier(
 
 
 def _save_cached(weights: Path, meta: Path, classifier: MnistClassifier, info: dict) -> None:
-    _atomic_write(weights, lambda f: torch.save(classifier.state_dict(), f))
-    _atomic_write(
+    atomic_write(weights, lambda f: torch.save(classifier.state_dict(), f))
+    atomic_write(
         meta, lambda f: f.write(json.dumps(info, indent=2, sort_keys=True) + "\n"), mode="w"
     )
 
@@ -325,24 +307,13 @@ def dataset_identity(dataset: Any, batch_size: int = 4096) -> str:
     """
     n = num_items(dataset)
     digest = hashlib.sha256(f"{CLASSIFIER_VERSION}:{n}:".encode())
-    for x, y in _batches_of(dataset, batch_size):
+    for x, y in iter_batches(dataset, batch_size):
         pixels = x.detach().to("cpu", torch.float32).mul(255).round().to(torch.uint8)
         digest.update(str(tuple(pixels.shape[1:])).encode())
         digest.update(pixels.contiguous().numpy().tobytes())
         labels = torch.full((len(x),), -1) if y is None else y
         digest.update(labels.to("cpu", torch.int64).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _labels_of(dataset: Any) -> Tensor | None:
-    labels = getattr(dataset, "labels", None)
-    if labels is None:
-        parts = [y for _, y in _batches_of(dataset, 4096)]
-        if not parts or any(y is None for y in parts):
-            return None
-        labels = torch.cat(parts)
-    labels = torch.as_tensor(labels).long()
-    return None if labels.numel() == 0 or bool((labels < 0).any()) else labels
 
 
 def load_or_train_data_classifier(
@@ -369,7 +340,7 @@ def load_or_train_data_classifier(
     at least 2 classes. Returns ``(classifier, info)`` like
     :func:`load_or_train_mnist_classifier`, ``info["trained_on"]`` naming the data.
     """
-    labels = _labels_of(train_set)
+    labels = labels_of(train_set)
     if labels is None or int(labels.max()) < 1:
         raise ValueError(
             f"classifier FD needs a classifier trained on the run's own data, and the "
@@ -387,7 +358,7 @@ def load_or_train_data_classifier(
 
     n = num_items(train_set)
     total, total_sq = 0.0, 0.0
-    for x, _ in _batches_of(train_set, 4096):
+    for x, _ in iter_batches(train_set, 4096):
         x = x.double()
         total, total_sq = total + float(x.sum()), total_sq + float(x.pow(2).sum())
     shape = tuple(int(s) for s in take_batch(train_set, torch.arange(1))[0].shape[1:])
@@ -412,7 +383,7 @@ def load_or_train_data_classifier(
     )
     seconds = time.perf_counter() - start
     accuracy = None
-    if test_set is not None and _labels_of(test_set) is not None:
+    if test_set is not None and labels_of(test_set) is not None:
         accuracy = classifier_accuracy(classifier, test_set)
     info = {
         "name": name,

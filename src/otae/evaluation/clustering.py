@@ -43,6 +43,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from ..data.batches import labels_of
+
 # scikit-learn is imported where used: it adds about a second to `import otae`
 
 __all__ = [
@@ -277,12 +279,11 @@ def dataset_clustering_metrics(
     (int64 ``(N,)``; :func:`saved_clusters` reads them back as
     :func:`cluster_assignments` would choose).
     """
-    from .classifier import _labels_of
     from .metrics import encode_dataset
 
     # a dataset that says it has no labels is not read through for them
     unlabelled = hasattr(dataset, "labels") and dataset.labels is None
-    labels = None if unlabelled else _labels_of(dataset)
+    labels = None if unlabelled else labels_of(dataset)
     if labels is None:
         return {"clustering": "skipped: the test images are unlabelled"}
     if int(labels.unique().numel()) < 2:

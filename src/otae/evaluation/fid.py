@@ -26,7 +26,7 @@ never imported (its ``__init__`` imports OpenCV and others), so installing it wi
 
 Which file: the ``path`` argument, else ``$OTAE_INCEPTION_WEIGHTS``, else the installed
 package's ``default_1.pt`` (:func:`resolve_inception_weights`). Where the 87 MB file
-cannot travel (a machine with no network and a small transfer limit),
+cannot travel (a machine with no network and a small upload or download limit),
 :func:`write_compact_inception` (``otae fid-weights OUT.pt``) writes a 44 MB copy
 holding the same TorchScript module with float16 tensors; the extractor restores them
 to float32 at load. Its features differ slightly from the full weights' (rounding of
@@ -65,7 +65,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -76,7 +75,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .metrics import eval_mode, num_items, take_batch
+from .._io import atomic_write
+from ..data.batches import num_items, take_batch
+from .metrics import eval_mode
 
 __all__ = [
     "FeatureExtractor",
@@ -371,7 +372,7 @@ def write_compact_inception(
         with _quiet_jit():
             torch.jit.save(module, f)
 
-    _atomic_write(out_path, write)
+    atomic_write(out_path, write)
     return out_path
 
 
@@ -504,27 +505,12 @@ def _load_cached(path: Path, n: int, name: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def _save_cached(path: Path, mu: np.ndarray, sigma: np.ndarray, n: int, name: str, key: str):
-    _atomic_write(
+    atomic_write(
         path,
         lambda f: np.savez(
             f, mu=mu, sigma=sigma, n=np.int64(n), extractor=np.str_(name), key=np.str_(key)
         ),
     )
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """``write(binary file)`` into a temporary file beside ``path``, then renamed onto it:
-    readers (other processes of ``otae bench --jobs`` too) see the old file or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dataset_statistics(
@@ -644,7 +630,7 @@ def save_samples_npz(images: Any, path: str | os.PathLike) -> Path:
             raise ValueError(f"samples must be uint8 or floating in [0, 1], got {array.dtype}")
         array = np.rint(np.clip(array.astype(np.float64), 0, 1) * 255).astype(np.uint8)
     path = Path(path)
-    _atomic_write(path, lambda f: np.savez_compressed(f, images=array))
+    atomic_write(path, lambda f: np.savez_compressed(f, images=array))
     return path
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .metrics import _model_device_dtype, encode_dataset, eval_mode, num_items, take_batch
+from ..data.batches import num_items, take_batch
+from .metrics import encode_dataset, eval_mode, model_device_dtype
 
 __all__ = [
     "central_code",
@@ -198,7 +199,7 @@ def reconstruction_pairs(model: nn.Module, images: Any, n: int = 32, nrow: int =
     ``1.0`` tiles so that rows stay aligned).
     """
     originals = _first_images(images, n)
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     with eval_mode(model):
         recon = model.reconstruct(originals.to(device=device, dtype=dtype)).cpu()
     originals = originals.detach().cpu().to(recon.dtype)
@@ -234,7 +235,7 @@ def interpolations(model: nn.Module, images: Any, n_pairs: int = 8, n_steps: int
     ``[0, 1]``, then the second image.
     """
     x = _first_images(images, 2 * int(n_pairs))
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     x = x.to(device=device, dtype=dtype)
     t = torch.linspace(0.0, 1.0, int(n_steps), device=device, dtype=dtype)
     with eval_mode(model):
@@ -319,7 +320,7 @@ def latent_traversals(
     """Decoded :func:`traversal_codes` (``options``: its ``low``, ``high``, ``base``):
     ``(len(dims) * n_steps, C, H, W)``, row by row."""
     path = traversal_codes(codes, dims, n_steps, **options)
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     with eval_mode(model):
         decoded = model.decode(path.reshape(-1, path.shape[-1]).to(device=device, dtype=dtype))
     return decoded.cpu()

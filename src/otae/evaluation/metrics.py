@@ -1,4 +1,4 @@
-"""Test-set metrics in the units of spec §1, and batched encoding.
+"""Test-set metrics in the units of the RAE paper's Table 2, and batched encoding.
 
 The reconstruction loss reported in tables is the mean over images of the
 per-image *sum* of squared errors, pixels in ``[0, 1]``, computed from the
@@ -12,20 +12,38 @@ or as a dataset-like object with ``__len__`` and ``get_batch(indices)`` returnin
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..data import batches as _batches_module
+from ..data.batches import iter_batches
+
 __all__ = [
     "encode_dataset",
     "eval_mode",
     "mean_image_baseline",
-    "num_items",
+    "model_device_dtype",
     "reconstruction_metrics",
-    "take_batch",
 ]
+
+#: names that moved to :mod:`otae.data.batches`; the old path warns until the next release
+_MOVED = ("num_items", "take_batch")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"otae.evaluation.metrics.{name} moved to otae.data.batches.{name}; the old "
+            "path goes away in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_batches_module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -42,51 +60,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def _is_dataset(images: Any) -> bool:
-    return not isinstance(images, Tensor) and hasattr(images, "get_batch")
-
-
-def num_items(images: Any) -> int:
-    """Number of images in a tensor or a dataset-like object."""
-    if isinstance(images, Tensor):
-        if images.dim() != 4:
-            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-        return int(images.shape[0])
-    if _is_dataset(images):
-        return len(images)
-    raise TypeError(
-        "images must be a (N, C, H, W) tensor or a dataset with __len__ and "
-        f"get_batch(indices), got {type(images).__name__}"
-    )
-
-
-def take_batch(images: Any, indices: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``(images[indices], labels[indices] or None)`` from a tensor or a dataset."""
-    indices = torch.as_tensor(indices, dtype=torch.long)
-    if isinstance(images, Tensor):
-        return images[indices.to(images.device)], None
-    batch = images.get_batch(indices)
-    if isinstance(batch, (tuple, list)):
-        x = batch[0]
-        y = batch[1] if len(batch) > 1 else None
-    else:
-        x, y = batch, None
-    return x, y
-
-
-def _batches(images: Any, batch_size: int) -> Iterator[Tensor]:
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = num_items(images)
-    for start in range(0, n, int(batch_size)):
-        stop = min(n, start + int(batch_size))
-        if isinstance(images, Tensor):
-            yield images[start:stop]
-        else:
-            yield take_batch(images, torch.arange(start, stop))[0]
-
-
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's first floating parameter or buffer (CPU and the
+    default dtype for a model without any)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.is_floating_point():
             return tensor.device, tensor.dtype
@@ -97,19 +73,19 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 def reconstruction_metrics(
     model: nn.Module, images: Any, batch_size: int = 500
 ) -> dict[str, float]:
-    """Reconstruction error of ``model`` on ``images`` (spec §1 units).
+    """Reconstruction error of ``model`` on ``images`` (the RAE paper's "Rec. loss" unit).
 
     Returns ``rec_loss`` (mean over images of the per-image sum of squared
     errors), ``mse_per_pixel`` (``rec_loss`` divided by the number of values per
     image, C*H*W) and ``n_images``. Accumulated in float64; runs under
     ``torch.no_grad`` in eval mode, restoring the model's previous modes.
     """
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     total = torch.zeros((), dtype=torch.float64)
     count = 0
     values_per_image = None
     with eval_mode(model):
-        for x in _batches(images, batch_size):
+        for x, _ in iter_batches(images, batch_size):
             x = x.to(device=device, dtype=dtype)
             x_hat = model.reconstruct(x)
             sse = (x_hat.double() - x.double()).pow(2).flatten(1).sum(1)
@@ -137,7 +113,7 @@ def mean_image_baseline(
     """
     total_image = None
     n_train = 0
-    for x in _batches(train_images, batch_size):
+    for x, _ in iter_batches(train_images, batch_size):
         x = x.double().cpu()
         part = x.sum(0)
         total_image = part if total_image is None else total_image + part
@@ -147,7 +123,7 @@ def mean_image_baseline(
     mean_image = total_image / n_train
     total = torch.zeros((), dtype=torch.float64)
     count = 0
-    for x in _batches(test_images, batch_size):
+    for x, _ in iter_batches(test_images, batch_size):
         x = x.double().cpu()
         if tuple(x.shape[1:]) != tuple(mean_image.shape):
             raise ValueError(
@@ -171,10 +147,10 @@ def encode_dataset(model: nn.Module, images: Any, batch_size: int = 500) -> Tens
 
     Runs under ``torch.no_grad`` in eval mode, restoring the model's modes.
     """
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     codes = []
     with eval_mode(model):
-        for x in _batches(images, batch_size):
+        for x, _ in iter_batches(images, batch_size):
             codes.append(model.embed(x.to(device=device, dtype=dtype)).cpu())
     if not codes:
         latent_dim = getattr(getattr(model, "config", None), "latent_dim", 0)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._io import atomic_write_text
 from .figures import (
     conditional_caption,
     conditional_grid,
@@ -326,7 +327,7 @@ def write_report(
 </html>
 """
     path = run_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path
 
 

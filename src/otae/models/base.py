@@ -5,7 +5,7 @@ that says how the batch posterior is pulled towards the prior. Everything else
 (encoding, reparameterisation, reconstruction, sampling, conditional
 generation, the loss bookkeeping) lives here once.
 
-Units (spec §1). ``loss()["reconstruction"]`` is always the mean over the batch
+Units. ``loss()["reconstruction"]`` is always the mean over the batch
 of the per-image *sum* of squared errors: the RAE paper's "Rec. loss" unit.
 The optimised ``total`` is either
 

@@ -73,7 +73,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..discrepancies._validation import check_same, check_tensor
+from ..checks import check_same, check_tensor
 from .base import Autoencoder, ModelConfig, register_model
 
 __all__ = [
@@ -86,7 +86,8 @@ __all__ = [
     "total_correlation_mws",
 ]
 
-#: estimators of the aggregate posterior's densities (module doc)
+#: estimators of the aggregate posterior's densities: minibatch-weighted (``"mws"``) and
+#: stratified (``"mss"``) sampling, both described in the module docstring
 ESTIMATORS = ("mws", "mss")
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -129,7 +130,8 @@ def _log_weights(m: int, dataset_size: int, estimator: str, like: Tensor) -> Ten
 def log_aggregate_densities(
     z: Tensor, mean: Tensor, logvar: Tensor, dataset_size: int, estimator: str = "mws"
 ) -> tuple[Tensor, Tensor, Tensor]:
-    r"""``(log q(z_i|x_i), log q̂(z_i), Σ_k log q̂(z_ik))``, each ``(M,)`` (module doc).
+    r"""``(log q(z_i|x_i), log q̂(z_i), Σ_k log q̂(z_ik))``, each ``(M,)``, with the
+    estimator ``estimator`` of the module docstring.
 
     ``z``, ``mean``, ``logvar``: ``(M, d)`` codes and their diagonal Gaussian posteriors.
     The ``(M, M, d)`` tensor :math:`L_{ijk}` is formed once; the joint density sums it
@@ -154,8 +156,8 @@ def log_aggregate_densities(
 def kl_decomposition(
     z: Tensor, mean: Tensor, logvar: Tensor, dataset_size: int, estimator: str = "mws"
 ) -> KLDecomposition:
-    r"""Per-sample ``(MI_i, TC_i, dimKL_i)`` of the batch, each ``(M,)`` (module doc), for
-    the standard normal prior.
+    r"""Per-sample ``(MI_i, TC_i, dimKL_i)`` of the batch, each ``(M,)``, for the
+    standard normal prior (estimators: the module docstring).
 
     .. math::
         MI_i = \log q(z_i|x_i) - \log \hat q(z_i),\
@@ -224,7 +226,12 @@ class BetaTCVAEConfig(ModelConfig):
 
 @register_model("betatcvae")
 class BetaTCVAE(Autoencoder):
-    """``mi_weight * MI + tc_weight * TC + dim_kl_weight * dimKL`` on the batch (module doc)."""
+    """β-TCVAE: ``mi_weight * MI + tc_weight * TC + dim_kl_weight * dimKL`` on the batch.
+
+    MI, TC and dimKL are the index-code mutual information, total correlation and
+    dimension-wise KL that the VAE's KL splits into, estimated from the batch
+    (:func:`kl_decomposition`; docs/disentanglement.md for the measurements).
+    """
 
     config_class = BetaTCVAEConfig
     probabilistic = True

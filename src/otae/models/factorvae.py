@@ -67,8 +67,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .. import noise
+from ..checks import check_tensor
 from ..discrepancies import kl_standard_normal
-from ..discrepancies._validation import check_tensor
 from ..priors import Prior
 from .base import Autoencoder, LossTerms, ModelConfig, register_model, upcast
 
@@ -154,7 +154,7 @@ class FactorVAEConfig(ModelConfig):
 
 @register_model("factorvae")
 class FactorVAE(Autoencoder):
-    """Analytic KL + ``tc_weight`` x the discriminator's TC estimate (module doc)."""
+    """FactorVAE: analytic KL + ``tc_weight`` x a discriminator's total-correlation estimate."""
 
     config_class = FactorVAEConfig
     probabilistic = True

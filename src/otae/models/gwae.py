@@ -369,7 +369,7 @@ def build_meta_prior(config: GWAEConfig, generator: torch.Generator | None = Non
 
 @register_model("gwae")
 class GWAE(Autoencoder):
-    """Relational GW term + critic-estimated W bound + reconstruction + entropy (module doc)."""
+    """Relational GW term + critic-estimated W bound + reconstruction + entropy (docs/gwae.md)."""
 
     config_class = GWAEConfig
     probabilistic = True
@@ -429,7 +429,8 @@ class GWAE(Autoencoder):
         """Decodings of posterior codes ``z`` and prior samples ``z_prior`` in one decoder pass.
 
         One batch, so that normalisation layers see the same mixture in training as
-        their running statistics hold in evaluation (module doc).
+        their running statistics hold in evaluation: separate passes would normalise
+        each set with its own batch statistics (docs/gwae.md, the measured difference).
         """
         decoded = self.decode(torch.cat([z, z_prior.to(z.dtype)]))
         return decoded[: z.shape[0]], decoded[z.shape[0]:]

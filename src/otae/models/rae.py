@@ -1,7 +1,7 @@
 r"""Relational regularised autoencoders (Xu et al., ICML 2020): P-RAE and D-RAE.
 
 Both pull the batch posterior towards a learnable Gaussian-mixture prior (K = 10
-components, random init, spec §6) with a fused Gromov-Wasserstein discrepancy of
+components, random init, RAE paper §6.1) with a fused Gromov-Wasserstein discrepancy of
 trade-off ``beta`` (the weight of the GW part, POT's ``alpha``; paper: 0.1). Both
 regularisers are batch-level scalars that enter the total as computed, computed by the
 loss module ``model.discrepancy_loss`` (:class:`otae.losses.HierarchicalFGWLoss`,
@@ -20,7 +20,7 @@ loss module ``model.discrepancy_loss`` (:class:`otae.losses.HierarchicalFGWLoss`
 
 Scale of the paper's hyper-parameters (gamma = 1, beta = 0.1 were tuned with the RAE
 authors' code): paper-protocol configs should set ``scale: rae_authors`` for ``drae``
-(sums over samples and slices, raw Gaussian directions, spec §2.2) and ``tau: auto``
+(sums over samples and slices, raw Gaussian directions, as the authors' code) and ``tau: auto``
 for ``prae`` (the authors' step-size rule; our default ``'centred'`` solves the inner
 problem more accurately at the same 20 steps, see ``fgw_proximal_point``).
 """

@@ -20,7 +20,7 @@ embeddings, reconstructions and the loss all see spherical codes, and the learna
 vMF locations are renormalised after each optimiser step (the prior's ``end_of_batch``,
 which :meth:`~otae.models.Autoencoder.end_of_batch` runs for every model).
 
-``epsilon``, ``n_iters`` and ``p`` are open in the spec; the defaults (0.1, 100, 2) are
+``epsilon``, ``n_iters`` and ``p`` are free parameters; the defaults (0.1, 100, 2) are
 those of :func:`~otae.discrepancies.sinkhorn`. ``epsilon`` is in the units of the cost:
 squared distances are about ``2d`` between N(0, I) codes, at most 4 on the sphere.
 

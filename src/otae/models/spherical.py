@@ -17,9 +17,9 @@ only. The search is the loss module ``model.discrepancy_loss``
 The found location(s) are kept in its registered buffer ``locations`` (``model.locations``;
 all zeros until the first search; saved with the model under the key ``locations``)
 and, with ``warm_start``, the next batch's search starts from them. Because it runs
-every batch from a warm start, the search defaults to ``n_iters = 10`` steps; the
-spec's reference value (a same-author implementation) is 100 steps with lr 0.1,
-kappa 50, L 10. The buffer is only updated
+every batch from a warm start, the search defaults to ``n_iters = 10`` steps; a
+related implementation by the same authors uses 100 steps with lr 0.1, kappa 50,
+L 10 (the SSFG paper's own values are not known). The buffer is only updated
 in training mode, so evaluating a model does not change it.
 Whether the buffer holds a search result is known on the host (set by a training
 search, recomputed by ``load_state_dict``), so a training step never reads the buffer

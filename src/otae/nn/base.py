@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 
-def _shape_tuple(image_shape: Sequence[int]) -> tuple[int, int, int]:
+def as_shape_tuple(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``image_shape`` as a ``(channels, height, width)`` tuple of positive ints, or a
+    one-line ValueError."""
     shape = tuple(int(s) for s in image_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"image_shape must be (channels, height, width), got {image_shape}")
@@ -37,7 +39,7 @@ class Encoder(nn.Module):
         probabilistic: bool,
     ) -> None:
         super().__init__()
-        self.image_shape = _shape_tuple(image_shape)
+        self.image_shape = as_shape_tuple(image_shape)
         self.latent_dim = int(latent_dim)
         self.probabilistic = bool(probabilistic)
         self.body = body
@@ -68,7 +70,7 @@ class Decoder(nn.Module):
 
     def __init__(self, net: nn.Module, image_shape: Sequence[int], latent_dim: int) -> None:
         super().__init__()
-        self.image_shape = _shape_tuple(image_shape)
+        self.image_shape = as_shape_tuple(image_shape)
         self.latent_dim = int(latent_dim)
         self.net = net
 
@@ -89,7 +91,7 @@ class MLPEncoder(Encoder):
         probabilistic: bool = False,
         hidden: Sequence[int] = (512, 256),
     ) -> None:
-        shape = _shape_tuple(image_shape)
+        shape = as_shape_tuple(image_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         width = shape[0] * shape[1] * shape[2]
         for h in hidden:
@@ -104,7 +106,7 @@ class MLPDecoder(Decoder):
     def __init__(
         self, image_shape: Sequence[int], latent_dim: int, hidden: Sequence[int] = (256, 512)
     ) -> None:
-        shape = _shape_tuple(image_shape)
+        shape = as_shape_tuple(image_shape)
         layers: list[nn.Module] = []
         width = int(latent_dim)
         for h in hidden:
@@ -118,4 +120,4 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["Decoder", "Encoder", "MLPDecoder", "MLPEncoder", "count_parameters"]
+__all__ = ["Decoder", "Encoder", "MLPDecoder", "MLPEncoder", "as_shape_tuple", "count_parameters"]

@@ -5,12 +5,12 @@ and returns an ``(Encoder, Decoder)`` pair built on :mod:`otae.nn.base`. A facto
 given an image shape it is not built for raises a ``ValueError`` that says which
 shapes it accepts, before any layer is created.
 
-* ``paper_mnist`` (spec §6, 1x28x28): encoder 4 blocks ``Conv2d(k4, s2, p1, no bias)
+* ``paper_mnist`` (RAE paper §6.1, 1x28x28): encoder 4 blocks ``Conv2d(k4, s2, p1, no bias)
   + BatchNorm2d + ReLU`` with 128-256-512-1024 channels (28 -> 14 -> 7 -> 3 -> 1), then
   the linear head(s); decoder ``Linear(latent, 1024*7*7)``, reshape, two blocks
   ``ConvTranspose2d(k4, s2, p1, no bias) + BatchNorm2d + ReLU`` (1024 -> 512 -> 256,
   7 -> 14 -> 28) and a 1x1 ``ConvTranspose2d`` to the image; linear output.
-* ``paper_celeba`` (spec §6, 3x64x64): the same encoder (64 -> 32 -> 16 -> 8 -> 4, head
+* ``paper_celeba`` (RAE paper §6.1, 3x64x64): the same encoder (64 -> 32 -> 16 -> 8 -> 4, head
   from 1024*4*4 features); decoder ``Linear(latent, 1024*8*8)``, three transposed-conv
   blocks 1024 -> 512 -> 256 -> 128 (8 -> 16 -> 32 -> 64) and a 1x1 transposed conv to 3
   channels; linear output.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .base import Decoder, Encoder, _shape_tuple
+from .base import Decoder, Encoder, as_shape_tuple
 
 
 def _fmt(shape: Sequence[int]) -> str:
@@ -77,7 +77,7 @@ def _conv_out(size: int) -> int:
 
 @dataclass(frozen=True)
 class _PaperNet:
-    """What tells the RAE paper's two conv nets apart (spec §6); the rest is :func:`_paper`."""
+    """What tells the RAE paper's two conv nets apart (its §6.1); the rest is :func:`_paper`."""
 
     name: str
     image_shape: tuple[int, int, int]
@@ -102,7 +102,7 @@ def _paper(
     decoder_channels: Sequence[int],
 ) -> tuple[Encoder, Decoder]:
     name, expected, decoder_start = net.name, net.image_shape, net.decoder_start
-    shape = _shape_tuple(image_shape)
+    shape = as_shape_tuple(image_shape)
     if shape != expected:
         raise ValueError(
             f"{name} is built for {_fmt(expected)} images, got {_fmt(shape)}; "
@@ -138,7 +138,7 @@ def paper_mnist(
     channels: Sequence[int] = (128, 256, 512, 1024),
     decoder_channels: Sequence[int] = (1024, 512, 256),
 ) -> tuple[Encoder, Decoder]:
-    """The RAE paper's MNIST conv net for 1x28x28 (spec §6): 128-256-512-1024 channels."""
+    """The MNIST conv net of RAE paper §6.1, for 1x28x28: 128-256-512-1024 channels."""
     return _paper(_PAPER_MNIST, image_shape, latent_dim, probabilistic, channels, decoder_channels)
 
 
@@ -149,7 +149,7 @@ def paper_celeba(
     channels: Sequence[int] = (128, 256, 512, 1024),
     decoder_channels: Sequence[int] = (1024, 512, 256, 128),
 ) -> tuple[Encoder, Decoder]:
-    """The RAE paper's CelebA conv net for 3x64x64 (spec §6): 128-256-512-1024 channels."""
+    """The CelebA conv net of RAE paper §6.1, for 3x64x64: 128-256-512-1024 channels."""
     return _paper(_PAPER_CELEBA, image_shape, latent_dim, probabilistic, channels, decoder_channels)
 
 
@@ -161,7 +161,7 @@ def small_conv(
     hidden: int = 256,
 ) -> tuple[Encoder, Decoder]:
     """Small conv net for images with sides divisible by ``2 ** len(channels)``."""
-    shape = _shape_tuple(image_shape)
+    shape = as_shape_tuple(image_shape)
     chans = _channel_list("small_conv", "channels", channels, None)
     hidden = int(hidden)
     if hidden < 1:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import noise
-from ..discrepancies._pairwise import device_constant
+from ..constants import device_constant
 
 
 class Prior(nn.Module):
@@ -124,6 +124,6 @@ def _stratified_labels(n: int, n_components: int, *, dtype, device) -> Tensor:
 
 
 def stratified_counts(n: int, n_components: int) -> list[int]:
-    """Split ``n`` draws over components as evenly as possible (spec §3: N/K each)."""
+    """Split ``n`` draws over components as evenly as possible (N/K each, as the RAE authors do)."""
     base, extra = divmod(int(n), int(n_components))
     return [base + (1 if k < extra else 0) for k in range(n_components)]

@@ -33,7 +33,7 @@ class GaussianMixturePrior(Prior):
     """Mixture of ``K`` diagonal Gaussians with uniform weights.
 
     Means and log-variances are learnable (``learnable=False`` freezes them);
-    means start from ``N(0, init_scale^2)`` (random init, spec §6) drawn with
+    means start from ``N(0, init_scale^2)`` (random init, RAE paper §6.1) drawn with
     ``generator``, log-variances at ``log(init_std^2)``. :meth:`sample` is
     stratified: each component contributes ``n / K`` draws (the remainder goes to
     the first components), reparameterised as ``mu_k + sigma_k * eps``.

@@ -1,4 +1,12 @@
-"""Training: typed configs, one trainer for every model, callbacks, atomic checkpoints."""
+"""Training: typed configs, one trainer for every model, callbacks, atomic checkpoints.
+
+One module per job: :mod:`.config` (settings), :mod:`.trainer` (the loop),
+:mod:`.callbacks` (logging and policies), :mod:`.checkpoint` (atomic files),
+:mod:`.loading` (reading a run back), :mod:`.splits` (datasets and the validation
+rows), :mod:`.seeding` (derived seeds, data order, RNG state), :mod:`.optim` (devices
+and optimisers), :mod:`.divergence` (finding a diverged step), :mod:`.compiled` and
+:mod:`.distributed`.
+"""
 
 from .callbacks import (
     Callback,
@@ -29,17 +37,12 @@ from .config import (
     save_config,
     shipped_configs,
 )
-from .trainer import (
-    NonFiniteLossError,
-    Trainer,
-    build_split,
-    carve_validation,
-    derived_seed,
-    final_checkpoint,
-    load_run,
-    select_device,
-    validation_split,
-)
+from .divergence import NonFiniteLossError
+from .loading import final_checkpoint, load_run
+from .optim import select_device
+from .seeding import derived_seed
+from .splits import build_split, carve_validation, validation_split
+from .trainer import Trainer
 
 __all__ = [
     "CSVLogger",

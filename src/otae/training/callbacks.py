@@ -46,7 +46,6 @@ Built-ins (:func:`default_callbacks` picks them from ``training.*``): :class:`Pr
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -57,14 +56,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor
 
+from .._io import write_csv_rows
+from .config import CURVE_METRICS, EXTERNAL_LOGGERS, config_to_dict, flatten_config
+
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
 
-#: the names ``training.loggers`` accepts, with the extra that installs each library
-EXTERNAL_LOGGERS = {"wandb": "otae[wandb]", "mlflow": "otae[mlflow]"}
-#: the scores ``evaluation.disentanglement_curve_metrics`` accepts -> their history column
-#: after the ``val_`` / ``test_`` prefix (the names of the final metrics in metrics.json)
-CURVE_METRICS = {"mig": "mig", "dci": "dci_disentanglement"}
 
 
 class Callback:
@@ -181,13 +178,13 @@ class ProgressBar(Callback):
 
     def __init__(self, every: int = 10) -> None:
         self.every = every
-        self.bar: Any = _NoProgress()
+        self.bar: Any = NoProgress()
 
     def syncs_at(self, step: int) -> bool:
         return self.bar.enabled and step % self.every == 0
 
     def on_epoch_start(self, trainer, epoch, n_steps):
-        self.bar = _progress(n_steps, f"epoch {epoch}/{trainer.config.training.epochs}", True)
+        self.bar = progress_bar(n_steps, f"epoch {epoch}/{trainer.config.training.epochs}", True)
 
     def on_step_end(self, trainer, epoch, step, terms):
         self.bar.update(1)
@@ -200,7 +197,7 @@ class ProgressBar(Callback):
     def on_train_epoch_end(self, trainer, epoch):
         # closed before any error line, which must not share the bar's line
         self.bar.close()
-        self.bar = _NoProgress()
+        self.bar = NoProgress()
 
     def teardown(self, trainer):
         self.on_train_epoch_end(trainer, trainer.epoch)
@@ -223,15 +220,7 @@ class CSVLogger(Callback):
 
 def write_history_csv(history: list[dict[str, float]], path: Path) -> None:
     """``history`` as CSV at ``path``, atomically (see :class:`CSVLogger`)."""
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    write_csv_rows(path, history)
 
 
 class TensorBoardLogger(Callback):
@@ -553,7 +542,6 @@ class WandbCallback(Callback):
         self.run = None
 
     def on_fit_start(self, trainer):
-        from .config import config_to_dict
 
         self.run = self.wandb.init(
             project=self.project,
@@ -604,7 +592,6 @@ class MLflowCallback(Callback):
         self.run_id: str | None = None
 
     def on_fit_start(self, trainer):
-        from .config import _flatten, config_to_dict
 
         uri = self.tracking_uri
         if uri is None:
@@ -618,7 +605,7 @@ class MLflowCallback(Callback):
         self.run_id = run.info.run_id
         params = [
             self.mlflow.entities.Param(k, str(v)[:6000])
-            for k, v in _flatten(config_to_dict(trainer.config)).items()
+            for k, v in flatten_config(config_to_dict(trainer.config)).items()
         ]
         self.client.log_batch(self.run_id, params=params)
 
@@ -682,7 +669,7 @@ def _is_terminal(stream) -> bool:
         return False
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
     """A per-batch progress bar on stderr, only when stderr is a terminal.
 
     Redirected to a file or a pipe, a bar is thousands of carriage-return updates in
@@ -695,13 +682,15 @@ def _progress(total: int, desc: str, enabled: bool):
     # a Jupyter widget bar (tqdm.auto's choice in a notebook) is one updating widget
     widget = enabled and "notebook" in tqdm.__module__
     if not enabled or not (widget or _is_terminal(sys.stderr)):
-        return _NoProgress()
+        return NoProgress()
     bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
     bar.enabled = True
     return bar
 
 
-class _NoProgress:
+class NoProgress:
+    """What :func:`progress_bar` returns when no bar is shown: its methods do nothing."""
+
     enabled = False
 
     def update(self, n: int) -> None: ...
@@ -711,12 +700,11 @@ class _NoProgress:
 
 __all__ = [
     "CSVLogger",
+    "NoProgress",
     "Callback",
     "CallbackList",
-    "CURVE_METRICS",
     "ConsoleLogger",
     "DisentanglementCurve",
-    "EXTERNAL_LOGGERS",
     "EarlyStopping",
     "MLflowCallback",
     "ProgressBar",

@@ -8,19 +8,23 @@ crash while writing never leaves a truncated checkpoint behind. Loading uses
 ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects (otae's
 message then never suggests loading the file unsafely). Temporary files left by a
 write that was killed are removed when the run starts again
-(:func:`remove_stale_temporaries`).
+(:func:`remove_stale_temporaries`). A write that fails (a full disk, a quota, an I/O
+error) raises :class:`CheckpointWriteError` naming the file, the space needed and the
+space free, and leaves the previous checkpoint at that path as it was.
 """
 
 from __future__ import annotations
 
-import os
+import errno
 import re
-import tempfile
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._io import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -29,22 +33,113 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not an otae checkpoint."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (full disk, quota, I/O error); the previous
+    file at that path, if any, is intact. ``path``, ``needed`` and ``free`` (bytes;
+    None where not measurable) say where and how much."""
+
+    def __init__(self, message: str, path: Path, needed: int | None, free: int | None):
+        super().__init__(message)
+        self.path, self.needed, self.free = path, needed, free
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Atomically write ``state`` (plus a format tag) to ``path``."""
+    """Atomically write ``state`` (plus a format tag) to ``path``.
+
+    Raises :class:`CheckpointWriteError` when the file cannot be written (the
+    temporary file is removed and ``path`` keeps its previous content).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"otae_checkpoint": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        atomic_write(path, lambda handle: torch.save(payload, handle))
+    except Exception as err:
+        if _is_write_failure(err):
+            raise _write_error(err, path, payload) from err
         raise
     return path
+
+
+#: errnos of a device or quota that is full
+_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: what torch's zip writer says when the stream under it fails
+_TORCH_WRITE_FAILURE = re.compile(
+    r"failed writing|file write failed|unexpected pos|iostream error|PytorchStreamWriter"
+)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling."""
+    seen: list[BaseException] = []
+    while err is not None and all(err is not e for e in seen):
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
+def _is_write_failure(err: Exception) -> bool:
+    return any(
+        isinstance(e, OSError)
+        or (isinstance(e, RuntimeError) and _TORCH_WRITE_FAILURE.search(str(e)))
+        for e in _chain(err)
+    )
+
+
+def _payload_bytes(value: Any) -> int:
+    """About how many bytes ``torch.save`` writes for ``value`` (its tensors' data)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_payload_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_payload_bytes(v) for v in value)
+    return 64
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n < 1e7 else f"{n / 1e6:.0f} MB"
+
+
+def _write_error(err: Exception, path: Path, payload: dict[str, Any]) -> CheckpointWriteError:
+    """The one-line account of a failed checkpoint write."""
+    needed = _payload_bytes(payload) + 4096  # the zip container's headers
+    try:
+        free: int | None = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    os_error = next((e for e in _chain(err) if isinstance(e, OSError)), None)
+    advice = "free some space"
+    if os_error is not None and os_error.errno in _FULL:
+        reason = (
+            "disk quota exceeded"
+            if os_error.errno == getattr(errno, "EDQUOT", None)
+            else "file too large for the file system"
+            if os_error.errno == errno.EFBIG
+            else "no space left on device"
+        )
+    elif free is not None and free < needed:
+        reason = "no space left on device"
+    elif os_error is not None:
+        text = os_error.strerror or str(os_error) or type(os_error).__name__
+        reason = text[0].lower() + text[1:]
+        advice = "check the disk"
+    else:
+        first = str(err).splitlines()[0] if str(err) else ""
+        reason = f"the write failed ({type(err).__name__}: {first})"
+        advice = "check that the disk is neither full nor failing"
+    space = f"needs ~{_megabytes(needed)}"
+    if free is not None:
+        space += f", {_megabytes(free)} free"
+    kept = "the previous checkpoint there is intact" if path.exists() else "nothing was written"
+    run = path.parent.parent if path.parent.name == "checkpoints" else "RUN_DIR"
+    return CheckpointWriteError(
+        f"could not write checkpoint {path}: {reason} ({space}); {kept}; {advice}, then "
+        f"continue with `otae train {run} --resume`",
+        path,
+        needed,
+        free,
+    )
 
 
 #: what :func:`save_checkpoint`'s temporary files look like (``tempfile.mkstemp``)

@@ -29,7 +29,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import Tensor, nn
 
-from ..discrepancies._validation import input_checks
+from ..checks import input_checks
 from ..noise import DrawRecorder, DrawSpec, DrawTape, draw_all
 from ..profiling import COUNTING_BACKEND, call_compiled, register_counting_backend
 

@@ -11,58 +11,74 @@ Every unknown key is an error that names it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from ..models import ModelConfig, model_config_from_dict
-from ..parallel import REGULARISER_MODES
-from ..typed_config import from_dict, to_dict
+from .._io import atomic_write_text
+from ..models import MODELS, ModelConfig, model_config_from_dict
+from ..typed_config import check_choices, from_dict, to_dict
+
+#: what a resumed run may do with a changed setting (field metadata ``resume``):
+#: ``free`` (does not change what was trained), ``applied`` (set on the restored
+#: optimisers: the learning rates), ``refused`` (would change the experiment), or
+#: ``section`` (a nested config whose own fields say)
+RESUME_POLICIES = ("free", "applied", "refused", "section")
+
+
+def setting(default: Any = dataclasses.MISSING, *, resume: str, factory: Any = dataclasses.MISSING):
+    """A config field with its resume policy (:data:`RESUME_POLICIES`) in its metadata."""
+    if resume not in RESUME_POLICIES:
+        raise ValueError(f"resume must be one of {', '.join(RESUME_POLICIES)}, got {resume!r}")
+    return field(default=default, default_factory=factory, metadata={"resume": resume})
 
 
 @dataclass
 class DataConfig:
     #: dataset name (see ``otae list``): mnist, idx, celeba, image_folder
-    name: str = "mnist"
+    name: str = setting("mnist", resume="refused")
     #: folder with the data files; None uses the embedded MNIST
-    root: str | None = None
+    root: str | None = setting(None, resume="refused")
     #: keep only the first n training / test examples (None: all)
-    train_subset: int | None = None
-    test_subset: int | None = None
+    train_subset: int | None = setting(None, resume="refused")
+    test_subset: int | None = setting(None, resume="refused")
     #: resize images to this side length (image_folder / celeba); None: dataset default
-    image_size: int | None = None
+    image_size: int | None = setting(None, resume="refused")
 
 
 @dataclass
 class NetworkConfig:
     #: paper_mnist, paper_celeba, small_conv or mlp (see ``otae list``)
-    architecture: str = "small_conv"
+    architecture: str = setting("small_conv", resume="refused")
     #: keyword options of the architecture (e.g. channels: [32, 64])
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = setting(factory=dict, resume="refused")
 
 
 @dataclass
 class OptimizerConfig:
     #: adam or rmsprop
-    name: str = "adam"
-    lr: float = 1e-3
+    name: Literal["adam", "rmsprop"] = setting("adam", resume="refused")
+    lr: float = setting(1e-3, resume="applied")
     #: Adam's betas (the paper uses (0.5, 0.999))
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.0
+    betas: tuple[float, float] = setting((0.5, 0.999), resume="refused")
+    weight_decay: float = setting(0.0, resume="refused")
     #: learning rate of the adversarial critic (GWAE); None: same as lr
-    critic_lr: float | None = None
+    critic_lr: float | None = setting(None, resume="applied")
 
+
+#: the names ``training.loggers`` accepts, with the extra that installs each library
+EXTERNAL_LOGGERS = {"wandb": "otae[wandb]", "mlflow": "otae[mlflow]"}
+#: the scores ``evaluation.disentanglement_curve_metrics`` accepts -> their history column
+#: after the ``val_`` / ``test_`` prefix (the names of the final metrics in metrics.json)
+CURVE_METRICS = {"mig": "mig", "dci": "dci_disentanglement"}
 
 #: inductor's modes (torch.compile(mode=...)); "default" passes none
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-#: W&B's run modes (wandb.init(mode=...))
-WANDB_MODES = ("offline", "online", "disabled")
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 #: validation metrics every model's evaluation produces (``val_`` + a loss term, or
 #: ``val_rec_loss`` / ``val_mse_per_pixel`` of the posterior means); a model's extra loss
@@ -82,112 +98,119 @@ class EarlyStoppingConfig:
     """
 
     #: off by default: no validation split, best.pt by the test loss, as without the block
-    enabled: bool = False
+    enabled: bool = setting(False, resume="refused")
     #: epochs without improvement before stopping (the GWAE authors use 10)
-    patience: int = 10
+    patience: int = setting(10, resume="refused")
     #: a validation column of history.csv: val_total, val_rec_loss, val_regulariser, ...
-    monitor: str = "val_total"
+    monitor: str = setting("val_total", resume="refused")
     #: min (lower is better) or max
-    mode: str = "min"
+    mode: Literal["min", "max"] = setting("min", resume="refused")
     #: an improvement must beat the best value by more than this
-    min_delta: float = 0.0
+    min_delta: float = setting(0.0, resume="refused")
     #: fraction of the training set held out as the validation split
-    validation_fraction: float = 0.1
+    validation_fraction: float = setting(0.1, resume="refused")
     #: seeds the split alone: the same rows whatever training.seed is
-    validation_seed: int = 0
+    validation_seed: int = setting(0, resume="refused")
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 50
+    epochs: int = setting(50, resume="free")
     #: the global batch: under torchrun each of W processes holds batch_size / W rows
-    batch_size: int = 100
-    seed: int = 0
+    batch_size: int = setting(100, resume="refused")
+    seed: int = setting(0, resume="refused")
     #: auto (CUDA when available), cpu, cuda, cuda:1, ...
-    device: str = "auto"
+    device: str = setting("auto", resume="free")
     #: torch.use_deterministic_algorithms (bit-reproducible runs, slower on GPU)
-    deterministic: bool = False
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    deterministic: bool = setting(False, resume="free")
+    optimizer: OptimizerConfig = setting(factory=OptimizerConfig, resume="section")
     #: write last.pt every this many epochs (best.pt whenever the test loss improves, or
     #: with early_stopping the monitored validation metric)
-    checkpoint_every: int = 1
-    eval_batch_size: int = 500
+    checkpoint_every: int = setting(1, resume="free")
+    eval_batch_size: int = setting(500, resume="free")
     #: DataLoader workers for datasets read from disk (0: load in the main process)
-    num_workers: int = 0
+    num_workers: int = setting(0, resume="free")
     #: page-locked host batches for asynchronous copies to CUDA (ignored on CPU)
-    pin_memory: bool = True
+    pin_memory: bool = setting(True, resume="free")
     #: fp32, or bf16 (autocast of the networks; losses and OT terms stay in float32)
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16"] = setting("fp32", resume="refused")
     #: torch.compile the whole training objective (networks and regulariser, forward and
     #: backward) as one graph per objective; checkpoints are unchanged (otae.training.compiled)
-    compile: bool = False
+    compile: bool = setting(False, resume="free")
     #: the torch.compile backend: inductor, or eager / aot_eager / any registered backend
-    compile_backend: str = "inductor"
+    compile_backend: str = setting("inductor", resume="free")
     #: inductor's mode: default, reduce-overhead (CUDA graphs), max-autotune,
     #: max-autotune-no-cudagraphs
-    compile_mode: str = "default"
+    compile_mode: CompileMode = setting(
+        "default", resume="free"
+    )
     #: keep in-memory datasets (MNIST...) on the CUDA device and index them there
-    data_on_device: bool = True
+    data_on_device: bool = setting(True, resume="free")
     #: under torchrun, batch-level regularisers see the global batch (exact) or each
     #: process's rows only (per_rank: no gathering, a different, noisier objective)
-    regulariser_mode: str = "global"
-    progress: bool = True
-    tensorboard: bool = True
+    regulariser_mode: Literal["global", "per_rank"] = setting("global", resume="refused")
+    progress: bool = setting(True, resume="free")
+    tensorboard: bool = setting(True, resume="free")
     #: external experiment trackers, off by default: any of wandb, mlflow
     #: (otae.training.callbacks; pip install otae[wandb] / otae[mlflow])
-    loggers: list[str] = field(default_factory=list)
+    loggers: list[str] = setting(factory=list, resume="free")
     #: the W&B project, and W&B's mode: offline (written under the run directory,
     #: uploaded later by `wandb sync`), online or disabled
-    wandb_project: str = "otae"
-    wandb_mode: str = "offline"
+    wandb_project: str = setting("otae", resume="free")
+    wandb_mode: Literal["offline", "online", "disabled"] = setting("offline", resume="free")
     #: the MLflow tracking URI; None: a local file store at <run dir>/mlruns
-    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_uri: str | None = setting(None, resume="free")
     #: the MLflow experiment; None: the config's name
-    mlflow_experiment: str | None = None
+    mlflow_experiment: str | None = setting(None, resume="free")
     #: stop on a held-out validation split (off by default; see EarlyStoppingConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    early_stopping: EarlyStoppingConfig = setting(factory=EarlyStoppingConfig, resume="section")
 
 
 @dataclass
 class EvaluationConfig:
     #: 2-D projection of the latent plot: pca or tsne
-    latent_method: str = "pca"
-    latent_points: int = 2000
-    n_samples: int = 64
-    n_per_component: int = 10
-    report: bool = True
+    latent_method: Literal["pca", "tsne"] = setting("pca", resume="free")
+    latent_points: int = setting(2000, resume="free")
+    n_samples: int = setting(64, resume="free")
+    n_per_component: int = setting(10, resume="free")
+    report: bool = setting(True, resume="free")
     #: training steps timed with and without the regulariser after training (0: skip)
-    timing_steps: int = 10
+    timing_steps: int = setting(10, resume="free")
     #: generated/test images for the classifier Fréchet distance (MNIST-like data; 0: skip)
-    classifier_fd_samples: int = 0
+    classifier_fd_samples: int = setting(0, resume="free")
     #: generated/test images for FID with Inception-v3 (needs otae[fid]; 0: skip)
-    fid_samples: int = 0
+    fid_samples: int = setting(0, resume="free")
     #: cluster the test codes (k-means and the model's mixture prior) against the labels:
     #: ACC / NMI / ARI in metrics.json (false: skip)
-    clustering: bool = True
+    clustering: bool = setting(True, resume="free")
     #: the disentanglement curve (data with known factors: shapes, shapes_fine): every this
     #: many epochs, and at the last, score the codes of a fixed set of images into the
     #: history (val_mig / test_mig, ...; otae.training.callbacks.DisentanglementCurve); 0: off
-    disentanglement_every: int = 0
+    disentanglement_every: int = setting(0, resume="free")
     #: the curve's images: the first this many of the validation split (with
     #: training.early_stopping) or else of the test set
-    disentanglement_curve_points: int = 5000
+    disentanglement_curve_points: int = setting(5000, resume="free")
     #: the curve's scores: mig, dci (DCI disentanglement: ~13 s for 7560 codes on a CPU)
-    disentanglement_curve_metrics: list[str] = field(default_factory=lambda: ["mig", "dci"])
+    disentanglement_curve_metrics: list[str] = setting(
+        factory=lambda: ["mig", "dci"], resume="free"
+    )
 
 
 @dataclass
 class ExperimentConfig:
-    name: str = "run"
+    name: str = setting("run", resume="free")
     #: runs are written to output_dir/name unless a run directory is given
-    output_dir: str = "runs"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    output_dir: str = setting("runs", resume="free")
+    model: ModelConfig = setting(factory=ModelConfig, resume="refused")
+    network: NetworkConfig = setting(factory=NetworkConfig, resume="refused")
+    data: DataConfig = setting(factory=DataConfig, resume="refused")
+    training: TrainingConfig = setting(factory=TrainingConfig, resume="section")
+    evaluation: EvaluationConfig = setting(factory=EvaluationConfig, resume="free")
 
     def validate(self) -> None:
+        # every Literal setting (optimiser, precision, compile mode, modes...): one
+        # generic check that names the section.key
+        check_choices(self, "")
         self.model.validate()
         t = self.training
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
@@ -197,24 +220,11 @@ class ExperimentConfig:
             raise ValueError(f"training.seed must fit in 64 bits, got {t.seed}")
         if t.num_workers < 0:
             raise ValueError(f"training.num_workers must be >= 0, got {t.num_workers}")
-        if t.precision not in ("fp32", "bf16"):
-            raise ValueError(f"training.precision must be 'fp32' or 'bf16', got {t.precision!r}")
-        if t.compile_mode not in COMPILE_MODES:
-            raise ValueError(
-                f"training.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
-                f"got {t.compile_mode!r}"
-            )
         if t.compile_mode != "default" and t.compile_backend != "inductor":
             raise ValueError(
                 f"training.compile_mode={t.compile_mode!r} is an option of the inductor "
                 f"backend, not of training.compile_backend={t.compile_backend!r}"
             )
-        if t.regulariser_mode not in REGULARISER_MODES:
-            raise ValueError(
-                f"training.regulariser_mode must be one of {', '.join(REGULARISER_MODES)}, "
-                f"got {t.regulariser_mode!r}"
-            )
-        from .callbacks import EXTERNAL_LOGGERS
 
         for logger in t.loggers:
             if logger not in EXTERNAL_LOGGERS:
@@ -225,17 +235,8 @@ class ExperimentConfig:
                 )
         if len(set(t.loggers)) != len(t.loggers):
             raise ValueError(f"training.loggers lists a logger twice: {t.loggers}")
-        if t.wandb_mode not in WANDB_MODES:
-            raise ValueError(
-                f"training.wandb_mode must be one of {', '.join(WANDB_MODES)}, "
-                f"got {t.wandb_mode!r}"
-            )
         if not t.wandb_project:
             raise ValueError("training.wandb_project must not be empty")
-        if t.optimizer.name not in ("adam", "rmsprop"):
-            raise ValueError(
-                f"training.optimizer.name must be 'adam' or 'rmsprop', got {t.optimizer.name!r}"
-            )
         opt = t.optimizer
         for name in ("lr", "critic_lr"):
             value = getattr(opt, name)
@@ -250,11 +251,6 @@ class ExperimentConfig:
                 f"training.optimizer.betas must both lie in [0, 1), got {list(opt.betas)}"
             )
         _validate_early_stopping(t.early_stopping)
-        if self.evaluation.latent_method not in ("pca", "tsne"):
-            raise ValueError(
-                "evaluation.latent_method must be 'pca' or 'tsne', "
-                f"got {self.evaluation.latent_method!r}"
-            )
         for name in ("timing_steps", "classifier_fd_samples", "fid_samples",
                      "disentanglement_every"):
             if getattr(self.evaluation, name) < 0:
@@ -273,8 +269,6 @@ def _validate_early_stopping(es: EarlyStoppingConfig) -> None:
     if es.patience < 1:
         raise ValueError(f"{where}.patience must be >= 1 (epochs without improvement), "
                          f"got {es.patience}")
-    if es.mode not in ("min", "max"):
-        raise ValueError(f"{where}.mode must be 'min' or 'max', got {es.mode!r}")
     if not (math.isfinite(es.min_delta) and es.min_delta >= 0):
         raise ValueError(f"{where}.min_delta must be finite and >= 0, got {es.min_delta}")
     if not (math.isfinite(es.validation_fraction) and 0 < es.validation_fraction < 1):
@@ -294,7 +288,6 @@ def _validate_early_stopping(es: EarlyStoppingConfig) -> None:
 
 
 def _validate_disentanglement_curve(ev: EvaluationConfig, es: EarlyStoppingConfig) -> None:
-    from .callbacks import CURVE_METRICS
 
     metrics = ev.disentanglement_curve_metrics
     unknown = [m for m in metrics if m not in CURVE_METRICS]
@@ -363,47 +356,64 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
 #: long to go on, where and how fast it runs, what is logged and evaluated).
 #: ``training.early_stopping`` is not among them: its split decides the training rows,
 #: and its other fields the epoch a run stops at and what best.pt holds.
-RESUME_FREE = (
-    "name",
-    "output_dir",
-    "evaluation",
-    "training.epochs",
-    "training.device",
-    "training.deterministic",
-    "training.checkpoint_every",
-    "training.eval_batch_size",
-    "training.num_workers",
-    "training.pin_memory",
-    "training.compile",
-    "training.compile_backend",
-    "training.compile_mode",
-    "training.data_on_device",
-    "training.progress",
-    "training.tensorboard",
-    "training.loggers",
-    "training.wandb_project",
-    "training.wandb_mode",
-    "training.mlflow_tracking_uri",
-    "training.mlflow_experiment",
-)
+def resume_policy(key: str) -> str:
+    """What a resumed run does with a change of the dotted setting ``key``: ``free``,
+    ``applied`` or ``refused`` (:data:`RESUME_POLICIES`), read from the fields' metadata
+    down the path (a section's policy covers its whole subtree unless it is ``section``:
+    then its fields say). A key no config field names (a model's own option: the model
+    section is refused as a whole) takes the policy of its deepest known ancestor."""
+    cls: Any = ExperimentConfig
+    policy = "refused"
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            break
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            break
+        policy = fields[part].metadata.get("resume", "refused")
+        if policy != "section":
+            return policy
+        cls = _field_type(cls, part)
+    return "refused" if policy == "section" else policy
+
+
+def _field_type(cls: type, name: str) -> type:
+    import typing
+
+    return typing.get_type_hints(cls)[name]
+
+
+def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.metadata.get("resume") == "section":
+            keys += _leaf_keys(_field_type(cls, f.name), key + ".")
+        else:
+            keys.append(key)
+    return keys
+
+
+#: Settings a resumed run may change without changing what was trained (epochs, device,
+#: logging, evaluation...), from the fields' ``resume`` metadata.
+RESUME_FREE = tuple(k for k in _leaf_keys(ExperimentConfig) if resume_policy(k) == "free")
 #: Settings a resumed run applies to its restored optimisers from the next step on.
-RESUME_APPLIED = ("training.optimizer.lr", "training.optimizer.critic_lr")
+RESUME_APPLIED = tuple(k for k in _leaf_keys(ExperimentConfig) if resume_policy(k) == "applied")
 
 
-def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(values: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"section.key": value}`` (empty sections kept as leaves)."""
     if not isinstance(values, dict) or (prefix and not values):
         return {prefix: values}
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        flat.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
 
 
-def _under(key: str, prefixes: tuple[str, ...]) -> bool:
-    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
-
-
-def resume_changes(saved: ExperimentConfig, new: ExperimentConfig) -> dict[str, list[str]]:
+def resume_changes(
+    saved: ExperimentConfig | dict[str, Any], new: ExperimentConfig | dict[str, Any]
+) -> dict[str, list[str]]:
     """The settings in which ``new`` differs from the config a run was trained with.
 
     Returns ``{"free": [...], "applied": [...], "refused": [...]}``, each a list of
@@ -411,22 +421,36 @@ def resume_changes(saved: ExperimentConfig, new: ExperimentConfig) -> dict[str, 
     was trained, ``applied`` ones (:data:`RESUME_APPLIED`, the learning rates) are
     set on the restored optimisers, ``refused`` ones (model, network, data, objective,
     batch, seed, optimiser type and hyper-parameters other than the learning rates)
-    would silently not apply, or make the run a different experiment.
+    would silently not apply, or make the run a different experiment. Either config may
+    be given as the dict a checkpoint holds (:func:`normalised_config_dict` reads it).
     """
-    old_flat = _flatten(config_to_dict(saved))
-    new_flat = _flatten(config_to_dict(new))
+    old_flat = flatten_config(normalised_config_dict(saved))
+    new_flat = flatten_config(normalised_config_dict(new))
     out: dict[str, list[str]] = {"free": [], "applied": [], "refused": []}
     for key in sorted(set(old_flat) | set(new_flat)):
         old, value = old_flat.get(key), new_flat.get(key)
         if old == value:
             continue
-        kind = (
-            "free"
-            if _under(key, RESUME_FREE)
-            else "applied" if _under(key, RESUME_APPLIED) else "refused"
-        )
-        out[kind].append(f"{key} ({old!r} -> {value!r})")
+        out[resume_policy(key)].append(f"{key} ({old!r} -> {value!r})")
     return out
+
+
+def normalised_config_dict(config: ExperimentConfig | dict[str, Any]) -> dict[str, Any]:
+    """``config`` as a plain dict with every field present: a dict (a checkpoint's) is read
+    through the config dataclasses first, so keys an older otae did not write get their
+    defaults. A model section whose ``name`` no registry knows (a model handed to the
+    :class:`~otae.training.Trainer` directly) is kept as written; a ValueError if any
+    other section is invalid."""
+    if isinstance(config, ExperimentConfig):
+        return config_to_dict(config)
+    model = config.get("model")
+    if isinstance(model, dict) and model.get("name") not in MODELS:
+        # any registered name stands in while the other sections are read
+        stand_in = {**config, "model": {"name": sorted(MODELS)[0]}}
+        rest = config_to_dict(config_from_dict(stand_in))
+        rest["model"] = copy.deepcopy(model)
+        return rest
+    return config_to_dict(config_from_dict(config))
 
 
 # ---------------------------------------------------------------------- files
@@ -550,27 +574,35 @@ def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> Experime
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """``config`` as YAML at ``path``, atomically."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 __all__ = [
+    "CURVE_METRICS",
     "DataConfig",
     "EarlyStoppingConfig",
+    "EXTERNAL_LOGGERS",
     "EvaluationConfig",
     "ExperimentConfig",
     "NetworkConfig",
     "OptimizerConfig",
     "RESUME_APPLIED",
     "RESUME_FREE",
+    "RESUME_POLICIES",
     "TrainingConfig",
     "VALIDATION_METRICS",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",
+    "flatten_config",
     "load_config",
     "load_config_dict",
+    "normalised_config_dict",
     "resolve_config_path",
     "resume_changes",
+    "resume_policy",
     "save_config",
+    "setting",
     "shipped_configs",
 ]

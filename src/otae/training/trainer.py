@@ -38,27 +38,27 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DistributedSampler
 
-from ..data import ImageDataset, build_dataset
+from ..checks import input_checks
+from ..data import ImageDataset
 from ..discrepancies import NonFiniteInputError
-from ..discrepancies._validation import input_checks
-from ..models import Autoencoder, build_model
+from ..models import MODELS, Autoencoder, build_model
 from ..parallel import BatchShards, convert_batchnorm, local_batches
 from . import distributed
+from . import loading as _loading
+from . import splits as _splits
 from .callbacks import (
     Callback,
     CallbackList,
     DisentanglementCurve,
     EarlyStopping,
-    _NoProgress,  # noqa: F401  (its former home: tests look for it here)
-    _progress,  # noqa: F401
     default_callbacks,
 )
 from .checkpoint import (
@@ -70,202 +70,41 @@ from .checkpoint import (
 from .compiled import CompiledObjective, compile_options
 from .config import (
     DataConfig,
-    EarlyStoppingConfig,
+    EvaluationConfig,
     ExperimentConfig,
-    config_from_dict,
+    TrainingConfig,
     config_to_dict,
     resume_changes,
     save_config,
 )
+from .divergence import DIVERGENCE_CHECK_EVERY, DIVERGENCE_FIX, DivergenceWatch, NonFiniteLossError
+from .loading import load_error_line, require_keys
+from .optim import apply_hyperparameters, make_optimizer, select_device
+from .seeding import (
+    STREAM_TEST,
+    STREAM_TRAIN,
+    EpochSampler,
+    derived_seed,
+    rng_state,
+    set_rng_state,
+)
+from .splits import build_split, carve_validation
 
-_STREAM_ORDER, _STREAM_TRAIN, _STREAM_TEST = 1, 2, 3
+#: names that lived here before the trainer was split by job: the old path warns
+_MOVED = {"final_checkpoint": "loading", "load_run": "loading", "validation_split": "splits"}
 
 
-def derived_seed(seed: int, epoch: int, stream: int) -> int:
-    """A distinct 63-bit seed per (seed, epoch, stream), stable across runs."""
-    mixed = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB
-    return mixed % (2**63 - 1)
-
-
-def build_split(data: DataConfig, split: str) -> ImageDataset:
-    """The ``train`` or ``test`` split described by a :class:`DataConfig`."""
-    subset = data.train_subset if split == "train" else data.test_subset
-    return build_dataset(
-        data.name, split, root=data.root, subset=subset, image_size=data.image_size
-    )
-
-
-def validation_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """``(training rows, validation rows)`` of a training set of ``n`` rows, each sorted.
-
-    ``round(fraction * n)`` rows (at least one, and one fewer than ``n`` at most) drawn by
-    a permutation seeded with ``seed`` alone: the same on every rank and for every
-    ``training.seed``.
-    """
-    if n < 2:
-        raise ValueError(
-            f"training.early_stopping needs at least 2 training examples to hold some out "
-            f"for validation, got {n}"
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        module = {"loading": _loading, "splits": _splits}[_MOVED[name]]
+        warnings.warn(
+            f"otae.training.trainer.{name} moved to {module.__name__}.{name} (also "
+            f"otae.training.{name}); the old path goes away in the next release",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    n_val = min(max(round(fraction * n), 1), n - 1)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[n_val:].sort().values, order[:n_val].sort().values
-
-
-def carve_validation(
-    data: ImageDataset, config: EarlyStoppingConfig
-) -> tuple[ImageDataset, ImageDataset]:
-    """``(training rows, validation rows)`` of ``data`` (:func:`validation_split`)."""
-    train_rows, val_rows = validation_split(
-        len(data), config.validation_fraction, config.validation_seed
-    )
-    return data.subset(train_rows), data.subset(val_rows)
-
-
-def select_device(spec: str, option: str = "training.device") -> torch.device:
-    """``auto`` picks CUDA when available; otherwise the named device (checked).
-
-    Errors name ``option``, the setting the device came from.
-    """
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"{option}={spec!r} is not a device: use auto, cpu, cuda, cuda:1, mps, ..."
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{option}={spec!r} but CUDA is not available on this machine")
-    return device
-
-
-def make_optimizer(params: list[nn.Parameter], config, lr: float | None = None):
-    """The optimiser of ``config``; Adam is the fused kernel (CPU and CUDA), whose
-    ``found_inf`` input lets the trainer skip a step on the device (:class:`DivergenceWatch`).
-    """
-    lr = config.lr if lr is None else lr
-    if config.name == "adam":
-        fused = all(p.device.type in ("cpu", "cuda") for p in params)
-        return torch.optim.Adam(
-            params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay,
-            fused=fused or None,
-        )
-    if config.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.name!r}")
-
-
-def _apply_hyperparameters(optimizer, config, lr: float | None = None) -> None:
-    """The config's lr / betas / weight decay over those a loaded optimiser state carries.
-
-    ``load_state_dict`` restores the saved hyperparameters; a run resumed with, say, a
-    lower ``training.optimizer.lr`` (after a divergence) must train with the new value.
-    Betas and weight decay cannot change on resume (``resume_changes`` refuses them), so
-    only the learning rates can differ here (nothing schedules these values).
-    """
-    values = {"lr": config.lr if lr is None else lr, "weight_decay": config.weight_decay}
-    if "betas" in optimizer.defaults:
-        values["betas"] = tuple(config.betas)
-    for group in optimizer.param_groups:
-        group.update(values)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite during training (the run diverged)."""
-
-
-_DIVERGENCE_FIX = "lower training.optimizer.lr (or model.gamma)"
-#: a diverged step is looked for (one host sync) every this many steps, at the steps where
-#: a callback reads the terms (the progress bar's), and at the end of the epoch
-_DIVERGENCE_CHECK_EVERY = 50
-
-
-def _short_values(names: list[str], values: list[float]) -> str:
-    return ", ".join(f"{k}={v:.4g}" for k, v in zip(names, values, strict=True))
-
-
-class DivergenceWatch:
-    """Non-finite steps caught on the device, reported at the next logging point.
-
-    A step whose objective or gradients are not finite sets ``found_inf`` (as
-    ``torch.amp.GradScaler`` does); the optimiser skips the update on the device (fused
-    Adam's ``found_inf`` input). The flag is sticky: once a step of the epoch has
-    diverged, every later update of the epoch is skipped too, so the weights stay those
-    before the first bad step. The batch index and loss terms of that first bad step are
-    kept on the device; :meth:`diverged` (one host sync) is read at logging points and at
-    the end of the epoch, before anything is written.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.steps = 0
-        self.flag = torch.zeros((), device=self.device)
-        self.first_step = torch.zeros((), dtype=torch.long, device=self.device)
-        self.names: list[str] = []
-        self.values: Tensor | None = None
-
-    def update(self, found_inf: Tensor, terms: dict[str, Tensor]) -> Tensor:
-        """Record a step's flag; returns the flag the update must obey (sticky)."""
-        first = (found_inf > 0) & (self.flag == 0)
-        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
-        if self.values is None or self.values.shape != values.shape:
-            self.names, self.values = list(terms), values.new_zeros(values.shape)
-        self.values = torch.where(first, values, self.values)
-        self.first_step = torch.where(first, self.steps, self.first_step)
-        self.flag = torch.maximum(self.flag, found_inf)
-        self.steps += 1
-        return self.flag
-
-    def diverged(self) -> bool:
-        return bool(self.flag > 0)
-
-    def report(self) -> tuple[int, str]:
-        """``(batch index, "total=nan, ...")`` of the first bad step (host syncs)."""
-        values = self.values.tolist() if self.values is not None else []
-        return int(self.first_step), _short_values(self.names, values)
-
-
-class EpochSampler(DistributedSampler):
-    """The epoch's shuffled order (seeded by ``(seed, epoch)``), this rank's share of it.
-
-    A :class:`~torch.utils.data.DistributedSampler` whose permutation is
-    ``randperm(n)`` under the generator seeded with ``derived_seed(seed, epoch, 1)``, so
-    that one process (``num_replicas=1``) visits the data in the same order as every
-    otae version before data parallelism. With ``W`` replicas the order is padded to a
-    multiple of ``W`` by repeating its start (DistributedSampler's rule) and rank ``r``
-    takes positions ``r, r + W, ...``; cutting that into batches of ``B / W`` gives
-    exactly the one-process batches of ``B`` when ``n`` is a multiple of ``B``.
-    """
-
-    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
-        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-
-    def __iter__(self):
-        seed = derived_seed(self.seed, self.epoch, _STREAM_ORDER)
-        order_gen = torch.Generator().manual_seed(seed)
-        indices = torch.randperm(len(self.dataset), generator=order_gen).tolist()
-        padding = self.total_size - len(indices)
-        while padding > 0:
-            indices += indices[:padding]
-            padding = self.total_size - len(indices)
-        return iter(indices[self.rank : self.total_size : self.num_replicas])
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Objective(nn.Module):
@@ -288,20 +127,95 @@ class _Objective(nn.Module):
 
 
 class Trainer:
-    """Train ``config.model`` on ``config.data``; write everything under ``run_dir``.
+    """Train a built model on built data; write everything under ``run_dir``.
 
-    ``train_data``/``test_data`` may be given directly (any :class:`ImageDataset`);
-    otherwise they are built from ``config.data``. With ``training.early_stopping`` the
-    validation rows are carved out of the training data (:attr:`val_data`;
-    :attr:`train_data` is the rest). ``log`` receives the trainer's messages (default:
-    stderr). ``callbacks`` are added after the ones the config asks for
-    (:func:`~otae.training.callbacks.default_callbacks`: progress bar, history.csv,
-    TensorBoard, console lines, W&B / MLflow, the disentanglement curve, early stopping);
-    all of them run on rank 0 only.
+    ``Trainer(model, train_data, test_data, training, run_dir)`` trains any
+    :class:`~otae.models.Autoencoder`, including a subclass the library has never heard
+    of (no :func:`~otae.models.register_model` needed), on any
+    :class:`~otae.data.ImageDataset`, with the settings of a
+    :class:`~otae.training.TrainingConfig` (``training``; default: its defaults) and, for
+    the disentanglement curve, an :class:`~otae.training.EvaluationConfig`
+    (``evaluation``). ``test_data`` is the held-out set evaluated after every epoch (it
+    decides ``best.pt``; default: the training data). :meth:`from_config` builds model
+    and data from an :class:`~otae.training.ExperimentConfig`, as ``otae train`` does.
+
+    With ``training.early_stopping`` the validation rows are carved out of the training
+    data (:attr:`val_data`; :attr:`train_data` is the rest). ``log`` receives the
+    trainer's messages (default: stderr). ``callbacks`` are added after the ones the
+    settings ask for (:func:`~otae.training.callbacks.default_callbacks`: progress bar,
+    history.csv, TensorBoard, console lines, W&B / MLflow, the disentanglement curve,
+    early stopping); all of them run on rank 0 only. ``name`` names the run in loggers.
+
+    The network weights are the model's as given; seed them before building the model
+    (``torch.manual_seed``) for a reproducible run. Everything random during training
+    comes from ``training.seed`` (module docstring).
+
+    The form ``Trainer(config, run_dir, log=..., callbacks=...)`` of earlier versions
+    still works, with a DeprecationWarning: use :meth:`from_config`.
     """
 
     def __init__(
         self,
+        model: Autoencoder | ExperimentConfig,
+        train_data: ImageDataset | str | Path | None = None,
+        test_data: ImageDataset | None = None,
+        training: TrainingConfig | None = None,
+        run_dir: str | Path | None = None,
+        *,
+        evaluation: EvaluationConfig | None = None,
+        name: str = "run",
+        log: Callable[[str], None] | None = None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
+        if isinstance(model, ExperimentConfig):
+            warnings.warn(
+                "Trainer(config, run_dir, ...) is deprecated and goes away in the next release; "
+                "use Trainer.from_config(config, run_dir, ...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if train_data is None and run_dir is None:
+                raise TypeError("Trainer.from_config(config, run_dir) needs a run directory")
+            self._build_from_config(model, train_data if run_dir is None else run_dir,
+                                    log=log, callbacks=callbacks)  # fmt: skip
+            return
+        if not isinstance(model, Autoencoder):
+            raise TypeError(
+                f"Trainer trains an otae.models.Autoencoder (or use Trainer.from_config), "
+                f"got {type(model).__name__}"
+            )
+        if train_data is None or isinstance(train_data, (str, Path)):
+            raise TypeError(
+                "Trainer(model, train_data, ...) needs the training data (an ImageDataset)"
+            )
+        if run_dir is None:
+            raise TypeError(
+                "Trainer(model, train_data, ...) needs run_dir, the folder it writes to"
+            )
+        config = ExperimentConfig(
+            name=name,
+            model=model.config,
+            # the data was given: no dataset is built from this section
+            data=DataConfig(name="given"),
+            training=training if training is not None else TrainingConfig(),
+            evaluation=evaluation if evaluation is not None else EvaluationConfig(),
+        )
+        config.validate()
+        registered = MODELS.get(model.config.name) is type(model)
+        self._setup(
+            config,
+            run_dir,
+            train_data,
+            test_data if test_data is not None else train_data,
+            lambda device: model.to(device),
+            model_name=config.model.name if registered else _qualified_name(type(model)),
+            log=log,
+            callbacks=callbacks,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
         config: ExperimentConfig,
         run_dir: str | Path,
         *,
@@ -309,9 +223,50 @@ class Trainer:
         test_data: ImageDataset | None = None,
         log: Callable[[str], None] | None = None,
         callbacks: list[Callback] | None = None,
-    ) -> None:
+    ) -> Trainer:
+        """Build model and data from ``config`` (``config.model``, ``config.network``,
+        ``config.data``) and train with its ``training`` and ``evaluation`` settings, as
+        ``otae train`` does. ``train_data`` / ``test_data`` replace the datasets of
+        ``config.data`` when given. The weights are seeded from ``training.seed``."""
+        trainer = cls.__new__(cls)
+        trainer._build_from_config(config, run_dir, train_data=train_data,
+                                   test_data=test_data, log=log, callbacks=callbacks)  # fmt: skip
+        return trainer
+
+    def _build_from_config(self, config, run_dir, *, train_data=None, test_data=None, log=None,
+                           callbacks=None) -> None:  # fmt: skip
         config.validate()
+
+        def build(device: torch.device) -> Autoencoder:
+            seed = config.training.seed
+            torch.manual_seed(seed)
+            return build_model(
+                config.model,
+                self.train_data.image_shape,
+                config.network.architecture,
+                dict(config.network.options),
+                generator=torch.Generator().manual_seed(derived_seed(seed, 0, 0)),
+            ).to(device)
+
+        self._setup(
+            config,
+            run_dir,
+            # built lazily, after the callbacks (a missing W&B fails before data loads)
+            train_data or (lambda: build_split(config.data, "train")),
+            test_data or (lambda: build_split(config.data, "test")),
+            build,
+            model_name=config.model.name,
+            log=log,
+            callbacks=callbacks,
+        )
+
+    def _setup(self, config, run_dir, train_data, test_data, make_model, *, model_name, log,
+               callbacks) -> None:  # fmt: skip
+        """The construction shared by both entries: callbacks, data on the device, the
+        model (``make_model(device)``: the step that seeds and builds, or moves a given
+        model), data parallelism, optimisers."""
         self.config = config
+        self.model_name = model_name
         self.run_dir = Path(run_dir)
         self.world_size, self.rank = distributed.world()
         self.is_main = self.rank == 0
@@ -335,8 +290,8 @@ class Trainer:
                 f"training.batch_size={config.training.batch_size} is the global batch and must "
                 f"be divisible by the number of processes ({self.world_size})"
             )
-        self.train_data = train_data or build_split(config.data, "train")
-        self.test_data = test_data or build_split(config.data, "test")
+        self.train_data = train_data() if callable(train_data) else train_data
+        self.test_data = test_data() if callable(test_data) else test_data
         self.val_data: ImageDataset | None = None
         if self.early_stopping is not None:
             self.train_data, self.val_data = carve_validation(
@@ -360,15 +315,7 @@ class Trainer:
         if config.training.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        seed = config.training.seed
-        torch.manual_seed(seed)
-        self.model: Autoencoder = build_model(
-            config.model,
-            self.train_data.image_shape,
-            config.network.architecture,
-            dict(config.network.options),
-            generator=torch.Generator().manual_seed(derived_seed(seed, 0, 0)),
-        ).to(self.device)
+        self.model: Autoencoder = make_model(self.device)
         shards = BatchShards(self.world_size, self.rank, config.training.regulariser_mode)
         self.model.shards = shards
         if shards.gathers:
@@ -421,7 +368,7 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         state = {
-            "model_name": self.config.model.name,
+            "model_name": self.model_name,
             "config": config_to_dict(self.config),
             "image_shape": list(self.train_data.image_shape),
             "model": self.model.state_dict(),
@@ -429,7 +376,7 @@ class Trainer:
             "epoch": self.epoch,
             "history": self.history,
             "best_value": self.best_value,
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
         if self.critic_optimizer is not None:
             state["critic_optimizer"] = self.critic_optimizer.state_dict()
@@ -438,11 +385,11 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any], path: Path | str = "checkpoint") -> None:
-        _require(state, ("model", "optimizer", "epoch", "history", "best_value", "rng"), path)
-        if state.get("model_name") != self.config.model.name:
+        require_keys(state, ("model", "optimizer", "epoch", "history", "best_value", "rng"), path)
+        if state.get("model_name") != self.model_name:
             raise CheckpointError(
                 f"{path} holds a {state.get('model_name')!r} model, "
-                f"the config asks for {self.config.model.name!r}"
+                f"this trainer trains {self.model_name!r}"
             )
         self._check_resume_config(state, path)
         try:
@@ -450,23 +397,23 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             if self.critic_optimizer is not None:
                 self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-            _apply_hyperparameters(self.optimizer, self.config.training.optimizer)
+            apply_hyperparameters(self.optimizer, self.config.training.optimizer)
             if self.critic_optimizer is not None:
                 opt = self.config.training.optimizer
-                _apply_hyperparameters(self.critic_optimizer, opt, opt.critic_lr)
+                apply_hyperparameters(self.critic_optimizer, opt, opt.critic_lr)
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(
                 f"{path} does not match this model's architecture or optimiser: "
-                f"{_load_error(err)}"
+                f"{load_error_line(err)}"
             ) from None
         if self.early_stopping is not None:
             # the config check above refused a change of training.early_stopping
-            _require(state, ("early_stopping",), path)
+            require_keys(state, ("early_stopping",), path)
             self.early_stopping.load_state_dict(state["early_stopping"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.best_value = float(state["best_value"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     def _check_resume_config(self, state: dict[str, Any], path: Path | str) -> None:
         """Refuse to resume under settings that would change what is trained (ValueError).
@@ -479,10 +426,9 @@ class Trainer:
         if "config" not in state:
             raise CheckpointError(f"{path} lacks its config")
         try:
-            saved = config_from_dict(state["config"])
-        except (TypeError, ValueError) as err:
+            changes = resume_changes(state["config"], self.config)
+        except (TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{path} holds an invalid config: {err}") from None
-        changes = resume_changes(saved, self.config)
         if changes["refused"]:
             raise ValueError(
                 f"cannot resume {self.run_dir} with changed "
@@ -725,7 +671,7 @@ class Trainer:
         Seeded alike on every rank, as the global-batch regularisers require; in
         ``per_rank`` mode each rank draws its own (independent small-batch estimates).
         """
-        stream = _STREAM_TRAIN
+        stream = STREAM_TRAIN
         if self.model.shards.active and not self.model.shards.gathers:
             stream += 16 * self.rank
         return torch.Generator(device=self.device).manual_seed(
@@ -753,7 +699,7 @@ class Trainer:
                 seen += len(x)
                 # logging points are the only host syncs of the loop: divergence first,
                 # so that no callback reads the terms of a diverged step
-                if callbacks.syncs_at(step) or (step + 1) % _DIVERGENCE_CHECK_EVERY == 0:
+                if callbacks.syncs_at(step) or (step + 1) % DIVERGENCE_CHECK_EVERY == 0:
                     self._check_divergence(epoch)
                 callbacks.on_step_end(self, epoch, step, terms)
             self._check_divergence(epoch)
@@ -777,7 +723,7 @@ class Trainer:
         if broken:
             what += f"; the {' and '.join(broken)} parameters are no longer finite"
         raise NonFiniteLossError(
-            f"training diverged at epoch {epoch}, batch {batch}: {what}; {_DIVERGENCE_FIX}"
+            f"training diverged at epoch {epoch}, batch {batch}: {what}; {DIVERGENCE_FIX}"
         )
 
     def _nonfinite_modules(self) -> list[str]:
@@ -797,7 +743,7 @@ class Trainer:
         data = data or self.test_data
         cfg = self.config.training
         gen = torch.Generator(device=self.device).manual_seed(
-            derived_seed(cfg.seed, 0, _STREAM_TEST)
+            derived_seed(cfg.seed, 0, STREAM_TEST)
         )
         was_training = self.model.training
         self.model.eval()
@@ -938,7 +884,7 @@ class Trainer:
         if not path.exists():
             return None
         state = load_checkpoint(path, map_location=self.device)
-        _require(state, ("model", "epoch"), path)
+        require_keys(state, ("model", "epoch"), path)
         self.model.load_state_dict(state["model"])
         return int(state["epoch"])
 
@@ -987,7 +933,7 @@ class Trainer:
             values = ", ".join(f"{k}={v:.4g}" for k, v in checked.items())
             raise NonFiniteLossError(
                 f"training diverged at epoch {epoch}, after its last batch: "
-                f"{reason or f'held-out loss is not finite ({values})'}; {_DIVERGENCE_FIX}"
+                f"{reason or f'held-out loss is not finite ({values})'}; {DIVERGENCE_FIX}"
             )
         row.update(metrics)
         # the callbacks' columns (the disentanglement curve): in the row before early
@@ -1013,68 +959,12 @@ class Trainer:
         callbacks.on_epoch_end(self, epoch, row)
 
 
+def _qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def final_checkpoint(config: ExperimentConfig) -> str:
-    """The checkpoint holding a run's final model: ``best`` with early stopping, else ``last``."""
-    return "best" if config.training.early_stopping.enabled else "last"
-
-
-def load_run(run_dir: str | Path, checkpoint: str | None = "last", device: str = "cpu"):
-    """``(config, model, state)`` of a finished or interrupted run (``checkpoint``: last,
-    best, or None: :func:`final_checkpoint` of the run's config)."""
-    run_dir = Path(run_dir)
-    if checkpoint is None:
-        config, model, state = load_run(run_dir, "last", device)
-        if final_checkpoint(config) == "last":
-            return config, model, state
-        checkpoint = final_checkpoint(config)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not path.exists():
-        raise CheckpointError(
-            f"no checkpoint {path}: is {run_dir} an otae run directory (made by `otae train`)?"
-        )
-    state = load_checkpoint(path, map_location=device)
-    _require(state, ("config", "model", "image_shape"), path)
-    try:
-        config = config_from_dict(state["config"])
-    except ValueError as err:
-        raise CheckpointError(f"{path} holds an invalid config: {err}") from None
-    model = build_model(
-        config.model,
-        _image_shape_from_state(state, config),
-        config.network.architecture,
-        dict(config.network.options),
-    )
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not match its config: {_load_error(err)}") from None
-    return config, model.to(device).eval(), state
-
-
-def _require(state: dict[str, Any], keys: tuple[str, ...], path: Path | str) -> None:
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise CheckpointError(
-            f"{path} is incomplete (it lacks {', '.join(missing)}): not a checkpoint written "
-            "by `otae train`; use another checkpoint (best.pt / last.pt) or start the run again"
-        )
-
-
-def _load_error(err: Exception) -> str:
-    """The informative line of a ``load_state_dict`` error ("size mismatch for ...")."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
-    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
-    return line if len(line) <= 300 else f"{line[:297]}..."
-
-
-def _image_shape_from_state(state: dict[str, Any], config: ExperimentConfig) -> tuple[int, ...]:
-    shape = state.get("image_shape")
-    try:
-        return tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise CheckpointError(f"checkpoint has an invalid image shape {shape!r}") from None

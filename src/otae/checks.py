@@ -1,10 +1,12 @@
-"""Input checks shared by every public discrepancy.
+"""Input checks shared by every layer of otae (the bottom of its import graph).
 
-Every public function of :mod:`otae.discrepancies` validates its tensors here so
-that bad input fails at our boundary with a message naming the argument, not as a
-shape error deep inside torch. The finiteness check costs one pass over the data
+Every public function of :mod:`otae.discrepancies`, the sphere samplers, the slicers,
+the losses and the models validate their tensors and settings here, so that bad input
+fails at our boundary with a message naming the argument, not as a shape error deep
+inside torch. The finiteness check costs one pass over the data
 (and a host sync on CUDA); hot loops that have already validated their inputs can
-switch all checks off with :func:`input_checks` (``with input_checks(False): ...``).
+switch all checks off with :func:`input_checks` (``with input_checks(False): ...``); the switch is
+thread-local.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ._pairwise import device_constant
+from .constants import device_constant
 
 _state = threading.local()
 
@@ -29,14 +31,15 @@ class NonFiniteInputError(ValueError):
     """
 
 
-def _enabled() -> bool:
+def checks_enabled() -> bool:
+    """Whether the input checks are on in this thread (see :func:`input_checks`)."""
     return getattr(_state, "enabled", True)
 
 
 @contextlib.contextmanager
 def input_checks(enabled: bool) -> Iterator[None]:
     """Context manager turning the input checks of this package on or off (thread-local)."""
-    previous = _enabled()
+    previous = checks_enabled()
     _state.enabled = bool(enabled)
     try:
         yield
@@ -57,7 +60,7 @@ def check_tensor(
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not _enabled():
+    if not checks_enabled():
         return t
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
@@ -78,7 +81,7 @@ def check_tensor(
 def check_same(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], shape: bool = True,
                dims: tuple[int, ...] | None = None) -> None:
     """Check that ``a`` and ``b`` share dtype and device, and shape (or the listed dims)."""
-    if not _enabled():
+    if not checks_enabled():
         return
     na, nb = names
     if a.dtype != b.dtype:
@@ -102,7 +105,7 @@ def check_same_except_rows(a: torch.Tensor, b: torch.Tensor, names: tuple[str, s
     """Check that ``a`` and ``b`` share dtype and device, and shape except along dim 0
     (two samples of different sizes N and M)."""
     check_same(a, b, names, shape=False)
-    if _enabled() and (a.ndim != b.ndim or a.shape[1:] != b.shape[1:]):
+    if checks_enabled() and (a.ndim != b.ndim or a.shape[1:] != b.shape[1:]):
         na, nb = names
         raise ValueError(
             f"{na} and {nb} must have the same shape except along dim 0 (the number of "
@@ -124,7 +127,7 @@ def check_weights(w: object, name: str, points: torch.Tensor, points_name: str,
         return None
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(w).__name__}")
-    if not _enabled():
+    if not checks_enabled():
         return w
     n = points.shape[0]
     if not w.is_floating_point():
