@@ -67,7 +67,7 @@ def _cell(method: str, accs: dict[str, list[float]]) -> tuple[str, dict]:
     entry = {"mean": mean, "se": se, "finished": n, "seeds": len(values)}
     if n == 0:
         return f"diverged ({len(values)}/{len(values)})", entry
-    text = f"{mean:.1f} ± {se:.1f}"
+    text = f"{mean:.1f}" + ("" if math.isnan(se) else f" ± {se:.1f}")
     if n < len(values):
         text += f" [{n}/{len(values)}]"
     if method != "independent" and "independent" in accs:

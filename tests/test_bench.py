@@ -341,13 +341,13 @@ def test_bench_saves_the_samples_its_distances_score(tmp_path):
 
 
 def test_default_jobs_is_one_on_a_cpu_and_seven_per_gpu(tmp_path, monkeypatch):
-    from otae import bench as bench_lib
     from otae.bench import bench_tasks, default_jobs
+    from otae.bench import jobs as bench_jobs  # where default_jobs looks up the device
 
     bench = _tiny_bench(tmp_path)
     tasks = bench_tasks(bench)
     assert default_jobs(bench, tasks, []) == 1  # no GPU here: auto -> cpu
-    monkeypatch.setattr(bench_lib, "_device", lambda config: torch.device("cuda"))
+    monkeypatch.setattr(bench_jobs, "device_of", lambda config: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert default_jobs(bench, tasks, []) == 2  # never more runs at once than runs
     many = tasks * 10

@@ -360,6 +360,8 @@ def views_npz(tmp_path):
         (["--epochs", "0"], "--epochs must be >= 1, got 0"),
         (["--latent-dim", "0"], "--latent-dim must be >= 1, got 0"),
         (["--tau", "2"], "--tau must lie in [0, 1]"),
+        (["--gamma", "-1"], "--gamma must be finite and >= 0, got -1.0"),
+        (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
         (["--grid"], "--grid needs at least one --sweep"),
         (["--sweep", "depth=1,2"], "unknown sweep factor"),
         (["--sweep", "tau=0,0.5", "--sweep", "tau=1"], "--sweep tau is given twice"),
@@ -385,7 +387,7 @@ def test_a_bug_is_one_internal_error_line_and_otae_debug_shows_the_traceback(mon
     def broken(args):
         raise TypeError("unsupported operand\nsecond line")
 
-    monkeypatch.setattr(otae.cli, "_cmd_list", broken)
+    monkeypatch.setattr(otae.cli.listing, "run", broken)
     monkeypatch.delenv("OTAE_DEBUG", raising=False)
     assert main(["list"]) == 1
     err = capsys.readouterr().err

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from otae.bench import _score_curve, write_tables
+from otae.bench import write_tables
+from otae.bench.report import _score_curve
 from otae.cli import main
 from otae.data import build_dataset
 from otae.evaluation.disentanglement import dci, mutual_information_gap

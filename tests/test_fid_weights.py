@@ -132,7 +132,7 @@ def test_weights_resolve_from_argument_then_environment_then_package(tmp_path, m
     by_env, by_arg = tmp_path / "env.pt", tmp_path / "arg.pt"
     by_env.write_bytes(b"")
     by_arg.write_bytes(b"")
-    monkeypatch.setattr(fid_module, "find_inception_weights", lambda: tmp_path / "package.pt")
+    monkeypatch.setattr(fid_module.inception, "find_inception_weights", lambda: tmp_path / "package.pt")
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
     assert resolve_inception_weights() == tmp_path / "package.pt"
     monkeypatch.setenv(INCEPTION_WEIGHTS_ENV, str(by_env))

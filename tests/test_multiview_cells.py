@@ -249,6 +249,28 @@ def test_cli_records_divergence_and_exits_3_only_when_asked(toy_npz, tmp_path, c
     assert "--lr must be a finite number > 0" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("epochs", 0, "epochs must be >= 1, got 0"),
+        ("latent_dim", 0, "latent_dim must be >= 1, got 0"),
+        ("latent_dim", (3, 0), "latent_dim must be >= 1, got (3, 0)"),
+        ("tau", 1.5, "tau must lie in [0, 1], got 1.5"),
+        ("tau", math.nan, "tau must lie in [0, 1], got nan"),
+        ("gamma", -1.0, "gamma must be finite and >= 0, got -1.0"),
+        ("gamma", math.inf, "gamma must be finite and >= 0, got inf"),
+        ("lr", 0.0, "lr must be a finite number > 0, got 0.0"),
+        ("lr", math.nan, "lr must be a finite number > 0, got nan"),
+    ],
+)
+def test_ae_settings_check_their_ranges(name, value, message):
+    # the library's check, which `otae multiview` reports under the option's name
+    with pytest.raises(ValueError) as caught:
+        AESettings(**{name: value})
+    assert str(caught.value) == message
+    assert AESettings(**{name: 1}) is not None  # 1 is in range for each
+
 def test_scale_warning_names_the_views():
     views, _ = _views(scale_b=1e3)  # column variances ~1e6 against ~2-10
     line = scale_warning(views, "none")

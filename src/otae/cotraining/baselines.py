@@ -45,6 +45,7 @@ paired ones train on batches drawn with ONE permutation for all views.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -170,7 +171,9 @@ class AESettings:
     ``latent_dim`` 20, ``gamma`` 1, ``tau`` 0.5, probabilistic AEs, hierarchical
     discrepancies are the paper's; hidden sizes, epochs, batch size and learning rate
     are ours (the paper defers them to its supplement). ``checkpoints``: epochs whose
-    weights are kept for model selection (the last epoch is always kept).
+    weights are kept for model selection (the last epoch is always kept). A value out of
+    range (``epochs`` or ``latent_dim`` < 1, ``tau`` outside [0, 1], ``gamma`` < 0 or not
+    finite, ``lr`` <= 0 or not finite) raises a ValueError naming the field.
     """
 
     latent_dim: int | tuple[int, ...] = 20
@@ -187,6 +190,17 @@ class AESettings:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # ``otae multiview`` relies on these checks (it names the option in the message)
+        for name in ("epochs", "latent_dim"):
+            value = getattr(self, name)
+            if any(v < 1 for v in (value if isinstance(value, (tuple, list)) else (value,))):
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must lie in [0, 1], got {self.tau}")
+        if not 0.0 <= self.gamma < math.inf:
+            raise ValueError(f"gamma must be finite and >= 0, got {self.gamma}")
+        if not 0.0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.discrepancy == "empirical":  # POT is optional: say so before any work
             require_pot()
 

@@ -481,8 +481,9 @@ def divergence_hint(
         )
         return cause, rescale
     if large and config.preprocess != "standardise":
+        kind = "raw" if config.preprocess == "none" else f"{config.preprocess}-scaled"
         cause = (
-            f"{config.preprocess} column variances reach {scales[big]:.3g} ({big}) against "
+            f"{kind} column variances reach {scales[big]:.3g} ({big}) against "
             f"{scales[small]:.3g} ({small})"
         )
         return cause, f"{rescale}, or lower --lr (now {config.ae.lr:g})"

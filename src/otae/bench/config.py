@@ -1,0 +1,118 @@
+"""Bench sets: what a bench trains (:class:`BenchConfig`, read from YAML by
+:func:`load_bench`), the (run, seed) pairs it measures (:func:`bench_tasks`) and how each
+is trained and measured (:class:`RunOptions`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..training import resolve_config_path, shipped_configs
+from ..training.config import read_yaml_mapping
+from ..typed_config import from_dict
+from ._common import slug
+
+
+@dataclass
+class BenchRun:
+    #: row label in the tables (e.g. "RAE (D)")
+    name: str
+    #: model config: shipped name or path
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    #: seeds of this run only (None: the set's seeds)
+    seeds: list[int] | None = None
+
+
+@dataclass
+class BenchConfig:
+    """A bench set (:func:`load_bench` reads one from YAML), checked when it is built."""
+
+    name: str
+    runs: list[BenchRun]
+    description: str = ""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    #: overrides applied to every run (before the run's own)
+    overrides: list[str] = field(default_factory=list)
+    #: generated and real test images for the classifier Fréchet distance (0: skip)
+    classifier_fd_samples: int = 0
+    #: generated and real test images for FID with Inception-v3 (0: skip)
+    fid_samples: int = 0
+    #: the paper's numbers to print next to ours: row name -> {column: value}
+    paper: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.runs:
+            raise ValueError("a bench set needs at least one entry in 'runs'")
+        names = [r.name for r in self.runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"bench run names must be unique, got {names}")
+        if not self.seeds:
+            raise ValueError("a bench set needs at least one seed")
+        if self.classifier_fd_samples < 0 or self.fid_samples < 0:
+            raise ValueError("sample counts must be >= 0")
+
+
+def load_bench(name_or_path: str | Path) -> BenchConfig:
+    path = _resolve_bench(name_or_path)
+    values = read_yaml_mapping(path, "a bench set (a mapping with runs:, seeds:, ...)")
+    config = from_dict(BenchConfig, values, "bench")  # checked by BenchConfig itself
+    config.source = str(path)  # what worker processes load (``--jobs``)
+    return config
+
+
+def _resolve_bench(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = str(name_or_path).removesuffix(".yaml")
+    if not stem.startswith("bench/"):
+        stem = f"bench/{stem}"
+    try:
+        return resolve_config_path(stem)
+    except FileNotFoundError:
+        shipped = ", ".join(n.removeprefix("bench/") for n in shipped_configs(bench_sets=True))
+        raise FileNotFoundError(
+            f"bench set {str(name_or_path)!r} not found: not a file, and not one of the "
+            f"shipped sets ({shipped})"
+        ) from None
+
+
+@dataclass
+class RunOptions:
+    """How :func:`measure_run` trains and measures one (run, seed) of a bench."""
+
+    overrides: list[str] = field(default_factory=list)
+    retime: bool = False
+    #: ``time.time()`` value by which training stops at an epoch boundary (None: no limit)
+    deadline: float | None = None
+    save_samples: bool = False
+    inception_weights: str | None = None
+    #: runs trained at once on this machine (recorded next to the epoch times)
+    concurrent_runs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.concurrent_runs < 1:
+            raise ValueError(f"concurrent_runs must be >= 1, got {self.concurrent_runs}")
+
+
+def bench_tasks(
+    bench: BenchConfig, only: list[str] | None = None, seeds: list[int] | None = None
+) -> list[tuple[BenchRun, int]]:
+    """The (run, seed) pairs a bench measures, in table order."""
+    runs = [r for r in bench.runs if only is None or r.name in only or slug(r.name) in only]
+    if only is not None and not runs:
+        raise ValueError(f"--models {only} matches none of {[r.name for r in bench.runs]}")
+    seeds = list(seeds) if seeds is not None else list(bench.seeds)
+    return [
+        (run, seed)
+        for run in runs
+        for seed in (seeds if run.seeds is None else [s for s in run.seeds if s in seeds])
+    ]
+
+
+def run_dir_of(out_dir: Path, run: BenchRun, seed: int) -> Path:
+    return Path(out_dir) / slug(run.name) / f"seed{seed}"

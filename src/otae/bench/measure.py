@@ -1,0 +1,190 @@
+"""One (run, seed) of a bench: trained (or resumed) and measured (Fréchet distances,
+clustering, step times on ``--retime``), its metrics kept in the run's ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import atomic_write_text
+from ..training import load_config
+from ._common import device_of, read_history, slug
+from .config import BenchConfig, BenchRun, RunOptions, run_dir_of
+
+
+def measure_run(
+    bench: BenchConfig,
+    run: BenchRun,
+    seed: int,
+    out_dir: Path,
+    options: RunOptions,
+    *,
+    train: bool = True,
+    log=print,
+) -> dict[str, Any] | None:
+    """Train (unless finished; resuming an interrupted run), measure, and return its record.
+
+    With ``train=False`` (the runs were trained by worker processes) a run without
+    metrics is reported and left out (None). Metrics are written to the run's
+    ``metrics.json`` after each stage, so an interrupted bench loses nothing done.
+    """
+    from ..experiment import run_experiment
+    from ..training import build_split, load_run
+
+    run_dir = run_dir_of(out_dir, run, seed)
+    all_overrides = [
+        *bench.overrides,
+        *run.overrides,
+        *options.overrides,
+        f"training.seed={seed}",
+        f"name={slug(run.name)}-seed{seed}",
+    ]
+    config = load_config(run.config, all_overrides)
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+    # an early-stopped run is finished before training.epochs
+    finished = metrics is not None and (
+        metrics.get("epochs") == config.training.epochs
+        or metrics.get("early_stopping_stopped_epoch") is not None
+    )
+    if train and not finished:
+        _check_frechet_possible(bench, config)
+        if options.deadline is not None and time.time() >= options.deadline:
+            log(f"[bench] {run.name} seed {seed}: time limit reached before it started")
+        else:
+            log(f"[bench] {run.name} seed {seed}: training in {run_dir}")
+            start = time.perf_counter()
+            resume = (run_dir / "checkpoints" / "last.pt").exists()
+            result = run_experiment(
+                config, run_dir, resume=resume, report=True, deadline=options.deadline
+            )
+            metrics = result.metrics
+            metrics["bench_wall_time_s"] = time.perf_counter() - start
+            metrics.update(provenance(config, options.concurrent_runs))
+            # the protocol the set's description states, changed on the command line
+            metrics["command_overrides"] = " ".join(options.overrides)
+            atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    if metrics is None:
+        log(f"[bench] {run.name} seed {seed}: no metrics in {run_dir}; left out of the table")
+        return None
+    if options.retime:
+        metrics.update(_retime(config, run_dir))
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    if not _has_frechet(metrics, bench) or (options.save_samples and not _has_samples(run_dir)):
+        _, model, _ = load_run(run_dir, None, device=str(device_of(config)))
+        test_data = build_split(config.data, "test")
+        metrics.update(
+            frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log)
+        )
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    if _lacks_clustering(metrics, config):  # a run measured before clustering was
+        from ..evaluation.clustering import dataset_clustering_metrics
+
+        _, model, _ = load_run(run_dir, None, device=str(device_of(config)))
+        metrics.update(
+            dataset_clustering_metrics(
+                model,
+                build_split(config.data, "test"),
+                config.training.eval_batch_size,
+                codes_path=run_dir / "test_codes.npz",
+            )
+        )
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    log(
+        f"[bench] {run.name} seed {seed}: rec {metrics['test_rec_loss']:.2f}"
+        + "".join(f", {k} {metrics[k]:.2f}" for k in ("classifier_fd", "fid") if k in metrics)
+        + f" ({metrics.get('epochs')}/{config.training.epochs} epochs)"
+    )
+    return {
+        "run": run.name,
+        "seed": seed,
+        "run_dir": str(run_dir),
+        "encoder": _encoder_kind(config),
+        "protocol_epochs": config.training.epochs,
+        **metrics,
+        "_history": read_history(run_dir / "history.csv"),
+    }
+
+
+def _check_frechet_possible(bench: BenchConfig, config) -> None:
+    """Refuse before training a set's classifier FD that the data cannot give."""
+    import copy
+
+    from ..experiment import check_frechet_possible
+
+    wanted = copy.deepcopy(config)
+    wanted.evaluation.classifier_fd_samples = bench.classifier_fd_samples
+    check_frechet_possible(wanted)
+
+
+def frechet_metrics_of_run(model, config, test_data, bench, options, run_dir, log):
+    """The set's Fréchet distances of one trained run (and its saved samples if asked)."""
+    from ..experiment import frechet_metrics
+
+    samples_path = run_dir / "samples.npz" if options.save_samples else None
+    return frechet_metrics(
+        model,
+        config,
+        test_data,
+        bench.classifier_fd_samples,
+        bench.fid_samples,
+        log=log,
+        inception_weights=options.inception_weights,
+        samples_path=samples_path,
+    )
+
+
+def _has_samples(run_dir: Path) -> bool:
+    return (run_dir / "samples.npz").is_file()
+
+
+def provenance(config, concurrent_runs: int = 1) -> dict[str, Any]:
+    """Where and how a row was measured: machine, accelerator, torch, date, concurrency."""
+    import datetime
+    import platform
+
+    device = device_of(config)
+    accelerator = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    )
+    return {
+        "machine": platform.node(),
+        "accelerator": accelerator,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "concurrent_runs": concurrent_runs,
+        "precision": config.training.precision,
+        "compiled": bool(config.training.compile),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def _retime(config, run_dir: Path) -> dict[str, float]:
+    """Time the training step of a finished run again (e.g. on an otherwise idle machine)."""
+    from ..training import Trainer
+
+    trainer = Trainer.from_config(config, run_dir, log=lambda m: None)
+    trainer.resume()
+    return trainer.regulariser_share(max(config.evaluation.timing_steps, 20))
+
+
+def _has_frechet(metrics: dict[str, Any], bench: BenchConfig) -> bool:
+    wanted = [("classifier_fd", bench.classifier_fd_samples), ("fid", bench.fid_samples)]
+    return all(n == 0 or metrics.get(f"{key}_samples") == n for key, n in wanted)
+
+
+def _lacks_clustering(metrics: dict[str, Any], config) -> bool:
+    """Whether a run's metrics miss the clustering scores (or their note) that it wants,
+    or one of them (a run scored before ``cluster_prior_components_used`` existed)."""
+    wanted = config.evaluation.clustering
+    return wanted and "cluster_prior_components_used" not in metrics and "clustering" not in metrics
+
+
+def _encoder_kind(config) -> str:
+    from ..models import get_model_class
+
+    return "P" if get_model_class(config.model.name).probabilistic else "D"
