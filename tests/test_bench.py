@@ -51,16 +51,17 @@ def test_regulariser_share_times_both_steps_without_touching_the_run(tmp_path, m
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     durations = {True: [9.0, 4.0, 3.0, 5.0], False: [7.0, 2.0, 1.5, 1.0]}
     clock = types.SimpleNamespace(now=0.0)
-    real_step = trainer.step
+    real_step = trainer_module.Trainer.step
     stepped: list[tuple[bool, int]] = []
 
-    def step(x, generator, regularise=True):
-        terms = real_step(x, generator, regularise)
-        stepped.append((regularise, id(trainer.model)))
+    def step(self, x, generator, regularise=True):
+        terms = real_step(self, x, generator, regularise)
+        stepped.append((regularise, id(self.model)))
         clock.now += durations[regularise].pop(0)
         return terms
 
-    monkeypatch.setattr(trainer, "step", step)
+    # the profiling copy is another Trainer: patch the class, not the instance
+    monkeypatch.setattr(trainer_module.Trainer, "step", step)
     monkeypatch.setattr(
         trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock.now)
     )
@@ -90,12 +91,12 @@ def test_regulariser_share_pairs_cancel_a_drifting_clock(tmp_path, monkeypatch):
     trainer = make_trainer(tiny_config("drae", epochs=1), tmp_path / "run")
     clock = types.SimpleNamespace(now=0.0, calls=0)
 
-    def step(x, generator, regularise=True):
+    def step(self, x, generator, regularise=True):
         clock.calls += 1
         first_of_pair = clock.calls % 2 == 1
         clock.now += (3.0 if regularise else 1.0) + 0.5 * clock.calls + first_of_pair
 
-    monkeypatch.setattr(trainer, "step", step)
+    monkeypatch.setattr(trainer_module.Trainer, "step", step)
     monkeypatch.setattr(
         trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: clock.now)
     )

@@ -261,14 +261,15 @@ class Trainer:
         )
 
     def _setup(self, config, run_dir, train_data, test_data, make_model, *, model_name, log,
-               callbacks) -> None:  # fmt: skip
+               callbacks, world: tuple[int, int] | None = None) -> None:  # fmt: skip
         """The construction shared by both entries: callbacks, data on the device, the
         model (``make_model(device)``: the step that seeds and builds, or moves a given
-        model), data parallelism, optimisers."""
+        model), data parallelism, optimisers. ``world`` overrides ``(world size, rank)``
+        (the profiling copy is one process alone)."""
         self.config = config
         self.model_name = model_name
         self.run_dir = Path(run_dir)
-        self.world_size, self.rank = distributed.world()
+        self.world_size, self.rank = world or distributed.world()
         self.is_main = self.rank == 0
         log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.log = log if self.is_main else (lambda msg: None)
@@ -602,42 +603,24 @@ class Trainer:
         ``1 - min t_ae / min t_full`` (``regulariser_share_min``) noisy; balancing the
         orders cancels a cost that always falls on the first (or second) step of a pair.
         """
-        import copy
         import statistics
 
         cfg = self.config.training
-        original = (self.model, self.optimizer, self.critic_optimizer, self.objective,
-                    self._runner, self.divergence)
-        self.model = copy.deepcopy(self.model).train()
-        self.objective = _Objective(self.model)
-        self._runner = self._objective_runner(self.objective)
-        self.divergence = DivergenceWatch(self.device)
-        critic = {id(p) for p in self.model.critic_parameters()}
-        self.optimizer = make_optimizer(
-            [p for p in self.model.parameters() if id(p) not in critic], cfg.optimizer
-        )
-        if self.critic_optimizer is not None:
-            self.critic_optimizer = make_optimizer(
-                self.model.critic_parameters(), cfg.optimizer, cfg.optimizer.critic_lr
-            )
+        probe = self._profiling_copy()
         gen = torch.Generator(device=self.device).manual_seed(derived_seed(cfg.seed, 0, 5))
         batch = torch.arange(min(cfg.batch_size, len(self.train_data)))
-        x, _ = next(self._iterate(self.train_data, [batch]))
+        x, _ = next(probe._iterate(self.train_data, [batch]))
         times: dict[bool, list[float]] = {True: [], False: []}
-        try:
-            # one process alone: the copy's collectives are off
-            with local_batches(self.model):
-                for i in range(n_warmup + n_steps):
-                    for regularise in (True, False) if i % 2 == 0 else (False, True):
-                        _synchronize(self.device)
-                        start = time.perf_counter()
-                        self.step(x, gen, regularise)
-                        _synchronize(self.device)
-                        if i >= n_warmup:
-                            times[regularise].append(time.perf_counter() - start)
-        finally:
-            (self.model, self.optimizer, self.critic_optimizer, self.objective, self._runner,
-             self.divergence) = original
+        # one process alone: the copy's collectives are off
+        with local_batches(probe.model):
+            for i in range(n_warmup + n_steps):
+                for regularise in (True, False) if i % 2 == 0 else (False, True):
+                    _synchronize(self.device)
+                    start = time.perf_counter()
+                    probe.step(x, gen, regularise)
+                    _synchronize(self.device)
+                    if i >= n_warmup:
+                        times[regularise].append(time.perf_counter() - start)
         with_reg, without = min(times[True]), min(times[False])
         paired = [a - b for a, b in zip(times[True], times[False], strict=True)]
         # pairs run in both orders; the median of each order's differences, averaged,
@@ -655,6 +638,31 @@ class Trainer:
             "step_times_s": times[True],
             "step_times_without_regulariser_s": times[False],
         }
+
+    def _profiling_copy(self) -> Trainer:
+        """A throw-away trainer on a copy of the model, with fresh optimisers, as one
+        process, with no logging, validation split or evaluation callbacks: what
+        :meth:`regulariser_share` times, so the run itself is never touched."""
+        import copy
+        import dataclasses
+
+        training = dataclasses.replace(
+            self.config.training,
+            early_stopping=dataclasses.replace(self.config.training.early_stopping,
+                                               enabled=False),
+            loggers=[], progress=False, tensorboard=False,
+        )  # fmt: skip
+        config = dataclasses.replace(
+            self.config,
+            training=training,
+            evaluation=dataclasses.replace(self.config.evaluation, disentanglement_every=0),
+        )
+        probe = Trainer.__new__(Trainer)
+        probe._setup(config, self.run_dir, self.train_data, self.test_data,
+                     lambda device: copy.deepcopy(self.model).to(device).train(),
+                     model_name=self.model_name, log=lambda message: None, callbacks=[],
+                     world=(1, 0))  # fmt: skip
+        return probe
 
     def epoch_batches(self, epoch: int) -> list[Tensor]:
         """This rank's batches of epoch ``epoch``: its rows of each global batch."""
