@@ -63,6 +63,7 @@ API_MODULES = [
     "otae.profiling",
     "otae.typed_config",
     "otae.experiment",
+    "otae.export",
     "otae.bench",
 ]
 

@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 #: module graph stays acyclic (checked separately), and from any lower layer.
 LAYERS: list[list[str]] = [
     # foundations: no otae imports above them
-    ["otae", "otae._io", "otae._optional", "otae.checks", "otae.constants", "otae.typed_config",
+    ["otae", "otae._version", "otae._io", "otae._optional", "otae.checks", "otae.constants", "otae.typed_config",
      "otae.noise", "otae.profiling", "otae.parallel", "otae.data"],  # fmt: skip
     ["otae.sphere", "otae.slicers"],
     ["otae.discrepancies"],
@@ -29,7 +29,7 @@ LAYERS: list[list[str]] = [
     # measurement: functions of models, codes and data; the trainer uses them
     ["otae.evaluation"],
     ["otae.training"],
-    ["otae.cotraining", "otae.experiment"],
+    ["otae.cotraining", "otae.experiment", "otae.export"],
     ["otae.bench"],
     ["otae.cli", "otae.__main__"],
 ]

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from . import bench, evaluate, fid, listing, multiview, sample, train
+from . import bench, evaluate, export, fid, listing, multiview, sample, train
 
 EXAMPLES = """examples:
   otae train mnist/drae-quick                      # a shipped config, by name
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COMMAND",
         help="one of the commands below; `otae COMMAND --help` lists its options",
     )
-    for command in (train, evaluate, sample, bench, multiview, listing, fid):
+    for command in (train, evaluate, sample, export, bench, multiview, listing, fid):
         command.add_parser(sub)
     return parser
 
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         "list": listing.run,
         "fid-weights": fid.run_weights,
         "fid": fid.run,
+        "export": export.run,
+        "encode": export.run_encode,
     }
     try:
         return commands[args.command](args)

@@ -10,7 +10,9 @@ from ._common import CHECKPOINT_HELP, count_option, device_option
 
 def add_parser(sub) -> None:
     sample = sub.add_parser("sample", help="decode prior samples of a trained run into a PNG grid")
-    sample.add_argument("run_dir", type=Path, help="a run directory written by `otae train`")
+    sample.add_argument(
+        "run_dir", type=Path, help="a run directory of `otae train`, or an `otae export` folder"
+    )
     sample.add_argument("-n", type=int, default=64, help="number of images (default: 64)")
     sample.add_argument(
         "--component",
@@ -29,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation.figures import save_image_grid
-    from ..training import load_run
+    from ..export import load_model
 
     count_option(args.n, "-n", 1)
     count_option(args.seed, "--seed")
     device = device_option(args.device)
-    _, model, _ = load_run(args.run_dir, args.checkpoint, device=device)
+    model = load_model(args.run_dir, args.checkpoint).to(device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     with torch.no_grad():
         if args.component is None:

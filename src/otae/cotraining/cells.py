@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_text
+from .._version import __version__
 
 __all__ = ["Cell", "CellStore", "setting_key"]
 
@@ -76,8 +77,6 @@ def setting_key(views: Mapping[str, np.ndarray], labels: np.ndarray, config) -> 
     Left out, because they do not change results: the table's ``dataset`` label, the
     ``log`` callback, the t-SNE path and the store's own path.
     """
-    from .. import __version__
-
     digest = hashlib.sha256()
     for name, array in views.items():
         digest.update(name.encode() + b"\0")

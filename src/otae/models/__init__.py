@@ -11,6 +11,7 @@ from .base import (
     model_config_from_dict,
     register_model,
 )
+from .pretrained import from_pretrained, save_pretrained
 
 __all__ = [
     "MODELS",
@@ -19,9 +20,11 @@ __all__ = [
     "build_model",
     "ModelConfig",
     "PriorSampleAutoencoder",
+    "from_pretrained",
     "get_model_class",
     "model_config_from_dict",
     "register_model",
+    "save_pretrained",
 ]
 
 # Importing the model modules registers them (one line per model family).

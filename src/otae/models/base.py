@@ -21,18 +21,23 @@ clouds, a scalar) enters as computed, at the scale its own options choose
 from __future__ import annotations
 
 import inspect
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from .. import noise
+from .._io import atomic_write, atomic_write_text
+from .._version import __version__
 from ..nn import Decoder, Encoder
 from ..parallel import BatchShards
 from ..priors import Prior, build_prior
-from ..typed_config import from_dict
+from ..typed_config import from_dict, to_dict
 
 
 @dataclass
@@ -111,6 +116,9 @@ class Autoencoder(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior
+        #: image shape, architecture and network options when built by :func:`build_model`
+        #: (what :mod:`otae.models.pretrained` needs to rebuild it); None otherwise
+        self.build_spec: dict[str, Any] | None = None
         #: this process's share of the batch in data-parallel training (set by the trainer)
         self.shards = BatchShards()
         # A prior built on the model's own encoder (VampPrior) holds an unregistered
@@ -212,6 +220,52 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decode the posterior mean (no sampling noise)."""
         return self.decode(self.embed(x))
+
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        *,
+        data: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write this model to ``directory`` (created if needed) as ``config.json`` and
+        ``model.safetensors``; returns the folder. ``data`` / ``training``: optional plain
+        dicts stored in ``config.json`` (the data spec the model expects, the settings it was
+        trained with). A model not built by :func:`~otae.models.build_model`, or of a class
+        the registry does not know under its config's name, is refused (ValueError): it
+        could not be rebuilt from the files."""
+        from safetensors.torch import save as save_tensors
+
+        spec = self.build_spec
+        name = getattr(self.config, "name", None)
+        if spec is None or MODELS.get(name) is not type(self):
+            raise ValueError(
+                f"save_pretrained needs a model built by otae.models.build_model from a "
+                f"registered model (got {type(self).__name__} named {name!r}): from_pretrained "
+                "rebuilds it by name; register a custom model with otae.models.register_model"
+            )
+        directory = Path(directory)
+        config = {
+            "format": FORMAT,
+            "otae_version": __version__,
+            "model": to_dict(self.config),
+            "network": {
+                "architecture": spec["architecture"],
+                "options": spec["network_options"],
+            },
+            "image_shape": list(spec["image_shape"]),
+            "data": data,
+            "training": training,
+        }
+        # own contiguous copies: safetensors refuses shared or strided storage
+        tensors = {
+            k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()
+        }
+        metadata = {"format": str(FORMAT), "otae_version": __version__}
+        payload = save_tensors(tensors, metadata=metadata)
+        atomic_write(directory / WEIGHTS_FILE, lambda handle: handle.write(payload))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        return directory
 
     def sample(self, n: int, generator: noise.Generatorish = None) -> Tensor:
         """``n`` generated images: decoded prior samples."""
@@ -352,6 +406,13 @@ def full_precision(like: Tensor):
 # ---------------------------------------------------------------------- registry
 MODELS: dict[str, type[Autoencoder]] = {}
 
+#: the version of the folder layout :meth:`Autoencoder.save_pretrained` writes (a newer
+#: one is refused by :func:`otae.models.from_pretrained`)
+FORMAT = 1
+#: the files of a saved model
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
 
 def register_model(name: str) -> Callable[[type[Autoencoder]], type[Autoencoder]]:
     def decorate(cls: type[Autoencoder]) -> type[Autoencoder]:
@@ -403,4 +464,11 @@ def build_model(
         architecture, image_shape, config.latent_dim, cls.probabilistic, **(network_options or {})
     )
     prior = cls.build_prior(config, image_shape, generator)
-    return cls(config, encoder, decoder, prior)
+    model = cls(config, encoder, decoder, prior)
+    # what rebuilds this model from its config alone (otae.models.pretrained)
+    model.build_spec = {
+        "image_shape": [int(s) for s in image_shape],
+        "architecture": architecture,
+        "network_options": dict(network_options or {}),
+    }
+    return model

@@ -1,0 +1,75 @@
+"""``otae export`` (a run as a shareable folder) and ``otae encode`` (a dataset's codes)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import CHECKPOINT_HELP, count_option
+
+
+def add_parser(sub) -> None:
+    export = sub.add_parser(
+        "export",
+        help="write a trained run as config.json + model.safetensors + a model card",
+        description="Write the run's model as a folder that `otae.models.from_pretrained` "
+        "(or `otae encode`, `otae sample`) loads anywhere: config.json, model.safetensors "
+        "(no pickles), samples.png and a README.md model card with the run's metrics.",
+    )
+    export.add_argument("run_dir", type=Path, help="a run directory written by `otae train`")
+    export.add_argument("out_dir", type=Path, help="the folder to write (created if needed)")
+    export.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
+
+    encode = sub.add_parser(
+        "encode",
+        help="write the codes of a dataset under a trained model to an .npz file",
+        description="Encode a dataset with a trained model (an export folder or a run "
+        "directory): codes (posterior means), optionally posterior samples, with the labels "
+        "and generative factors where the data has them.",
+    )
+    encode.add_argument("model", type=Path, help="an export folder or a run directory")
+    encode.add_argument(
+        "--data", required=True, help="dataset name (see `otae list datasets`), e.g. mnist"
+    )
+    encode.add_argument("--split", default="test", help="train, test, ... (default: test)")
+    encode.add_argument("--root", help="folder of the dataset's files (datasets read from disk)")
+    encode.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    encode.add_argument(
+        "--sample", action="store_true", help="also one posterior draw per image ('samples')"
+    )
+    encode.add_argument("--seed", type=int, default=0, help="seed of --sample (default: 0)")
+    encode.add_argument(
+        "--batch-size", type=int, default=500, help="images per batch (default: 500)"
+    )
+    encode.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, args.checkpoint)
+    for name in ("config.json", "model.safetensors", "samples.png", "README.md"):
+        print(out / name)
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from ..export import encode_dataset_to_file, load_model
+
+    count_option(args.batch_size, "--batch-size", 1)
+    count_option(args.seed, "--seed")
+    if args.out.suffix != ".npz":
+        raise ValueError(f"--out must be an .npz file, got {args.out}")
+    model = load_model(args.model, args.checkpoint)
+    shapes = encode_dataset_to_file(
+        model,
+        args.data,
+        args.out,
+        split=args.split,
+        root=args.root,
+        sample=args.sample,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    print(args.out, ", ".join(f"{k} {v}" for k, v in shapes.items()))
+    return 0

@@ -1,0 +1,230 @@
+"""A trained run as a folder people can share and reload: ``otae export``.
+
+:func:`export_run` writes what :meth:`~otae.models.Autoencoder.save_pretrained` writes
+(``config.json`` + ``model.safetensors``, reloaded by
+:func:`~otae.models.from_pretrained`), plus the data spec the model expects and the
+training settings it came from (in ``config.json``), a grid of samples
+(``samples.png``) and a model card (``README.md``) with YAML metadata
+(``library_name: otae``), the run's measured numbers from its ``metrics.json``, and the
+lines of Python that load it. :func:`encode_dataset_to_file` writes the codes of a
+dataset (``otae encode``) from an export folder or a run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._io import atomic_write, atomic_write_text
+from ._version import __version__
+from .data import build_dataset
+from .data.batches import iter_batches, labels_of, num_items
+from .evaluation.figures import save_image_grid
+from .evaluation.metrics import eval_mode
+from .models import Autoencoder, from_pretrained
+from .models.pretrained import CONFIG_FILE, WEIGHTS_FILE
+from .training import config_to_dict, load_run
+
+__all__ = ["CARD_FILE", "SAMPLES_FILE", "encode_dataset_to_file", "export_run", "load_model"]
+
+CARD_FILE = "README.md"
+SAMPLES_FILE = "samples.png"
+
+#: metrics.json entries the card shows, with their label (when present)
+CARD_METRICS = {
+    "test_rec_loss": "Reconstruction loss (test, per-image sum of squared errors)",
+    "test_mse_per_pixel": "MSE per pixel (test)",
+    "mean_image_baseline_rec_loss": "Mean-image baseline reconstruction loss",
+    "fid": "FID (Inception-v3 pool3)",
+    "classifier_fd": "Classifier FD (small classifier of the dataset; not FID)",
+    "cluster_acc_kmeans": "Clustering ACC (k-means on the test codes)",
+    "cluster_nmi_kmeans": "Clustering NMI (k-means)",
+    "cluster_acc_prior": "Clustering ACC (the prior's components)",
+    "mig": "MIG",
+    "dci_disentanglement": "DCI disentanglement",
+    "dci_completeness": "DCI completeness",
+    "dci_informativeness": "DCI informativeness",
+    "factorvae_score": "FactorVAE score",
+    "epochs": "Epochs trained",
+    "parameters": "Parameters",
+}
+
+
+def _numbers(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_numbers(value, f"{name}_"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isfinite(float(value)):
+                flat[name] = float(value)
+    return flat
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"
+
+
+def _card(name: str, model: Autoencoder, config, epoch: int, checkpoint: str,
+          metrics: dict[str, Any]) -> str:  # fmt: skip
+    numbers = _numbers(metrics)
+    rows = [
+        f"| {label} | {_number(numbers[key])} |"
+        for key, label in CARD_METRICS.items()
+        if key in numbers
+    ]
+    summary = (type(model).__doc__ or "").strip().splitlines()
+    lines = [
+        "---",
+        "library_name: otae",
+        "license: mit",
+        "tags:",
+        "  - autoencoder",
+        "  - optimal-transport",
+        f"  - {config.model.name}",
+        "datasets:",
+        f"  - {config.data.name}",
+        "---",
+        "",
+        f"# {name}: {config.model.name} on {config.data.name}",
+        "",
+        (summary[0] if summary else f"An otae {config.model.name} model."),
+        "",
+        f"Trained by otae {__version__} (`otae train`, config `{config.name}`), "
+        f"{checkpoint} checkpoint, epoch {epoch}; {config.network.architecture} networks, "
+        f"latent dimension {config.model.latent_dim}, images "
+        f"{'x'.join(str(s) for s in model.build_spec['image_shape'])} in [0, 1].",
+        "",
+        "## Measured",
+        "",
+    ]
+    if rows:
+        lines += ["| metric | value |", "|---|---|", *rows, ""]
+        lines.append("All values from the run's `metrics.json` (protocols: the otae docs, "
+                     "docs/evaluation.md).")  # fmt: skip
+    else:
+        lines.append("The run has no `metrics.json`: evaluate it with `otae eval RUN_DIR`.")
+    lines += [
+        "",
+        f"![samples from the prior]({SAMPLES_FILE})",
+        "",
+        "## Load",
+        "",
+        "```python",
+        "from otae.models import from_pretrained",
+        'model = from_pretrained("path/to/this/folder")  # no code from the folder runs',
+        "codes = model.embed(images)                    # images: (N, C, H, W) in [0, 1]",
+        "```",
+        "",
+        "Or from the command line: `otae encode FOLDER --data "
+        f"{config.data.name} --out codes.npz`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    checkpoint: str | None = None,
+    n_samples: int = 64,
+) -> Path:
+    """Export the run in ``run_dir`` to ``out_dir`` (module docstring); ``checkpoint``:
+    ``best``, ``last`` or None (the run's final model: best with early stopping)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    config, model, state = load_run(run_dir, checkpoint, "cpu")
+    chosen = checkpoint or ("best" if config.training.early_stopping.enabled else "last")
+    data = {
+        "dataset": config.data.name,
+        "image_shape": list(model.build_spec["image_shape"]),
+        "value_range": [0.0, 1.0],
+        "normalisation": "none: pixel values scaled to [0, 1]",
+        "image_size": config.data.image_size,
+    }
+    model.save_pretrained(out_dir, data=data, training=config_to_dict(config)["training"])
+    metrics_path = run_dir / "metrics.json"
+    metrics: dict[str, Any] = {}
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except ValueError:
+            metrics = {}
+    with eval_mode(model):
+        images = model.sample(n_samples, torch.Generator().manual_seed(0)).clamp(0, 1)
+    save_image_grid(images, out_dir / SAMPLES_FILE, nrow=max(1, round(math.sqrt(n_samples))))
+    card = _card(config.name, model, config, int(state.get("epoch", 0)), chosen, metrics)
+    atomic_write_text(out_dir / CARD_FILE, card)
+    return out_dir
+
+
+def load_model(path: str | os.PathLike, checkpoint: str | None = None) -> Autoencoder:
+    """The model of an export folder (``config.json`` + ``model.safetensors``) or of a run
+    directory (its ``checkpoint``: best, last, or None for the final one), in eval mode."""
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+        return from_pretrained(path)
+    if (path / "checkpoints").is_dir():
+        return load_run(path, checkpoint, "cpu")[1]
+    raise ValueError(
+        f"{path} is neither an export folder ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a run "
+        "directory (checkpoints/)"
+    )
+
+
+def encode_dataset_to_file(
+    model: Autoencoder,
+    dataset: str,
+    out: str | os.PathLike,
+    *,
+    split: str = "test",
+    root: str | None = None,
+    sample: bool = False,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> dict[str, tuple[int, ...]]:
+    """Codes of ``dataset`` (a name of :data:`otae.data.DATASETS`) under ``model`` into the
+    npz file ``out``: ``codes`` (posterior means, ``model.embed``), with ``sample`` also
+    ``samples`` (one draw of the posterior per image, seeded by ``seed``), ``labels``
+    where the data has them and ``factors`` (with ``factor_names``) where it has known
+    generative factors. Returns the arrays' shapes."""
+    image_size = model.build_spec["image_shape"][-1] if model.build_spec else None
+    data = build_dataset(dataset, split, root=root, image_size=image_size)
+    want = tuple(model.build_spec["image_shape"]) if model.build_spec else None
+    if want is not None and tuple(data.image_shape) != want:
+        raise ValueError(
+            f"{dataset} {split} images are {tuple(data.image_shape)}, the model takes {want}"
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    codes, draws = [], []
+    with eval_mode(model):
+        for x, _ in iter_batches(data, batch_size):
+            x = x.float()
+            codes.append(model.embed(x).cpu())
+            if sample:
+                mean, logvar = model.encode(x)
+                if logvar is None:
+                    draws.append(mean.cpu())
+                else:
+                    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+                    draws.append((mean + (0.5 * logvar).exp() * noise).cpu())
+    arrays: dict[str, np.ndarray] = {
+        "codes": torch.cat(codes).numpy() if codes else np.zeros((0, model.config.latent_dim))
+    }
+    if sample:
+        arrays["samples"] = torch.cat(draws).numpy() if draws else arrays["codes"].copy()
+    labels = labels_of(data)
+    if labels is not None and len(labels) == num_items(data):
+        arrays["labels"] = labels.numpy()
+    factors = getattr(data, "factors", None)
+    if factors is not None:
+        arrays["factors"] = np.asarray(factors)
+        arrays["factor_names"] = np.asarray(list(getattr(data, "factor_names", [])))
+    atomic_write(Path(out), lambda handle: np.savez_compressed(handle, **arrays))
+    return {k: tuple(v.shape) for k, v in arrays.items()}
