@@ -12,7 +12,7 @@ PY=${PY:-.venv/bin/python}
 R=benchmarks/results/multiview/view-sets
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for views in kar,pix fou,kar fac,zer mor,zer fou,kar,pix; do
-  tag=${views//,/+}
+  tag=${views//,/-}
   $OTAE multiview --views "$views" --methods all --seeds 5 --preprocess none --latent-dim 2 \
       --out "$R/$tag/none-latent2"
   $OTAE multiview --views "$views" --methods all --seeds 5 --latent-dim 2 \

@@ -65,6 +65,7 @@ API_MODULES = [
     "otae.experiment",
     "otae.export",
     "otae.bench",
+    "otae.tune",
 ]
 
 GALLERY_PAGE = "gallery.md"

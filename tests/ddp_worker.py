@@ -109,17 +109,18 @@ def nan_on_last_rank(model: str) -> dict:
 
 def failure_on_rank_0(model: str) -> dict:
     """Rank 0's end of epoch (evaluation, checkpoints) fails: every rank must stop at once,
-    rank 0 with its own error, the others with RunStoppedOnAnotherRank (none may wait)."""
+    rank 0 with its own error, the others with RunStoppedOnAnotherRank (none may wait).
+    The failure is planted in ``evaluate``, the first thing rank 0 alone does then."""
     rank = distributed.world()[1]
     data = images()
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer.from_config(tiny_config(model), run_dir, train_data=data, test_data=data)
         if rank == 0:
 
-            def failing_end_epoch(row, writer):
+            def failing_evaluate(*args, **kwargs):
                 raise OSError(28, "No space left on device (planted)")
 
-            trainer._end_epoch = failing_end_epoch
+            trainer.evaluate = failing_evaluate
         try:
             trainer.fit()
         except Exception as err:

@@ -13,7 +13,7 @@ from otae.evaluation.figures import interpolations
 from otae.models import build_model, model_config_from_dict
 from otae.training import shipped_configs
 
-from .test_training import make_trainer, tiny_config
+from .helpers import make_trainer, tiny_bench, tiny_config, train_tiny_run
 
 
 def test_interpolations_are_straight_lines_between_codes():
@@ -191,21 +191,9 @@ def test_summarise_averages_a_metric_over_the_seeds_that_have_it(tmp_path):
     assert (row["fid"], row["fid_n"], row["test_rec_loss_n"]) == (12.0, 2, 3)
     assert row["fid_std"] == pytest.approx(8**0.5)
     rows = [{**r, "_history": [], "run_dir": str(tmp_path)} for r in records]
-    write_tables(_tiny_bench(tmp_path), rows, tmp_path / "tables")
+    write_tables(tiny_bench(tmp_path), rows, tmp_path / "tables")
     table = (tmp_path / "tables" / "table.md").read_text()
     assert "| 3.00 ± 2.00 | 12.00 ± 2.83 (2 of 3 seeds) |" in table
-
-
-def train_tiny_wae(run):
-    """A one-epoch WAE run on 100 MNIST images (small MLP) in ``run``, for ``otae eval``."""
-    from otae.cli import main
-
-    args = ["train", "mnist/wae-quick", "--run-dir", str(run), "--no-report",
-            "data.train_subset=100", "data.test_subset=60", "training.epochs=1",
-            "network.architecture=mlp", "network.options={hidden: [16]}",
-            "training.progress=false", "evaluation.timing_steps=0"]  # fmt: skip
-    assert main(args) == 0
-    return run
 
 
 def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
@@ -221,7 +209,7 @@ def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
         train_subset=300, test_subset=100, epochs=1, log=lambda m: None,
     )  # fmt: skip
     monkeypatch.setattr(classifier_lib, "load_or_train_mnist_classifier", small)
-    run = train_tiny_wae(tmp_path / "run")
+    run = train_tiny_run(tmp_path / "run")
     assert main(["eval", str(run), "--no-report", "--classifier-fd", "40"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["classifier_fd"] > 0 and metrics["classifier_fd_samples"] == 40
@@ -229,25 +217,6 @@ def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
     assert "classifier_fd" in capsys.readouterr().out
     # the real statistics were cached for the next evaluation
     assert any((tmp_path / "cache").rglob("*.npz"))
-
-
-TINY_SET = """
-name: tiny
-seeds: [0]
-overrides: [data.train_subset=100, data.test_subset=50, training.epochs=2,
-            training.batch_size=50, training.progress=false, training.tensorboard=false,
-            network.architecture=mlp, "network.options={hidden: [16]}",
-            evaluation.latent_points=50, evaluation.timing_steps=0, evaluation.report=false]
-runs:
-  - {name: VAE, config: mnist/vae-quick}
-  - {name: RAE (D), config: mnist/drae-quick}
-"""
-
-
-def _tiny_bench(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_SET)
-    return load_bench(path)
 
 
 def _rows(folder):
@@ -269,7 +238,7 @@ def test_an_epoch_starts_only_if_it_ends_before_the_deadline(tmp_path):
 def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monkeypatch):
     from otae.training import Trainer
 
-    bench = _tiny_bench(tmp_path)
+    bench = tiny_bench(tmp_path)
     out, results = tmp_path / "out", tmp_path / "results"
     quiet = {"log": lambda m: None, "results_dir": results}
     # a limit that leaves time for one epoch only (the rule itself is tested above)
@@ -304,7 +273,7 @@ def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monke
 
 
 def test_bench_jobs_train_in_worker_processes(tmp_path):
-    bench = _tiny_bench(tmp_path)
+    bench = tiny_bench(tmp_path)
     sequential = run_bench(bench, tmp_path / "seq", log=lambda m: None)
     messages = []
     parallel = run_bench(bench, tmp_path / "par", jobs=2, log=messages.append)
@@ -327,7 +296,7 @@ def test_bench_saves_the_samples_its_distances_score(tmp_path):
     from otae.evaluation.fid import generate_samples, load_samples_npz
     from otae.training import derived_seed, load_run
 
-    bench = _tiny_bench(tmp_path)
+    bench = tiny_bench(tmp_path)
     out = run_bench(bench, tmp_path / "out", only=["RAE (D)"], save_samples=True,
                     log=lambda m: None)  # fmt: skip
     run_dir = tmp_path / "out" / "rae--d" / "seed0"
@@ -345,7 +314,7 @@ def test_default_jobs_is_one_on_a_cpu_and_seven_per_gpu(tmp_path, monkeypatch):
     from otae.bench import bench_tasks, default_jobs
     from otae.bench import jobs as bench_jobs  # where default_jobs looks up the device
 
-    bench = _tiny_bench(tmp_path)
+    bench = tiny_bench(tmp_path)
     tasks = bench_tasks(bench)
     assert default_jobs(bench, tasks, []) == 1  # no GPU here: auto -> cpu
     monkeypatch.setattr(bench_jobs, "device_of", lambda config: torch.device("cuda"))
@@ -360,7 +329,7 @@ def test_bench_scores_the_clustering_an_older_run_lacks(tmp_path):
     the restored scores equal those of the run's own evaluation."""
     import json
 
-    bench = _tiny_bench(tmp_path)
+    bench = tiny_bench(tmp_path)
     out = tmp_path / "out"
     run_bench(bench, out, only=["RAE (D)"], log=lambda m: None)
     path = out / "rae--d" / "seed0" / "metrics.json"

@@ -26,12 +26,10 @@ from otae.models.betatcvae import (
     total_correlation_mws,
 )
 
+from .helpers import gen
+
 M = 2048
 SIGMA = 0.5
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def gaussian_codes(cov: torch.Tensor, seed: int, m: int = M, sigma: float = SIGMA):

@@ -25,7 +25,7 @@ from otae.training import (
 )
 from otae.training.callbacks import CallbackList, default_callbacks
 
-from .test_training import make_trainer, tiny_config
+from .helpers import make_trainer, tiny_config
 
 
 class Recorder(Callback):
@@ -65,15 +65,6 @@ class Recorder(Callback):
 
     def names(self) -> list[str]:
         return [e[0] for e in self.events]
-
-
-def trainer_with(config, run_dir, callbacks, log=lambda m: None):
-    from otae.training import Trainer
-
-    from .test_training import tiny_data
-
-    return Trainer.from_config(config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1),
-                   log=log, callbacks=callbacks)
 
 
 def plant_nan(trainer, at_step: int) -> None:
@@ -120,7 +111,7 @@ def test_logger_settings_are_validated(override, message):
 # ---------------------------------------------------------------------- hooks
 def test_hooks_come_in_order_with_the_epochs_values(tmp_path):
     recorder = Recorder()
-    trainer = trainer_with(tiny_config(epochs=2), tmp_path / "run", [recorder])
+    trainer = make_trainer(tiny_config(epochs=2), tmp_path / "run", callbacks=[recorder])
     history = trainer.fit()
     # 48 images in batches of 12: 4 steps per epoch
     epoch_events = ["epoch_start"] + ["step"] * 4 + ["train_epoch_end", "epoch_end"]
@@ -147,7 +138,7 @@ def test_a_failing_callback_stops_the_run_after_the_epochs_checkpoint(tmp_path):
 
     recorder = Recorder()
     run = tmp_path / "run"
-    trainer = trainer_with(tiny_config(epochs=3), run, [FailsAtEpoch2(), recorder])
+    trainer = make_trainer(tiny_config(epochs=3), run, callbacks=[FailsAtEpoch2(), recorder])
     with pytest.raises(RuntimeError, match="callback broke"):
         trainer.fit()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
@@ -157,7 +148,7 @@ def test_a_failing_callback_stops_the_run_after_the_epochs_checkpoint(tmp_path):
     assert recorder.names()[-2:] == ["exception", "teardown"]
     assert recorder.events[-2] == ("exception", "RuntimeError")
     # resuming goes on with epoch 3, as after any stop at an epoch boundary
-    resumed = trainer_with(tiny_config(epochs=3), run, [])
+    resumed = make_trainer(tiny_config(epochs=3), run, callbacks=[])
     assert resumed.resume() and resumed.epoch == 2
     assert [row["epoch"] for row in resumed.fit()] == [1, 2, 3]
 
@@ -168,7 +159,7 @@ def test_divergence_is_checked_before_a_callback_reads_the_terms(tmp_path):
             return True
 
     recorder = ReadsEveryStep()
-    trainer = trainer_with(tiny_config(epochs=1), tmp_path / "run", [recorder])
+    trainer = make_trainer(tiny_config(epochs=1), tmp_path / "run", callbacks=[recorder])
     plant_nan(trainer, at_step=1)
     with pytest.raises(NonFiniteLossError, match="epoch 1, batch 1"):
         trainer.fit()
@@ -212,7 +203,9 @@ def test_the_docs_example_callback(tmp_path):
 
     lines: list[str] = []
     best = BestEpoch()
-    history = trainer_with(tiny_config(epochs=3), tmp_path / "run", [best], log=lines.append).fit()
+    trainer = make_trainer(tiny_config(epochs=3), tmp_path / "run", log=lines.append,
+                           callbacks=[best])
+    history = trainer.fit()
     value, epoch = min((row["test_total"], row["epoch"]) for row in history)
     assert best.best == (value, epoch)
     assert lines[-1] == f"best epoch: {epoch} (test total {value:.3f})"

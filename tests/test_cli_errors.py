@@ -17,29 +17,7 @@ import torch
 from otae.cli import main
 from otae.training import Trainer, load_checkpoint
 
-TINY = [
-    "data.train_subset=64",
-    "data.test_subset=32",
-    "training.batch_size=16",
-    "training.progress=false",
-    "training.tensorboard=false",
-    "evaluation.report=false",
-    "evaluation.timing_steps=0",
-    "network.architecture=mlp",
-    "network.options={hidden: [16]}",
-]
-
-
-def one_error_line(capsys, *needles: str) -> str:
-    """The single `otae: error:` line on stderr; checks it names every needle."""
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("otae: error:")]
-    assert len(errors) == 1, captured.err
-    assert "Traceback" not in captured.err + captured.out
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
+from .helpers import TINY, one_error_line, write_idx
 
 
 # ---------------------------------------------------------------------- divergence
@@ -127,20 +105,13 @@ def test_a_real_learning_rate_divergence(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- damaged data
-def _write_idx(path, array: np.ndarray, code: int = 0x08) -> None:
-    header = bytes([0, 0, code, array.ndim]) + b"".join(
-        int(s).to_bytes(4, "big") for s in array.shape
-    )
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.astype(">u1").tobytes())
-
-
 def _idx_set(root, n_test: int = 32):
     root.mkdir()
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 64), ("t10k", n_test)):
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)),
+                  compress=True)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n), compress=True)
     return root
 
 
@@ -263,14 +234,6 @@ def test_run_dir_that_is_a_file(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- eval, sample, checkpoints
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "vae"
-    args = ["train", "mnist/vae-quick", "training.epochs=1", *TINY, "--run-dir", str(run_dir)]
-    assert main(args) == 0
-    return run_dir
-
-
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -339,16 +302,6 @@ def test_bad_bench_arguments(args, needle, tmp_path, capsys):
     args = [a.format(tmp=tmp_path) for a in args]
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     one_error_line(capsys, needle)
-
-
-@pytest.fixture
-def views_npz(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "toy.npz"
-    np.savez(
-        path, view_a=rng.normal(size=(30, 4)), view_b=rng.normal(size=(30, 3)), y=np.arange(30) % 3
-    )
-    return path
 
 
 @pytest.mark.parametrize(

@@ -17,11 +17,11 @@ import torch
 import yaml
 
 from otae import losses
-from otae.cli import _parser, main
+from otae.cli import build_parser, main
 from otae.training import CheckpointError, load_checkpoint
 from otae.training.checkpoint import CheckpointWriteError, save_checkpoint
 
-from .test_cli_errors import TINY, one_error_line
+from .helpers import TINY, one_error_line
 
 _REAL_SAVE = torch.save
 
@@ -110,20 +110,12 @@ def test_other_errors_while_saving_are_not_disguised_as_a_full_disk(tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture(scope="module")
-def one_epoch_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "vae"
-    args = ["train", "mnist/vae-quick", "training.epochs=1", *TINY, "--run-dir", str(run_dir)]
-    assert main(args) == 0
-    return run_dir
-
-
 @pytest.mark.parametrize("failure", FAILURES)
 def test_a_full_disk_while_training_is_one_line_and_keeps_the_last_checkpoint(
-    failure, one_epoch_run, tmp_path, monkeypatch, capsys
+    failure, vae_run, tmp_path, monkeypatch, capsys
 ):
     run = tmp_path / "run"
-    shutil.copytree(one_epoch_run, run)
+    shutil.copytree(vae_run, run)
     checkpoints = run / "checkpoints"
     kept = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
     metrics = (run / "metrics.json").read_bytes()
@@ -263,7 +255,7 @@ def _subparsers(parser: argparse.ArgumentParser):
 
 
 def test_every_argument_of_every_command_has_help():
-    parser = _parser()
+    parser = build_parser()
     missing = [
         f"otae {action.dest}" for action in parser._actions
         if action.help != argparse.SUPPRESS and not (action.help or "").strip()
@@ -324,9 +316,9 @@ def test_resume_of_a_folder_without_a_run_says_so(tmp_path, capsys):
     assert sorted(p.name for p in empty.iterdir()) == ["notes.txt"]
 
 
-def test_a_config_name_with_resume_still_resumes_its_run(one_epoch_run, tmp_path, capsys):
+def test_a_config_name_with_resume_still_resumes_its_run(vae_run, tmp_path, capsys):
     run = tmp_path / "run"
-    shutil.copytree(one_epoch_run, run)
+    shutil.copytree(vae_run, run)
     args = ["train", "mnist/vae-quick", "--resume", "--run-dir", str(run), *TINY,
             "training.epochs=2"]  # fmt: skip
     assert main(args) == 0
@@ -387,7 +379,7 @@ def test_otae_list_and_help_cite_no_internal_notes(capsys):
     out = capsys.readouterr().out
     assert not INTERNAL.search(out), INTERNAL.findall(out)
     assert "RAE paper §6.1" in out  # the paper's conv nets, cited by the paper's section
-    texts = [_parser().format_help()]
-    texts += [sub.format_help() for _, sub in _subparsers(_parser())]
+    texts = [build_parser().format_help()]
+    texts += [sub.format_help() for _, sub in _subparsers(build_parser())]
     for text in texts:
         assert not INTERNAL.search(text), INTERNAL.findall(text)

@@ -35,6 +35,8 @@ from otae.priors import (
     VonMisesFisherMixturePrior,
 )
 
+from .helpers import train_tiny_run
+
 IMAGE_SHAPE = (1, 8, 8)
 
 
@@ -259,17 +261,11 @@ def test_unlabelled_or_single_class_data_only_get_a_note():
 
 # ---------------------------------------------------------------------- a run
 def test_a_run_writes_the_clustering_of_its_saved_test_codes(tmp_path):
-    from otae.cli import main
     from otae.evaluation import encode_dataset
     from otae.experiment import evaluate_model
     from otae.training import build_split, load_run
 
-    run = tmp_path / "run"
-    args = ["train", "mnist/drae-quick", "--run-dir", str(run), "--no-report",
-            "data.train_subset=100", "data.test_subset=60", "training.epochs=1",
-            "network.architecture=mlp", "network.options={hidden: [16]}",
-            "training.progress=false", "evaluation.timing_steps=0"]  # fmt: skip
-    assert main(args) == 0
+    run = train_tiny_run(tmp_path / "run", "mnist/drae-quick")
     metrics = json.loads((run / "metrics.json").read_text())
     saved = np.load(run / "test_codes.npz")
     codes, labels = saved["codes"], saved["labels"]

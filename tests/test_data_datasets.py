@@ -1,6 +1,5 @@
 """Datasets: exact pixel values from synthetic files, split sizes, labels and error messages."""
 
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +19,7 @@ from otae.data import (
     load_mnist,
 )
 
-
-def write_idx(path, array, compress):
-    array = np.asarray(array)
-    code = {np.dtype(np.uint8): 0x08, np.dtype(">f4"): 0x0D}[array.dtype]
-    header = bytes([0, 0, code, array.ndim]) + b"".join(
-        int(s).to_bytes(4, "big") for s in array.shape
-    )
-    data = header + array.tobytes()
-    if compress:
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        Path(path).write_bytes(data)
+from .helpers import write_idx
 
 
 def assert_batch_is_stacked_items(dataset, indices):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from otae.bench import write_tables
-from otae.bench.report import _score_curve
+from otae.bench.report import score_curve
 from otae.cli import main
 from otae.data import build_dataset
 from otae.evaluation.disentanglement import dci, mutual_information_gap
@@ -19,9 +19,7 @@ from otae.evaluation.metrics import encode_dataset
 from otae.experiment import run_experiment
 from otae.training import DisentanglementCurve, Trainer, load_config, load_run
 
-from .test_bench import _tiny_bench
-from .test_cli_errors import TINY, one_error_line
-from .test_early_stopping import brute_force_stop, same_weights
+from .helpers import TINY, brute_force_stop, one_error_line, same_weights, tiny_bench
 
 #: a tiny VAE on `shapes` at 32 x 32 (MLP, latent 4): an epoch is a fraction of a second
 SHAPES = [
@@ -245,14 +243,14 @@ def test_the_bench_plots_the_curve_where_runs_logged_it(tmp_path):
     history = [{"epoch": 1.0, "test_rec_loss": 9.0, "test_mig": 0.1},
                {"epoch": 2.0, "test_rec_loss": 8.0}, {"epoch": 3.0, "test_rec_loss": 7.0,
                                                      "test_mig": 0.3}]
-    assert _score_curve(history, "mig") == [(1.0, 0.1), (3.0, 0.3)]
-    assert _score_curve([{"epoch": 1.0, "val_mig": 0.2, "test_rec_loss": 1.0}], "mig") == [
+    assert score_curve(history, "mig") == [(1.0, 0.1), (3.0, 0.3)]
+    assert score_curve([{"epoch": 1.0, "val_mig": 0.2, "test_rec_loss": 1.0}], "mig") == [
         (1.0, 0.2)
     ]
-    assert _score_curve(history, "dci_disentanglement") == []
+    assert score_curve(history, "dci_disentanglement") == []
     records = [{"run": "A", "encoder": "D", "seed": 0, "test_rec_loss": 7.0,
                 "_history": history, "run_dir": str(tmp_path)}]
-    write_tables(_tiny_bench(tmp_path), records, tmp_path / "tables")
+    write_tables(tiny_bench(tmp_path), records, tmp_path / "tables")
     assert (tmp_path / "tables" / "convergence_mig.png").is_file()
     assert not (tmp_path / "tables" / "convergence_dci_disentanglement.png").exists()
     assert "MIG per epoch" in (tmp_path / "tables" / "report.html").read_text()

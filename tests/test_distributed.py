@@ -6,11 +6,7 @@ The multi-process tests launch ``python -m torch.distributed.run --standalone
 
 from __future__ import annotations
 
-import csv
 import math
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,27 +19,13 @@ from otae.training import Trainer, load_config
 from otae.training.seeding import EpochSampler, derived_seed
 
 from . import ddp_worker
+from .helpers import history_rows, torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_MODELS = [
     "vae", "wae", "swae", "gmvae", "vampprior", "prae", "drae",
     "ssfg", "mssfg", "pssfg", "maxsfg", "gwae", "sae", "betatcvae", "factorvae",
 ]  # fmt: skip
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    result = subprocess.run(
-        command + args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def _max_rel(a: torch.Tensor, b: torch.Tensor, floor: float = 0.0) -> float:
@@ -278,11 +260,6 @@ def test_a_failure_on_rank_0_at_the_end_of_an_epoch_stops_every_rank(tmp_path):
     assert rank0["epoch"] == rank1["epoch"] == 1  # both stopped after the first epoch
 
 
-def _history(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "history.csv") as handle:
-        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
-
-
 def test_torchrun_cli_trains_resumes_and_matches_one_process(tmp_path):
     from otae.cli import main
 
@@ -299,14 +276,14 @@ def test_torchrun_cli_trains_resumes_and_matches_one_process(tmp_path):
     torchrun(
         ["-m", "otae", "train", str(config), "training.epochs=1", "--run-dir", str(two)], tmp_path
     )
-    assert (two / "checkpoints" / "last.pt").is_file() and len(_history(two)) == 1
+    assert (two / "checkpoints" / "last.pt").is_file() and len(history_rows(two)) == 1
     result = torchrun(
         ["-m", "otae", "train", str(config), "--resume", "--run-dir", str(two)], tmp_path
     )
     assert result.stdout.count("run directory:") == 1  # rank 0 alone reports
     one = tmp_path / "one"
     assert main(["train", str(config), "--run-dir", str(one)]) == 0
-    rows_two, rows_one = _history(two), _history(one)
+    rows_two, rows_one = history_rows(two), history_rows(one)
     assert len(rows_two) == len(rows_one) == 2
     for row_two, row_one in zip(rows_two, rows_one, strict=True):
         for key in ("train_total", "train_reconstruction", "test_rec_loss", "test_total"):

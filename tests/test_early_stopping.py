@@ -22,8 +22,19 @@ from otae.training import (
 )
 from otae.training.seeding import EpochSampler
 
-from .test_cli_errors import TINY, one_error_line
-from .test_training import Killed, make_trainer, tiny_config, tiny_data
+from .helpers import (
+    TINY,
+    TINY_SET,
+    Killed,
+    brute_force_stop,
+    history_rows,
+    make_trainer,
+    one_error_line,
+    same_weights,
+    tiny_config,
+    tiny_data,
+    torchrun,
+)
 
 
 def es_config(model="vae", epochs=12, **early_stopping):
@@ -39,21 +50,6 @@ def es_config(model="vae", epochs=12, **early_stopping):
     return config
 
 
-def brute_force_stop(values, patience, mode="min"):
-    """``(best epoch, stopping epoch or None)`` from a metric's per-epoch values alone: the
-    run stops at the first epoch ``e`` none of whose last ``patience`` epochs beats the
-    best epoch before them; the best epoch is the first best one up to the stop."""
-    sign = 1.0 if mode == "min" else -1.0
-    signed = [sign * v for v in values]
-    stop = None
-    for e in range(patience + 1, len(signed) + 1):
-        if min(signed[e - patience : e]) >= min(signed[: e - patience]):
-            stop = e
-            break
-    seen = signed[: stop or len(signed)]
-    return seen.index(min(seen)) + 1, stop
-
-
 class KeepWeights(Callback):
     """A copy of the model's weights at the end of every epoch."""
 
@@ -64,13 +60,8 @@ class KeepWeights(Callback):
         self.by_epoch[epoch] = copy.deepcopy(trainer.model.state_dict())
 
 
-def same_weights(a, b) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def train(config, run_dir, callbacks=()):
-    trainer = Trainer.from_config(config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1),
-                      log=lambda m: None, callbacks=list(callbacks))
+    trainer = make_trainer(config, run_dir, callbacks=list(callbacks))
     trainer.fit()
     return trainer
 
@@ -315,8 +306,6 @@ def test_a_bench_set_counts_an_early_stopped_run_as_finished(tmp_path):
 
     from otae.bench import run_bench
 
-    from .test_bench import TINY_SET
-
     bench_file = tmp_path / "es.yaml"
     bench_file.write_text(
         TINY_SET.replace(
@@ -379,8 +368,6 @@ def test_a_monitor_the_model_does_not_produce_is_named_after_the_first_epoch(tmp
 def test_two_processes_hold_out_the_same_rows_and_stop_with_one_process(tmp_path):
     """Under torchrun (2 gloo processes) the run trains on the same rows, is validated on
     the same split and stops at the same epoch as one process, every rank with it."""
-    from .test_distributed import _history, torchrun
-
     config = tmp_path / "tiny.yaml"
     config.write_text(
         "base: mnist/drae-quick\n"
@@ -394,7 +381,7 @@ def test_two_processes_hold_out_the_same_rows_and_stop_with_one_process(tmp_path
     two, one = tmp_path / "two", tmp_path / "one"
     torchrun(["-m", "otae", "train", str(config), "--run-dir", str(two)], tmp_path)
     assert main(["train", str(config), "--run-dir", str(one)]) == 0
-    rows_two, rows_one = _history(two), _history(one)
+    rows_two, rows_one = history_rows(two), history_rows(one)
     assert len(rows_two) == len(rows_one) == 3  # best epoch 1, then 2 without improvement
     for row_two, row_one in zip(rows_two, rows_one, strict=True):
         for key in ("train_total", "val_rec_loss", "val_total", "test_rec_loss"):

@@ -30,16 +30,11 @@ from otae.evaluation import (
     save_image_grid,
     write_report,
 )
-from otae.models import build_model, model_config_from_dict
 from otae.priors import GaussianMixturePrior
 
+from .helpers import tiny_vae
+
 IMAGE_SHAPE = (1, 8, 8)
-
-
-def tiny_vae(latent_dim: int = 2, seed: int = 0):
-    torch.manual_seed(seed)
-    config = model_config_from_dict({"name": "vae", "latent_dim": latent_dim})
-    return build_model(config, IMAGE_SHAPE, "mlp", {"hidden": (16,)})
 
 
 def tiny_gmm_model(latent_dim: int = 3, n_components: int = 4):
@@ -286,17 +281,17 @@ def test_latent_embedding_uses_model_codes_and_prior_means(tmp_path):
 
 
 def saved_figures(monkeypatch) -> list:
-    """Every matplotlib Figure the figures module saves, in order (the PNG is still written)."""
-    import otae.evaluation.figures as figures_module
+    """Every matplotlib Figure saved from now on, in order (the PNG is still written)."""
+    from matplotlib.figure import Figure
 
     saved = []
-    original = figures_module._save_figure
+    original = Figure.savefig
 
-    def spy(fig, path):
+    def spy(fig, *args, **kwargs):
         saved.append(fig)
-        return original(fig, path)
+        return original(fig, *args, **kwargs)
 
-    monkeypatch.setattr(figures_module, "_save_figure", spy)
+    monkeypatch.setattr(Figure, "savefig", spy)
     return saved
 
 

@@ -86,3 +86,62 @@ def test_a_tampered_folder_is_one_line_and_exit_2(run, tmp_path, capsys):
     assert "neither an export folder" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope"), str(tmp_path / "o2")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_eval_of_an_export_folder_measures_it_on_its_dataset(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["export", str(run), str(out)]) == 0
+    capsys.readouterr()
+    # the run was evaluated on the first 100 test images: the same numbers from the folder
+    assert main(["eval", str(out), "--subset", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert f"metrics: {out / 'eval' / 'metrics.json'}" in printed
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    original = json.loads((run / "metrics.json").read_text())
+    assert metrics["dataset"] == "mnist" and metrics["split"] == "test"
+    assert metrics["test_images"] == 100 and metrics["model"] == original["model"]
+    assert metrics["test_rec_loss"] == pytest.approx(original["test_rec_loss"], rel=1e-6)
+    assert metrics["parameters"] == original["parameters"]
+    assert 0 <= metrics["cluster_acc_kmeans"] <= 1 and metrics["cluster_classes"] == 10
+    assert metrics["mean_image_baseline_rec_loss"] > 0
+    assert (out / "eval" / "test_codes.npz").is_file()
+
+
+def test_eval_of_an_export_folder_refuses_options_of_a_run_and_back(run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["export", str(run), str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--checkpoint", "best", "--fid", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--checkpoint, --fid: for a run directory" in err
+    assert main(["eval", str(run), "--data", "mnist", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--data, --out: for an export folder" in err
+    assert main(["eval", str(out), "--data", "shapes", "--subset", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "shapes test images are (1, 64, 64), the model takes (1, 28, 28)" in err
+
+
+def test_eval_of_an_export_folder_scores_disentanglement_where_the_data_has_factors(tmp_path):
+    from otae.models import build_model, model_config_from_dict
+
+    torch.manual_seed(0)
+    config = model_config_from_dict({"name": "vae", "latent_dim": 4})
+    model = build_model(config, (1, 32, 32), "mlp", {"hidden": [32]})
+    folder = model.save_pretrained(tmp_path / "m", data={"dataset": "shapes", "image_size": 32})
+    assert main(["eval", str(folder), "--subset", "300", "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for key in ("mig", "dci_disentanglement", "factorvae_score", "cluster_acc_kmeans",
+                "test_rec_loss"):  # fmt: skip
+        assert isinstance(metrics[key], float), key
+    assert metrics["disentanglement_factors"][0] == "shape"
+    codes = np.load(tmp_path / "ev" / "test_codes.npz")
+    assert codes["codes"].shape == (300, 4) and codes["factors"].shape == (300, 5)
+    with pytest.raises(ValueError, match=r"mnist test images are \(1, 28, 28\), the model takes"):
+        from otae.export import evaluate_export
+
+        evaluate_export(folder, data="mnist", subset=5)
+    # a folder that names no dataset needs --data
+    model.save_pretrained(tmp_path / "bare")
+    with pytest.raises(ValueError, match=r"names no dataset \(data.dataset\): pass --data"):
+        evaluate_export(tmp_path / "bare")

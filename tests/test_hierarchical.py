@@ -19,27 +19,9 @@ from otae.discrepancies import (
     pairwise_gaussian_w2_squared,
 )
 
+from .helpers import costs, mixtures, uniform
+
 F64 = torch.float64
-
-
-def mixtures(seed, n, k, d=3, dtype=F64):
-    """Posterior-like mixture of n components, prior-like mixture of k spread-out ones."""
-    g = torch.Generator().manual_seed(seed)
-    mu_p = torch.randn(n, d, generator=g, dtype=dtype)
-    sigma_p = torch.rand(n, d, generator=g, dtype=dtype)
-    mu_q = 2 * torch.randn(k, d, generator=g, dtype=dtype)
-    sigma_q = torch.rand(k, d, generator=g, dtype=dtype)
-    return mu_p, sigma_p, mu_q, sigma_q
-
-
-def costs(mu_p, sigma_p, mu_q, sigma_q):
-    return (pairwise_gaussian_w2_squared(mu_p, sigma_p, mu_q, sigma_q),
-            pairwise_gaussian_w2_squared(mu_p, sigma_p, mu_p, sigma_p),
-            pairwise_gaussian_w2_squared(mu_q, sigma_q, mu_q, sigma_q))
-
-
-def uniform(n):
-    return torch.full((n,), 1.0 / n, dtype=F64)
 
 
 def brute_force_objective(c_st, c_s, c_t, plan, beta):

@@ -16,7 +16,7 @@ from otae.discrepancies import (
 from otae.discrepancies.gaussian import joint_gaussian_w2_squared
 from otae.profiling import OpCounter
 
-from .test_hierarchical import costs, mixtures
+from .helpers import costs, mixtures
 
 F64 = torch.float64
 

@@ -30,7 +30,7 @@ LAYERS: list[list[str]] = [
     ["otae.evaluation"],
     ["otae.training"],
     ["otae.cotraining", "otae.experiment", "otae.export"],
-    ["otae.bench"],
+    ["otae.bench", "otae.tune"],
     ["otae.cli", "otae.__main__"],
 ]
 

@@ -26,18 +26,14 @@ from otae.discrepancies import (
 from otae.discrepancies.mmd import WAE_SCALES
 from otae.sphere import uniform_directions
 
+from .helpers import gen, point_clouds
+
 REPO = Path(__file__).resolve().parents[1]
 N, D = 12, 3
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def clouds(seed: int = 0, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    g = gen(seed)
-    x = torch.randn(N, D, generator=g, dtype=dtype)
-    y = torch.randn(N, D, generator=g, dtype=dtype) * 0.5 + 1.0
+    x, y = point_clouds(N, N, D, seed=seed, scale=0.5, shift=1.0, dtype=dtype)
     return x.requires_grad_(), y.requires_grad_()
 
 

@@ -25,9 +25,7 @@ from otae.priors.meta import (
     NeuralPrior,
 )
 
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
+from .helpers import gen
 
 
 def test_leaky_silu_is_its_formula():
@@ -37,59 +35,59 @@ def test_leaky_silu_is_its_formula():
 
 
 def test_neural_prior_is_the_authors_network():
-    prior = NeuralPrior(5, generator=_gen(0))
+    prior = NeuralPrior(5, generator=gen(0))
     linears = [m for m in prior.net if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(5, 20), (20, 20), (20, 20), (20, 5)]
     assert sum(isinstance(m, LeakySiLU) for m in prior.net) == 3
     norm = prior.norm
     assert not norm.affine and norm.momentum == 0.5
     # the sample is BN(net(eps)) with eps the generator's first (n, d) normal draw
-    eps = torch.randn(64, 5, generator=_gen(3))
+    eps = torch.randn(64, 5, generator=gen(3))
     expected = torch.nn.functional.batch_norm(
         prior.net(eps), None, None, training=True, momentum=0.0, eps=norm.eps
     )
-    torch.testing.assert_close(prior.sample(64, _gen(3)), expected)
+    torch.testing.assert_close(prior.sample(64, gen(3)), expected)
 
 
 @pytest.mark.parametrize("cls", [NeuralPrior, FactorisedNeuralPrior])
 def test_output_normalisation_standardises_every_training_batch(cls):
-    prior = cls(4, generator=_gen(1)).double()
-    z = prior.sample(257, _gen(2))
+    prior = cls(4, generator=gen(1)).double()
+    z = prior.sample(257, gen(2))
     torch.testing.assert_close(z.mean(0), torch.zeros(4, dtype=z.dtype), rtol=0, atol=1e-12)
     # batch norm divides by sqrt(v + eps), v the biased variance of the raw batch: the
     # output variance is v / (v + eps), 1 up to eps / v
-    eps = torch.randn(257, 4, generator=_gen(2), dtype=torch.float64)
+    eps = torch.randn(257, 4, generator=gen(2), dtype=torch.float64)
     raw = prior.net(eps.unsqueeze(-1)).squeeze(-1) if cls is FactorisedNeuralPrior else prior.net(eps)
     v = raw.var(0, unbiased=False)
     torch.testing.assert_close(z.var(0, unbiased=False), v / (v + prior.norm.eps))
     # running statistics move with momentum 0.5; evaluation uses them
     prior.eval()
-    raw = prior.net(torch.randn(8, 4, generator=_gen(5), dtype=torch.float64).unsqueeze(-1)
+    raw = prior.net(torch.randn(8, 4, generator=gen(5), dtype=torch.float64).unsqueeze(-1)
                     if cls is FactorisedNeuralPrior
-                    else torch.randn(8, 4, generator=_gen(5), dtype=torch.float64))
+                    else torch.randn(8, 4, generator=gen(5), dtype=torch.float64))
     raw = raw.squeeze(-1)
     expected = (raw - prior.norm.running_mean) / (prior.norm.running_var + prior.norm.eps).sqrt()
-    torch.testing.assert_close(prior.sample(8, _gen(5)), expected)
+    torch.testing.assert_close(prior.sample(8, gen(5)), expected)
 
 
 def test_factorised_neural_jacobian_links_only_equal_coordinates():
     """The Jacobian of a whole training batch (batch statistics included) with respect to
     its noise: d z[n, k] / d eps[m, l] = 0 whenever l != k."""
-    prior = FactorisedNeuralPrior(4, generator=_gen(0)).double()
-    eps = torch.randn(12, 4, generator=_gen(1), dtype=torch.float64)
+    prior = FactorisedNeuralPrior(4, generator=gen(0)).double()
+    eps = torch.randn(12, 4, generator=gen(1), dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(prior.transform, eps)  # (12, 4, 12, 4)
     mask = 1 - torch.eye(4, dtype=jac.dtype)
     assert float((jac * mask[None, :, None, :]).abs().max()) == 0.0
     assert float(jac.abs().amax()) > 0  # and it is not trivially zero
     # while the unrestricted neural prior mixes coordinates
-    neural = NeuralPrior(4, generator=_gen(0)).double()
+    neural = NeuralPrior(4, generator=gen(0)).double()
     jac = torch.autograd.functional.jacobian(neural.transform, eps)
     assert float((jac * mask[None, :, None, :]).abs().max()) > 1e-3
 
 
 def test_grouped_linear_is_one_linear_map_per_group():
-    layer = GroupedLinear(3, 2, 4, generator=_gen(0)).double()
-    x = torch.randn(5, 3, 2, generator=_gen(1), dtype=torch.float64)
+    layer = GroupedLinear(3, 2, 4, generator=gen(0)).double()
+    x = torch.randn(5, 3, 2, generator=gen(1), dtype=torch.float64)
     out = layer(x)
     for k in range(3):
         expected = x[:, k] @ layer.weight[k].T + layer.bias[k]
@@ -100,7 +98,7 @@ def test_grouped_linear_is_one_linear_map_per_group():
 
 def test_factorised_uniform_has_unit_variance_and_its_support():
     prior = FactorisedUniformPrior(3).double()
-    z = prior.sample(200_000, _gen(0))
+    z = prior.sample(200_000, gen(0))
     assert float(z.abs().max()) <= math.sqrt(3)
     # variance 1 exactly for U[-sqrt 3, sqrt 3]; sampling sd of a variance ~ sqrt(0.8 / n)
     assert float((z.var(0) - 1).abs().max()) < 5 * math.sqrt(0.8 / 200_000)
@@ -117,28 +115,28 @@ def test_factorised_uniform_has_unit_variance_and_its_support():
 def test_gumbel_mixture_samples_the_mixture_law():
     """Forward values are Gumbel-max draws: component frequencies match softmax(logits),
     and each sample is mu_c + A_c^T eps before the normalisation."""
-    prior = GumbelMixturePrior(2, 3, generator=_gen(0)).double()
+    prior = GumbelMixturePrior(2, 3, generator=gen(0)).double()
     with torch.no_grad():
         prior.logits.copy_(torch.tensor([0.0, 1.0, -1.0]))
     n = 60_000
-    onehot = prior.membership(n, _gen(1))
+    onehot = prior.membership(n, gen(1))
     assert torch.equal(onehot.detach().sum(1), torch.ones(n, dtype=onehot.dtype))
     freq = onehot.detach().mean(0)
     weights = prior.weights.detach()
     assert float((freq - weights).abs().max()) < 5 * math.sqrt(0.25 / n)
     # the whole sample: same draws in the same order (rand (n, K), then randn (n, d))
-    g = _gen(2)
+    g = gen(2)
     membership = prior.membership(10, g).detach().argmax(1)
     eps = torch.randn(10, 2, generator=g, dtype=torch.float64)
     raw = prior.means[membership] + torch.einsum("ni,nij->nj", eps, prior.scales[membership])
     expected = torch.nn.functional.batch_norm(raw, None, None, training=True, eps=prior.norm.eps)
-    torch.testing.assert_close(prior.sample(10, _gen(2)), expected.detach())
+    torch.testing.assert_close(prior.sample(10, gen(2)), expected.detach())
 
 
 def test_gumbel_mixture_weights_learn_under_a_loss_that_favours_one_component():
     """The authors' hard argmax leaves the weights without gradient; the straight-through
     estimator moves them towards the component the loss prefers."""
-    prior = GumbelMixturePrior(1, 2, generator=_gen(0)).double()
+    prior = GumbelMixturePrior(1, 2, generator=gen(0)).double()
     prior.norm = torch.nn.Identity()  # judge the mixture itself
     with torch.no_grad():
         prior.means.copy_(torch.tensor([[-5.0], [5.0]]))
@@ -146,16 +144,16 @@ def test_gumbel_mixture_weights_learn_under_a_loss_that_favours_one_component():
     optimiser = torch.optim.SGD([prior.logits], lr=0.05)
     for step in range(50):
         optimiser.zero_grad()
-        prior.sample(256, _gen(step))[:, 0].mean().backward()  # favours the mean -5
+        prior.sample(256, gen(step))[:, 0].mean().backward()  # favours the mean -5
         optimiser.step()
     assert float(prior.weights[0].detach()) > 0.9
 
 
 def test_gumbel_mixture_responsibilities_are_its_gaussian_densities():
-    prior = GumbelMixturePrior(2, 3, generator=_gen(0)).double()
-    prior.sample(500, _gen(1))  # move the running statistics off their initial values
+    prior = GumbelMixturePrior(2, 3, generator=gen(0)).double()
+    prior.sample(500, gen(1))  # move the running statistics off their initial values
     prior.eval()
-    z = torch.randn(7, 2, generator=_gen(2), dtype=torch.float64)
+    z = torch.randn(7, 2, generator=gen(2), dtype=torch.float64)
     means, cov = prior.normalised_components()
     expected = torch.stack(
         [
@@ -167,7 +165,7 @@ def test_gumbel_mixture_responsibilities_are_its_gaussian_densities():
     ).detach()
     torch.testing.assert_close(prior.log_responsibilities(z), expected)
     # a component's samples, normalised with the running statistics, have those moments
-    s = prior.sample_component(1, 100_000, _gen(3)).detach()
+    s = prior.sample_component(1, 100_000, gen(3)).detach()
     torch.testing.assert_close(s.mean(0), means[1].detach(), rtol=0, atol=0.03)
     torch.testing.assert_close(torch.cov(s.T), cov[1].detach(), rtol=0.05, atol=0.03)
 
@@ -175,15 +173,15 @@ def test_gumbel_mixture_responsibilities_are_its_gaussian_densities():
 def test_gwae_gmm_clusters_by_its_own_responsibilities():
     from otae.evaluation.clustering import prior_log_responsibilities
 
-    prior = GumbelMixturePrior(2, 3, generator=_gen(0)).double().eval()
-    z = torch.randn(5, 2, generator=_gen(1), dtype=torch.float64)
+    prior = GumbelMixturePrior(2, 3, generator=gen(0)).double().eval()
+    z = torch.randn(5, 2, generator=gen(1), dtype=torch.float64)
     torch.testing.assert_close(prior_log_responsibilities(prior, z), prior.log_responsibilities(z))
 
 
 def test_renamed_prior_gives_a_hint():
     with pytest.raises(ValueError, match="renamed: use 'factorised_neural'"):
         build_prior("factorised", 3)
-    assert isinstance(build_prior("factorised_neural", 3, generator=_gen(0)), FactorisedNeuralPrior)
+    assert isinstance(build_prior("factorised_neural", 3, generator=gen(0)), FactorisedNeuralPrior)
 
 
 @pytest.mark.parametrize("make", [
@@ -192,18 +190,18 @@ def test_renamed_prior_gives_a_hint():
     lambda g: GumbelMixturePrior(3, 4, generator=g),
 ])
 def test_meta_priors_are_reproducible_from_a_seed_and_differentiable(make):
-    a, b = make(_gen(0)).double(), make(_gen(0)).double()
+    a, b = make(gen(0)).double(), make(gen(0)).double()
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
-    assert torch.equal(a.sample(6, _gen(9)), b.sample(6, _gen(9)))
-    assert not torch.equal(a.sample(6, _gen(9)), make(_gen(1)).double().sample(6, _gen(9)))
-    loss = a.sample(16, _gen(9)).sin().sum()
+    assert torch.equal(a.sample(6, gen(9)), b.sample(6, gen(9)))
+    assert not torch.equal(a.sample(6, gen(9)), make(gen(1)).double().sample(6, gen(9)))
+    loss = a.sample(16, gen(9)).sin().sum()
     grads = torch.autograd.grad(loss, list(a.parameters()))
     assert all(float(g.abs().sum()) > 0 for g in grads)
 
 
 def test_component_means_do_not_move_normalisation_statistics():
-    prior = NeuralPrior(3, generator=_gen(0))
+    prior = NeuralPrior(3, generator=gen(0))
     before = prior.norm.running_mean.clone(), int(prior.norm.num_batches_tracked)
     prior.component_means()
     assert torch.equal(prior.norm.running_mean, before[0])
@@ -264,9 +262,9 @@ def test_critic_loss_is_estimate_penalty_and_drift():
                                      "gp_weight": 3.0, "prior": "factorised_normal"})
     model = build_model(config, (1, 8, 8), "mlp", {"hidden": (16,)}).double()
     x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
-    out = model.critic_loss(x, _gen(1))
+    out = model.critic_loss(x, gen(1))
     # recompute from the same draws: posterior, prior, t (u and v already updated)
-    g = _gen(1)
+    g = gen(1)
     with torch.no_grad():
         mean, logvar = model.encode(x)
         z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g, dtype=x.dtype)

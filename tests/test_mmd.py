@@ -9,6 +9,8 @@ import torch
 
 from otae.discrepancies.mmd import WAE_SCALES, mmd, squared_distances
 
+from .helpers import point_clouds
+
 
 def _kernel(a: torch.Tensor, b: torch.Tensor, kernel: str, cs: list[float]) -> float:
     sq = float(((a - b) ** 2).sum())
@@ -28,10 +30,7 @@ def _mmd_loop(x, y, kernel="imq", sigma2=1.0, scales=(1.0,)) -> float:
 
 
 def _clouds(n=6, m=9, d=3, shift=0.7, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = 1.5 * torch.randn(m, d, generator=g, dtype=dtype) + shift
-    return x, y
+    return point_clouds(n, m, d, seed=seed, scale=1.5, shift=shift, dtype=dtype)
 
 
 @pytest.mark.parametrize("kernel", ["imq", "gaussian"])

@@ -13,16 +13,11 @@ from otae import losses
 from otae.discrepancies import hierarchical_fgw, max_sliced_fgw, sinkhorn, spherical_sliced_fgw
 from otae.models import build_model, model_config_from_dict
 
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .helpers import gen, point_clouds
 
 
 def clouds(n: int = 10, d: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    g = gen(0)
-    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(
-        n, d, generator=g, dtype=torch.float64
-    ) + 0.5
+    return point_clouds(n, n, d, shift=0.5)
 
 
 def same_log(got: dict, want: dict) -> None:

@@ -28,6 +28,8 @@ from otae.models import MODELS, build_model, model_config_from_dict
 from otae.priors import GaussianMixturePrior, StandardNormalPrior
 from otae.sphere import uniform_directions
 
+from .helpers import gen
+
 IMAGE = (1, 8, 8)
 N = 16
 BASE = {"latent_dim": 3, "n_components": 3}
@@ -53,10 +55,6 @@ CASES = {
 }
 PER_SAMPLE = {"gmvae", "vampprior"}
 SPHERICAL = {"ssfg", "mssfg", "pssfg", "maxsfg"}
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def make(case, seed=0, **overrides):

@@ -29,17 +29,15 @@ from otae.cotraining import (
 )
 from otae.cotraining.sweep import paired_difference, run_sweep, write_sweep
 
-TINY = AESettings(latent_dim=3, hidden=(16,), epochs=2, batch_size=32, lr=3e-3, hfgw_steps=5)
+from .helpers import TINY_AE, class_views
+
 #: a learning rate at which the first update already wrecks the toy's autoencoders
 HUGE_LR = AESettings(latent_dim=3, hidden=(16,), epochs=2, batch_size=32, lr=100.0, hfgw_steps=5)
 
 
 def _views(n: int = 120, scale_b: float = 1.0, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(3), n // 3)
-    a = 3.0 * np.eye(3)[labels] @ rng.normal(size=(3, 5)) + rng.normal(size=(n, 5))
-    b = scale_b * (3.0 * np.eye(3)[labels] @ rng.normal(size=(3, 4)) + rng.normal(size=(n, 4)))
-    return {"a": a.astype(np.float32), "b": b.astype(np.float32)}, labels
+    """Views a (5 columns) and b (4) of 3 classes."""
+    return class_views(n, 3, (5, 4), scale_b, seed)
 
 
 # --- the training loop ----------------------------------------------------------------------
@@ -102,14 +100,14 @@ def test_diverging_cells_leave_the_others_intact_and_marked(tmp_path):
 
 def test_an_overflow_before_any_update_names_the_input_scale():
     views, labels = _views(scale_b=1e30)
-    results = run_protocol(views, labels, ["independent"], [0], ProtocolConfig(ae=TINY,
+    results = run_protocol(views, labels, ["independent"], [0], ProtocolConfig(ae=TINY_AE,
                            preprocess="none"))  # fmt: skip
     record = results.diverged["independent"][0]
     assert (record["epoch"], record["step"]) == (1, 1)
     assert "before any update" in record["cause"] and "(b)" in record["cause"]
     assert record["fix"] == "standardise the views (--preprocess standardise)"
     # standardised, the same data trains
-    fine = run_protocol(views, labels, ["independent"], [0], ProtocolConfig(ae=TINY))
+    fine = run_protocol(views, labels, ["independent"], [0], ProtocolConfig(ae=TINY_AE))
     assert not fine.diverged and fine.accuracies["independent"][0] > 0.5
 
 
@@ -125,7 +123,7 @@ def test_summaries_use_the_finished_cells_only():
 
 def test_a_sweep_lists_its_diverged_cells(tmp_path):
     views, labels = _views()
-    results = run_sweep(views, labels, ["independent", "aes_gw"], [0], ProtocolConfig(ae=TINY),
+    results = run_sweep(views, labels, ["independent", "aes_gw"], [0], ProtocolConfig(ae=TINY_AE),
                         {"epochs": [1]})  # fmt: skip
     assert not results.diverged
     huge = ProtocolConfig(ae=HUGE_LR)
@@ -158,41 +156,41 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
 
     with pytest.raises(_Killed):
         run_protocol(views, labels, methods, seeds,
-                     ProtocolConfig(ae=TINY, cells=cells, log=kill_after_two))  # fmt: skip
+                     ProtocolConfig(ae=TINY_AE, cells=cells, log=kill_after_two))  # fmt: skip
     assert len(CellStore(cells)) == 2  # both finished cells were written as they finished
     lines: list[str] = []
     resumed = run_protocol(views, labels, methods, seeds,
-                           ProtocolConfig(ae=TINY, cells=cells, log=lines.append))  # fmt: skip
+                           ProtocolConfig(ae=TINY_AE, cells=cells, log=lines.append))  # fmt: skip
     assert resumed.resumed == 2
     assert sum("finished before" in line for line in lines) == 2
     # every cell is reported once, resumed or trained
     assert sum(": test " in line for line in lines) == 4
-    straight = run_protocol(views, labels, methods, seeds, ProtocolConfig(ae=TINY))
+    straight = run_protocol(views, labels, methods, seeds, ProtocolConfig(ae=TINY_AE))
     assert resumed.accuracies == straight.accuracies
     assert resumed.diagnostics == straight.diagnostics  # JSON keeps floats exactly
     # a third run trains nothing
-    again = run_protocol(views, labels, methods, seeds, ProtocolConfig(ae=TINY, cells=cells))
+    again = run_protocol(views, labels, methods, seeds, ProtocolConfig(ae=TINY_AE, cells=cells))
     assert again.resumed == 4 and again.accuracies == straight.accuracies
     # --fresh trains everything again
     fresh = run_protocol(views, labels, methods, seeds,
-                         ProtocolConfig(ae=TINY, cells=cells, fresh=True))  # fmt: skip
+                         ProtocolConfig(ae=TINY_AE, cells=cells, fresh=True))  # fmt: skip
     assert fresh.resumed == 0 and fresh.accuracies == straight.accuracies
 
 
 def test_a_changed_setting_or_dataset_does_not_reuse_a_cell(tmp_path):
     views, labels = _views()
-    base = ProtocolConfig(ae=TINY)
+    base = ProtocolConfig(ae=TINY_AE)
     key = setting_key(views, labels, base)
-    assert key == setting_key(views, labels, ProtocolConfig(ae=TINY, dataset="other", log=print))
+    assert key == setting_key(views, labels, ProtocolConfig(ae=TINY_AE, dataset="other", log=print))
     other = {"a": views["a"].copy(), "b": views["b"].copy()}
     other["b"][0, 0] += 1.0
     changed = [
         setting_key(other, labels, base),
         setting_key(views, labels[::-1].copy(), base),
         setting_key(views, labels, ProtocolConfig(ae=AESettings(latent_dim=4))),
-        setting_key(views, labels, ProtocolConfig(ae=TINY, preprocess="none")),
-        setting_key(views, labels, ProtocolConfig(ae=TINY, labels_per_class=2)),
-        setting_key(views, labels, ProtocolConfig(ae=TINY, c_grid=(1.0,))),
+        setting_key(views, labels, ProtocolConfig(ae=TINY_AE, preprocess="none")),
+        setting_key(views, labels, ProtocolConfig(ae=TINY_AE, labels_per_class=2)),
+        setting_key(views, labels, ProtocolConfig(ae=TINY_AE, c_grid=(1.0,))),
     ]
     assert key not in changed and len(set(changed)) == len(changed)
 

@@ -24,16 +24,12 @@ from otae.cotraining import (
 from otae.cotraining import protocol as protocol_module
 from otae.data.multiview import labelled_subset, split_indices, stratified_parts
 
-TINY = AESettings(latent_dim=3, hidden=(16,), epochs=2, batch_size=32, lr=3e-3, hfgw_steps=5)
+from .helpers import TINY_AE, class_views
 
 
 def _views(n: int = 160, scale_b: float = 1.0, seed: int = 0):
-    """Two views of 4 classes: a = class means + noise, b = scale_b * (class means + noise)."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(4), n // 4)
-    a = 3.0 * np.eye(4)[labels] @ rng.normal(size=(4, 6)) + rng.normal(size=(n, 6))
-    b = scale_b * (3.0 * np.eye(4)[labels] @ rng.normal(size=(4, 5)) + rng.normal(size=(n, 5)))
-    return {"a": a.astype(np.float32), "b": b.astype(np.float32)}, labels
+    """Views a (6 columns) and b (5) of 4 classes."""
+    return class_views(n, 4, (6, 5), scale_b, seed)
 
 
 # --- preprocessing ------------------------------------------------------------------------
@@ -100,7 +96,7 @@ def test_protocol_classifier_sees_only_the_labelled_rows(monkeypatch):
         return original_fit(self, x, y, **kw)
 
     monkeypatch.setattr(Pipeline, "fit", counting_fit)
-    config = ProtocolConfig(ae=TINY, c_grid=(1.0,), labels_per_class=3)
+    config = ProtocolConfig(ae=TINY_AE, c_grid=(1.0,), labels_per_class=3)
     res = run_protocol(views, labels, ("independent", "cca"), seeds=(4,), config=config)
     # independent: 1 candidate + 2 single views; cca: 1 candidate
     assert fitted_sizes == [[3, 3, 3, 3]] * 4
@@ -138,7 +134,7 @@ def test_disjoint_protocol_trains_each_view_on_its_part_and_marks_paired_methods
         return method
 
     monkeypatch.setattr(protocol_module, "make_method", recording_make_method)
-    config = ProtocolConfig(ae=TINY, c_grid=(1.0,), disjoint=True)
+    config = ProtocolConfig(ae=TINY_AE, c_grid=(1.0,), disjoint=True)
     res = run_protocol(views, labels, ("independent", "coreg", "cca", "aes_gw"), (0,), config)
     splits, ys = split_views(views, labels, 0)
     parts = stratified_parts(ys[0], 2, (0, 1))
@@ -169,7 +165,7 @@ def test_disjoint_protocol_trains_each_view_on_its_part_and_marks_paired_methods
 @pytest.mark.parametrize(("preprocess", "collapsed"), [("none", True), ("standardise", False)])
 def test_collapse_of_a_tiny_variance_view_is_flagged(preprocess, collapsed, tmp_path):
     views, labels = _views(scale_b=1e-3)
-    config = ProtocolConfig(ae=TINY, c_grid=(1.0,), preprocess=preprocess)
+    config = ProtocolConfig(ae=TINY_AE, c_grid=(1.0,), preprocess=preprocess)
     res = run_protocol(views, labels, ("independent",), seeds=(0,), config=config)
     diag = res.diagnostics["independent"][0]
     assert set(diag) == {"a", "b"}
@@ -187,7 +183,7 @@ def test_collapse_of_a_tiny_variance_view_is_flagged(preprocess, collapsed, tmp_
 
 def test_test_split_is_scored_once_and_diagnostics_match_a_recomputation(monkeypatch, tmp_path):
     views, labels = _views()
-    settings = AESettings(**{**TINY.__dict__, "epochs": 3, "checkpoints": (1, 2)})
+    settings = AESettings(**{**TINY_AE.__dict__, "epochs": 3, "checkpoints": (1, 2)})
     captured = {}
     original_split, original_make = protocol_module.split_views, protocol_module.make_method
 
@@ -243,7 +239,7 @@ def test_test_split_is_scored_once_and_diagnostics_match_a_recomputation(monkeyp
 
 def test_table_note_says_c_selected_without_checkpoints(tmp_path):
     views, labels = _views(n=80)
-    config = ProtocolConfig(ae=TINY, c_grid=(1.0,))
+    config = ProtocolConfig(ae=TINY_AE, c_grid=(1.0,))
     res = run_protocol(views, labels, ("cca",), seeds=(0,), config=config)
     text = write_table(res, tmp_path / "t.md", tmp_path / "t.csv")
     assert "C selected on the validation split" in text and "epoch" not in text

@@ -10,7 +10,7 @@ from otae._optional import MissingDependencyError, require
 from otae.cli import main
 from otae.discrepancies import empirical_fgw, empirical_gw
 
-from .test_cli_errors import one_error_line, views_npz  # noqa: F401, F811  (a fixture)
+from .helpers import one_error_line
 
 LIBRARY_MODULES = (
     "otae.discrepancies", "otae.losses", "otae.models", "otae.training", "otae.evaluation",
@@ -48,7 +48,7 @@ def test_empirical_solvers_without_pot_say_how_to_install_it(without_pot, solver
         solver(x, x + 1)
 
 
-def test_cli_without_pot_fails_in_one_line_before_training(without_pot, views_npz, tmp_path,  # noqa: F811
+def test_cli_without_pot_fails_in_one_line_before_training(without_pot, views_npz, tmp_path,
                                                             capsys):
     argv = ["multiview", "--data", str(views_npz), "--discrepancy", "empirical",
             "--out", str(tmp_path / "out")]

@@ -27,16 +27,11 @@ from otae.evaluation.traversals import (
     factor_traversal_rows,
 )
 from otae.experiment import evaluate_model, run_experiment
-from otae.models import build_model, model_config_from_dict
 from otae.training import load_config, load_run
 
+from .helpers import tiny_vae
+
 SETS = ("shapes-disentanglement", "mnist-clustering", "mnist-sae-geometry")
-
-
-def tiny_vae(latent_dim: int = 4, shape=(1, 8, 8)):
-    torch.manual_seed(0)
-    config = model_config_from_dict({"name": "vae", "latent_dim": latent_dim})
-    return build_model(config, shape, "mlp", {"hidden": (16,)})
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +139,7 @@ def test_active_threshold_makes_factorvae_scale_free():
 
 
 def test_traversal_grid_decodes_the_constructed_codes(tmp_path):
-    model = tiny_vae()
+    model = tiny_vae(latent_dim=4)
     codes = torch.randn(200, 4, generator=torch.Generator().manual_seed(3)) * torch.tensor(
         [1.0, 3.0, 0.1, 2.0]
     )

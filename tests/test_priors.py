@@ -18,11 +18,9 @@ from otae.priors import (
 from otae.priors.sphere import log_sphere_area, vmf_log_normaliser
 from otae.sphere import vmf_mean_resultant_length
 
+from .helpers import gen
+
 F64 = torch.float64
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def test_registry_keeps_existing_and_adds_sphere_priors():

@@ -21,8 +21,8 @@ from otae.experiment import run_experiment
 from otae.training import CheckpointError, Trainer, load_checkpoint, load_config
 from otae.training.callbacks import NoProgress, progress_bar
 
-from .test_training import make_trainer
-from .test_training import tiny_config as _training_config
+from .helpers import make_trainer, write_idx
+from .helpers import tiny_config as _training_config
 
 TINY = [
     "data.train_subset=64",
@@ -276,14 +276,6 @@ def print_err(message):
 
 
 # ------------------------------------------------------------------ classifier FD
-def write_idx(path, array):
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(s).to_bytes(4, "big") for s in array.shape
-    )
-    Path(path).write_bytes(header + array.tobytes())
-
-
 def write_toy_idx(root: Path, n_train=96, n_test=48, side=16, seed=0):
     """Three classes of 16x16 images: a bright bar at the top, the middle or the bottom."""
     rng = np.random.default_rng(seed)

@@ -12,12 +12,11 @@ import torch
 
 from otae.discrepancies.sinkhorn import sinkhorn, sinkhorn_divergence
 
+from .helpers import point_clouds
+
 
 def _clouds(n=7, m=9, d=3, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = 0.8 * torch.randn(m, d, generator=g, dtype=dtype) + 0.5
-    return x, y
+    return point_clouds(n, m, d, seed=seed, scale=0.8, shift=0.5, dtype=dtype)
 
 
 def _cost(x, y, p):

@@ -16,12 +16,11 @@ from otae.discrepancies.sinkhorn import annealing_schedule, sinkhorn, sinkhorn_d
 from otae.models import build_model, model_config_from_dict
 from otae.profiling import OpCounter
 
+from .helpers import point_clouds
+
 
 def _clouds(n=6, m=8, d=2, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = 0.8 * torch.randn(m, d, generator=g, dtype=dtype) + 0.5
-    return x, y
+    return point_clouds(n, m, d, seed=seed, scale=0.8, shift=0.5, dtype=dtype)
 
 
 def _weights(n, m, seed=3):

@@ -13,12 +13,12 @@ from otae.discrepancies import (
 )
 from otae.sphere import uniform_directions
 
+from .helpers import point_clouds
+
 
 def clouds(n=40, d=5, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = torch.randn(n, d, generator=g, dtype=dtype) * torch.linspace(0.5, 2.0, d, dtype=dtype) + 1
-    return x, y
+    scale = torch.linspace(0.5, 2.0, d, dtype=dtype)
+    return point_clouds(n, n, d, seed=seed, scale=scale, shift=1, dtype=dtype)
 
 
 def random_rotation(d, seed, dtype=torch.float64):

@@ -32,20 +32,13 @@ from otae.discrepancies import (
 from otae.discrepancies.spherical import slice_values
 from otae.profiling import OpCounter
 
-from .test_hierarchical import costs, mixtures, uniform
+from .helpers import costs, gen, mixtures, point_clouds, spherical_clouds, uniform
 
 F64 = torch.float64
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def clouds(n=6, m=8, d=2, seed=0, dtype=F64):
-    g = gen(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = 0.8 * torch.randn(m, d, generator=g, dtype=dtype) + 0.5
-    return x, y
+    return point_clouds(n, m, d, seed=seed, scale=0.8, shift=0.5, dtype=dtype)
 
 
 def assert_detached_tensors(info):
@@ -244,13 +237,6 @@ def test_hierarchical_log_makes_no_host_sync():
 
 
 # ----------------------------------------------------------------------------- spherical
-
-
-def spherical_clouds(seed=0, n=30, d=4):
-    g = gen(seed)
-    x = torch.randn(n, d, generator=g, dtype=F64) * torch.linspace(0.5, 2.0, d, dtype=F64)
-    y = torch.randn(n, d, generator=g, dtype=F64) + 0.3
-    return x, y
 
 
 SEARCHES = {

@@ -24,11 +24,9 @@ from otae.sphere import (
     vmf_mean_resultant_length,
 )
 
+from .helpers import gen
+
 F64 = torch.float64
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def unit(d, seed, dtype=F64):

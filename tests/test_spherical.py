@@ -29,12 +29,10 @@ from otae.sphere import (
     vmf_mean_resultant_length,
 )
 
+from .helpers import gen
+
 F64 = torch.float64
 BETA = 0.1
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def stretched_clouds(n=64, d=4, seed=0, dtype=F64):

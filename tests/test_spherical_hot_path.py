@@ -18,18 +18,9 @@ from otae.priors.base import stratified_counts
 from otae.priors.sphere import VonMisesFisherMixturePrior
 from otae.profiling import OpCounter
 
+from .helpers import gen, spherical_clouds
+
 D = torch.float64
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def clouds(seed: int, n: int = 30, d: int = 4, dtype=D):
-    g = gen(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype) * torch.linspace(0.5, 2.0, d, dtype=dtype)
-    y = torch.randn(n, d, generator=g, dtype=dtype) + 0.3
-    return x, y
 
 
 # ------------------------------------------------- reference: the autograd search it replaced
@@ -71,7 +62,7 @@ def old_spherical(x, y, beta, kappa, L, n_iters, lr, k, distribution, seed, init
 
 @pytest.mark.parametrize("beta", [0.0, 0.1, 1.0])
 def test_closed_form_direction_gradient_matches_autograd(beta):
-    x, y = clouds(0)
+    x, y = spherical_clouds(0)
     theta = torch.randn(7, 4, generator=gen(1), dtype=D)
     theta.requires_grad_(True)
     (expected,) = torch.autograd.grad(slice_values(x, y, theta.T, beta).sum(), theta)
@@ -81,7 +72,7 @@ def test_closed_form_direction_gradient_matches_autograd(beta):
 
 def test_closed_form_gradient_follows_the_anti_identity_matching():
     # y = -x: the anti-identity matching is optimal along every direction.
-    x, _ = clouds(2)
+    x, _ = spherical_clouds(2)
     y = -x + 0.01 * torch.randn(x.shape, generator=gen(3), dtype=D)
     theta = torch.randn(5, 4, generator=gen(4), dtype=D).requires_grad_(True)
     (expected,) = torch.autograd.grad(slice_values(x, y, theta.T, 0.5).sum(), theta)
@@ -92,7 +83,7 @@ def test_closed_form_gradient_follows_the_anti_identity_matching():
 @pytest.mark.parametrize(("distribution", "k", "L"),
                          [("vmf", 1, 6), ("power", 1, 6), ("vmf", 2, 6), ("vmf", 3, 7)])
 def test_search_matches_the_autograd_search(distribution, k, L):
-    x, y = clouds(5)
+    x, y = spherical_clouds(5)
     init = torch.randn(k, 4, generator=gen(6), dtype=D)
     xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     value, locs = spherical_sliced_fgw(xa, ya, 0.3, 8.0, L, n_iters=6, lr=0.2, n_components=k,
@@ -110,7 +101,7 @@ def test_search_matches_the_autograd_search(distribution, k, L):
 
 
 def test_max_sfg_matches_the_autograd_search():
-    x, y = clouds(8)
+    x, y = spherical_clouds(8)
     start = torch.randn(3, 4, generator=gen(9), dtype=D)
     xa, ya = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     value, direction = max_sliced_fgw(xa, ya, 0.2, n_iters=8, init_directions=start,
@@ -234,7 +225,7 @@ def hot_forwards(n_iters: int = 3):
 
 
 def forward_backward(fn, generator):
-    x0, y0 = clouds(17, n=20, d=5, dtype=torch.float32)
+    x0, y0 = spherical_clouds(17, n=20, d=5, dtype=torch.float32)
     x, y = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
     out = fn(x, y, generator)
     out.backward()
@@ -271,7 +262,7 @@ def test_compiles_without_graph_break_and_replays_eager_noise(name, backend):
 def test_regulariser_operation_budget():
     """SSFG at the paper's L = 10, 10 steps, N = 100, d = 8: well under the op-count target of 800
     (``FLOORS`` in benchmarks/op_counts.py)."""
-    x, y = clouds(21, n=100, d=8, dtype=torch.float32)
+    x, y = spherical_clouds(21, n=100, d=8, dtype=torch.float32)
     x.requires_grad_(True)
     with input_checks(False), OpCounter() as counter:
         spherical_sliced_fgw(x, y, 0.1, 50.0, 10, n_iters=10, generator=gen(22),

@@ -12,7 +12,6 @@ import torch
 
 from otae import discrepancies as D
 from otae import models, nn, priors
-from otae.data import TensorImageDataset
 from otae.evaluation import reconstruction_metrics
 from otae.training import (
     CheckpointError,
@@ -22,6 +21,8 @@ from otae.training import (
     config_from_dict,
     load_checkpoint,
 )
+
+from .helpers import tiny_data
 
 
 @dataclasses.dataclass
@@ -39,12 +40,6 @@ class CustomAutoencoder(models.PriorSampleAutoencoder):
         return D.sliced_wasserstein(z, y, generator=generator) + self.config.mmd_weight * D.mmd(
             z, y
         )
-
-
-def tiny_data(n=48, seed=0, side=8):
-    gen = torch.Generator().manual_seed(seed)
-    images = (torch.rand(n, 1, side, side, generator=gen) * 255).to(torch.uint8)
-    return TensorImageDataset(images, torch.arange(n) % 3)
 
 
 def custom_model(seed=0, latent=2):

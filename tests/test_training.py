@@ -12,11 +12,9 @@ import pytest
 import torch
 import yaml
 
-from otae.data import TensorImageDataset
 from otae.training import (
     CheckpointError,
     ExperimentConfig,
-    Trainer,
     config_from_dict,
     config_to_dict,
     load_checkpoint,
@@ -26,39 +24,7 @@ from otae.training import (
     shipped_configs,
 )
 
-
-def tiny_data(n=48, seed=0, side=8):
-    gen = torch.Generator().manual_seed(seed)
-    images = (torch.rand(n, 1, side, side, generator=gen) * 255).to(torch.uint8)
-    labels = torch.arange(n) % 3
-    return TensorImageDataset(images, labels)
-
-
-def tiny_config(model="vae", epochs=3, **model_options):
-    if model == "gwae":
-        model_options.setdefault("n_critic", 2)
-    values = {
-        "name": f"tiny-{model}",
-        "model": {"name": model, "latent_dim": 2, "n_components": 3, **model_options},
-        "network": {"architecture": "mlp", "options": {"hidden": [16]}},
-        "training": {
-            "epochs": epochs,
-            "batch_size": 12,
-            "seed": 3,
-            "device": "cpu",
-            "progress": False,
-            "tensorboard": False,
-            "eval_batch_size": 16,
-        },
-        "evaluation": {"report": False},
-    }
-    return config_from_dict(values)
-
-
-def make_trainer(config, run_dir, log=lambda m: None):
-    return Trainer.from_config(
-        config, run_dir, train_data=tiny_data(), test_data=tiny_data(16, seed=1), log=log
-    )
+from .helpers import Killed, make_trainer, tiny_config
 
 
 # ---------------------------------------------------------------------- configs
@@ -195,10 +161,6 @@ def test_training_decreases_the_test_loss(tmp_path):
     assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 5
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
-
-
-class Killed(RuntimeError):
-    pass
 
 
 @pytest.mark.parametrize("model", ["vae", "drae", "gwae", "ssfg"])

@@ -24,18 +24,13 @@ from otae.discrepancies import (
 )
 from otae.profiling import OpCounter
 
+from .helpers import gen, point_clouds
+
 F64 = torch.float64
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def clouds(n=7, m=5, d=3, seed=0, dtype=F64):
-    g = gen(seed)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    y = 1.5 * torch.randn(m, d, generator=g, dtype=dtype) + 0.3
-    return x, y
+    return point_clouds(n, m, d, seed=seed, scale=1.5, shift=0.3, dtype=dtype)
 
 
 def weights(n, seed, dtype=F64):

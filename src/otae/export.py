@@ -8,6 +8,12 @@ training settings it came from (in ``config.json``), a grid of samples
 (``library_name: otae``), the run's measured numbers from its ``metrics.json``, and the
 lines of Python that load it. :func:`encode_dataset_to_file` writes the codes of a
 dataset (``otae encode``) from an export folder or a run directory.
+
+:func:`push_to_hub` uploads an export folder to the Hugging Face Hub (``otae export RUN
+OUT --push user/name``; optional: ``pip install 'otae[hub]'``), from where
+:func:`~otae.models.from_pretrained` loads it by its repo id. :func:`evaluate_export`
+measures an export folder on a dataset (``otae eval FOLDER``): reconstruction, clustering
+where the data has labels, disentanglement where it has generative factors.
 """
 
 from __future__ import annotations
@@ -22,16 +28,34 @@ import numpy as np
 import torch
 
 from ._io import atomic_write, atomic_write_text
+from ._optional import require
 from ._version import __version__
 from .data import build_dataset
 from .data.batches import iter_batches, labels_of, num_items
 from .evaluation.figures import save_image_grid
 from .evaluation.metrics import eval_mode
 from .models import Autoencoder, from_pretrained
-from .models.pretrained import CONFIG_FILE, WEIGHTS_FILE
+from .models.pretrained import (
+    CONFIG_FILE,
+    HUB_FILES,
+    WEIGHTS_FILE,
+    HubError,
+    first_line,
+    is_hub_repo_id,
+    read_config,
+    resolve_folder,
+)
 from .training import config_to_dict, load_run
 
-__all__ = ["CARD_FILE", "SAMPLES_FILE", "encode_dataset_to_file", "export_run", "load_model"]
+__all__ = [
+    "CARD_FILE",
+    "SAMPLES_FILE",
+    "encode_dataset_to_file",
+    "evaluate_export",
+    "export_run",
+    "load_model",
+    "push_to_hub",
+]
 
 CARD_FILE = "README.md"
 SAMPLES_FILE = "samples.png"
@@ -73,7 +97,7 @@ def _number(value: float) -> str:
 
 
 def _card(name: str, model: Autoencoder, config, epoch: int, checkpoint: str,
-          metrics: dict[str, Any]) -> str:  # fmt: skip
+          metrics: dict[str, Any], repo_id: str | None = None) -> str:  # fmt: skip
     numbers = _numbers(metrics)
     rows = [
         f"| {label} | {_number(numbers[key])} |"
@@ -119,9 +143,13 @@ def _card(name: str, model: Autoencoder, config, epoch: int, checkpoint: str,
         "",
         "```python",
         "from otae.models import from_pretrained",
-        'model = from_pretrained("path/to/this/folder")  # no code from the folder runs',
+        f'model = from_pretrained("{repo_id or "path/to/this/folder"}")  '
+        "# no code from the folder runs",
         "codes = model.embed(images)                    # images: (N, C, H, W) in [0, 1]",
         "```",
+        "",
+        "A Hub repo id (`user/name`) is downloaded first, its data files only (config.json, "
+        "model.safetensors, README.md, samples.png); `pip install 'otae[hub]'`.",
         "",
         "Or from the command line: `otae encode FOLDER --data "
         f"{config.data.name} --out codes.npz`.",
@@ -135,9 +163,13 @@ def export_run(
     out_dir: str | os.PathLike,
     checkpoint: str | None = None,
     n_samples: int = 64,
+    *,
+    repo_id: str | None = None,
 ) -> Path:
     """Export the run in ``run_dir`` to ``out_dir`` (module docstring); ``checkpoint``:
-    ``best``, ``last`` or None (the run's final model: best with early stopping)."""
+    ``best``, ``last`` or None (the run's final model: best with early stopping).
+    ``repo_id``: the Hub repo the folder is meant for (the card's loading line names it;
+    :func:`push_to_hub` uploads)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     config, model, state = load_run(run_dir, checkpoint, "cpu")
     chosen = checkpoint or ("best" if config.training.early_stopping.enabled else "last")
@@ -159,14 +191,19 @@ def export_run(
     with eval_mode(model):
         images = model.sample(n_samples, torch.Generator().manual_seed(0)).clamp(0, 1)
     save_image_grid(images, out_dir / SAMPLES_FILE, nrow=max(1, round(math.sqrt(n_samples))))
-    card = _card(config.name, model, config, int(state.get("epoch", 0)), chosen, metrics)
+    card = _card(config.name, model, config, int(state.get("epoch", 0)), chosen, metrics,
+                 repo_id)  # fmt: skip
     atomic_write_text(out_dir / CARD_FILE, card)
     return out_dir
 
 
 def load_model(path: str | os.PathLike, checkpoint: str | None = None) -> Autoencoder:
     """The model of an export folder (``config.json`` + ``model.safetensors``) or of a run
-    directory (its ``checkpoint``: best, last, or None for the final one), in eval mode."""
+    directory (its ``checkpoint``: best, last, or None for the final one), in eval mode.
+    A Hugging Face Hub repo id (``user/name``) that is no local folder is loaded by
+    :func:`~otae.models.from_pretrained`."""
+    if not Path(path).exists() and is_hub_repo_id(path):
+        return from_pretrained(os.fspath(path))
     path = Path(path)
     if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         return from_pretrained(path)
@@ -228,3 +265,143 @@ def encode_dataset_to_file(
         arrays["factor_names"] = np.asarray(list(getattr(data, "factor_names", [])))
     atomic_write(Path(out), lambda handle: np.savez_compressed(handle, **arrays))
     return {k: tuple(v.shape) for k, v in arrays.items()}
+
+
+def push_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload the export folder ``folder`` (its :data:`~otae.models.pretrained.HUB_FILES`
+    only: config.json, model.safetensors, README.md, samples.png) to the model repo
+    ``repo_id`` of the Hugging Face Hub, creating the repo if needed (``private``: its
+    visibility then); returns the commit's URL. ``token``: default ``HF_TOKEN`` or the
+    token of ``hf auth login``. One line for a missing token, no network or a refusal
+    (:class:`~otae.models.pretrained.HubError`)."""
+    folder = Path(folder)
+    if not is_hub_repo_id(repo_id):
+        raise ValueError(f"--push needs a Hub repo id, user/name; got {repo_id!r}")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder} holds no {name}: not an export folder")
+    hub = require("huggingface_hub", feature="pushing to the Hugging Face Hub",
+                  install="otae[hub]")  # fmt: skip
+    from huggingface_hub import errors
+
+    token = token or hub.get_token()
+    if not token:
+        raise HubError(
+            f"pushing to the Hugging Face Hub ({repo_id}) needs a token: `hf auth login` "
+            "(or `huggingface-cli login`), or set HF_TOKEN"
+        )
+    api = hub.HfApi(token=token, library_name="otae", library_version=__version__)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            allow_patterns=list(HUB_FILES),
+            commit_message=commit_message or f"otae {__version__} export",
+        )
+    except errors.HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        why = " (the token may lack write access)" if status in (401, 403) else ""
+        raise HubError(
+            f"the Hugging Face Hub refused to push {repo_id}{why}: {first_line(err)}"
+        ) from None
+    except Exception as err:
+        # no network: OSError (requests) or the HTTP client's transport errors (httpx)
+        package = type(err).__module__.split(".")[0]
+        transport = package.startswith(("httpx", "requests", "urllib3"))
+        if not (isinstance(err, OSError) or transport):
+            raise
+        raise HubError(
+            f"could not reach the Hugging Face Hub to push {repo_id} (no network?): "
+            f"{first_line(err)}"
+        ) from None
+    return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
+
+
+def evaluate_export(
+    folder: str | os.PathLike,
+    *,
+    data: str | None = None,
+    out: str | os.PathLike | None = None,
+    root: str | None = None,
+    split: str = "test",
+    subset: int | None = None,
+    batch_size: int = 500,
+    device: str = "cpu",
+) -> tuple[Path, dict[str, Any]]:
+    """Evaluate the model of an export folder (or a Hub repo id) on the ``split`` of
+    dataset ``data`` (default: the dataset its ``config.json`` names), its first
+    ``subset`` images if given; writes ``metrics.json`` (and ``test_codes.npz``) to
+    ``out`` (default ``FOLDER/eval``) and returns ``(out, metrics)``.
+
+    The metrics are those ``otae eval`` writes for a run, with the same keys and
+    functions (:mod:`otae.evaluation`): the reconstruction loss (the mean per-image sum
+    of squared errors, pixels in [0, 1]) and the mean-image baseline (mean of the
+    ``train`` split; skipped where the data has none), the clustering scores where the
+    images have labels, the disentanglement scores (MIG, DCI, FactorVAE) where they have
+    generative factors. Not here: the figures and report.html, FID and the classifier FD
+    (they need a run directory)."""
+    from .evaluation.clustering import dataset_clustering_metrics
+    from .evaluation.metrics import mean_image_baseline, reconstruction_metrics
+    from .nn import count_parameters
+
+    local = Path(folder).is_dir() or not is_hub_repo_id(folder)
+    if out is None and not local:
+        raise ValueError(f"{folder} is a Hub repo id: give the folder to write (--out)")
+    directory = resolve_folder(folder)
+    model = from_pretrained(directory, device)
+    config = read_config(directory)
+    spec = config.get("data") if isinstance(config.get("data"), dict) else {}
+    name = data or spec.get("dataset")
+    if not name:
+        raise ValueError(
+            f"{directory / CONFIG_FILE} names no dataset (data.dataset): pass --data NAME"
+        )
+    image_shape = tuple(model.build_spec["image_shape"])
+    # the size the model was trained at, for its own dataset; another one as it comes
+    size = spec.get("image_size") if name == spec.get("dataset") else None
+    test = build_dataset(name, split, root=root, subset=subset, image_size=size)
+    if tuple(test.image_shape) != image_shape:
+        raise ValueError(f"{name} {split} images are {tuple(test.image_shape)}, the model "
+                         f"takes {image_shape}")  # fmt: skip
+    out = Path(out) if out is not None else directory / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    rec = reconstruction_metrics(model, test, batch_size)
+    metrics: dict[str, Any] = {
+        "model": model.config.name,
+        "dataset": name,
+        "split": split,
+        "source": os.fspath(folder),
+        "architecture": model.build_spec["architecture"],
+        "test_images": rec["n_images"],
+        "test_rec_loss": rec["rec_loss"],
+        "test_mse_per_pixel": rec["mse_per_pixel"],
+        "parameters": count_parameters(model),
+    }
+    try:
+        train = build_dataset(name, "train", root=root, image_size=size)
+    except (ValueError, OSError) as err:
+        metrics["mean_image_baseline"] = f"skipped: no train split ({first_line(err)})"
+    else:
+        baseline = mean_image_baseline(train, test, batch_size)
+        metrics["mean_image_baseline_rec_loss"] = baseline["rec_loss"]
+    codes_path = out / "test_codes.npz"
+    metrics.update(dataset_clustering_metrics(model, test, batch_size, codes_path=codes_path))
+    if getattr(test, "factors", None) is not None:
+        from .evaluation.traversals import dataset_disentanglement_metrics
+
+        scores, _, _ = dataset_disentanglement_metrics(
+            model, test, batch_size, codes_path=codes_path,
+            reuse_codes="clustering_codes_file" in metrics,
+        )  # fmt: skip
+        metrics.update(scores)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return out, metrics

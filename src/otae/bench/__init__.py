@@ -16,14 +16,34 @@ measures it, and finally writes into the bench directory:
   side, and the test-loss convergence curves of all models on one plot.
 
 The package holds one module per job: :mod:`~otae.bench.config` (bench sets and run
-options), :mod:`~otae.bench.runner` (:func:`run_bench`), :mod:`~otae.bench.measure` (one
-run trained and measured), :mod:`~otae.bench.jobs` (runs at once in worker processes),
-:mod:`~otae.bench.tables` and :mod:`~otae.bench.report`.
+options), :mod:`~otae.bench.cells` (a cell's identity and state, records from run
+directories), :mod:`~otae.bench.runner` (:func:`run_bench`), :mod:`~otae.bench.measure`
+(one run trained and measured), :mod:`~otae.bench.executors` (where cells run),
+:mod:`~otae.bench.jobs` (runs at once in worker processes), :mod:`~otae.bench.tables`
+and :mod:`~otae.bench.report`.
 """
 
-from .config import BenchConfig, BenchRun, RunOptions, bench_tasks, load_bench, run_dir_of
+from .cells import (
+    BenchCellsFailed,
+    Cell,
+    CellFailure,
+    StaleCellError,
+    cell_config,
+    cell_identity,
+    scan_records,
+)
+from .config import (
+    BenchConfig,
+    BenchRun,
+    RunOptions,
+    SlurmResources,
+    bench_tasks,
+    load_bench,
+    run_dir_of,
+)
+from .executors import Executor, LocalExecutor, SubmititExecutor, run_cell
 from .jobs import RUNS_PER_GPU, default_jobs, threads_per_run
-from .measure import frechet_metrics_of_run, measure_run, provenance
+from .measure import cell_complete, frechet_metrics_of_run, measure_run, provenance
 from .report import side_by_side
 from .runner import run_bench
 from .tables import merge_records, summarise, write_tables
@@ -34,8 +54,21 @@ __all__ = [
     "load_bench",
     "run_bench",
     "RunOptions",
+    "SlurmResources",
     "bench_tasks",
     "run_dir_of",
+    "Cell",
+    "CellFailure",
+    "BenchCellsFailed",
+    "StaleCellError",
+    "cell_config",
+    "cell_identity",
+    "cell_complete",
+    "scan_records",
+    "Executor",
+    "LocalExecutor",
+    "SubmititExecutor",
+    "run_cell",
     "measure_run",
     "frechet_metrics_of_run",
     "provenance",

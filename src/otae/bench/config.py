@@ -25,6 +25,48 @@ class BenchRun:
 
 
 @dataclass
+class SlurmResources:
+    """What each cell of a bench asks for under ``--executor submitit``: a bench set's
+    ``slurm:`` mapping, or the flags of the same names (which win). None: submitit's or
+    the cluster's default (``time_min``: :data:`DEFAULT_TIME_MIN`)."""
+
+    #: Slurm partition (``--slurm-partition``)
+    partition: str | None = None
+    #: GPUs of each cell (``--gpus-per-cell``)
+    gpus_per_cell: int | None = None
+    #: CPU cores of each cell (``--cpus-per-cell``); also its torch threads
+    cpus_per_cell: int | None = None
+    #: memory of each cell in GB (``--mem-gb``)
+    mem_gb: float | None = None
+    #: time limit of each cell in minutes (``--time-min``); training stops at the last
+    #: epoch boundary that leaves a tenth of it (at most 10 min) for the evaluation
+    time_min: int | None = None
+    #: cells of the job array running at once (``--array-parallelism``; Slurm only)
+    array_parallelism: int | None = None
+
+    def validate(self) -> None:
+        for name in ("gpus_per_cell", "cpus_per_cell", "mem_gb", "time_min", "array_parallelism"):
+            value = getattr(self, name)
+            least = 0 if name == "gpus_per_cell" else 1
+            if value is not None and value < least:
+                raise ValueError(f"slurm.{name} must be >= {least}, got {value}")
+
+    def merged(self, **flags) -> SlurmResources:
+        """These resources with the ``flags`` that are not None in their place."""
+        import dataclasses
+
+        values = {k: v for k, v in flags.items() if v is not None}
+        merged = dataclasses.replace(self, **values)
+        merged.validate()
+        return merged
+
+
+#: minutes a cell may run when neither ``--time-min`` nor the set's ``slurm.time_min``
+#: says (submitit's own default is 5 on Slurm and 2 on the local executor)
+DEFAULT_TIME_MIN = 24 * 60
+
+
+@dataclass
 class BenchConfig:
     """A bench set (:func:`load_bench` reads one from YAML), checked when it is built."""
 
@@ -40,6 +82,8 @@ class BenchConfig:
     fid_samples: int = 0
     #: the paper's numbers to print next to ours: row name -> {column: value}
     paper: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: resources of each cell under ``--executor submitit`` (the flags win)
+    slurm: SlurmResources = field(default_factory=SlurmResources)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -54,6 +98,7 @@ class BenchConfig:
             raise ValueError("a bench set needs at least one seed")
         if self.classifier_fd_samples < 0 or self.fid_samples < 0:
             raise ValueError("sample counts must be >= 0")
+        self.slurm.validate()
 
 
 def load_bench(name_or_path: str | Path) -> BenchConfig:

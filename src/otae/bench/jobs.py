@@ -12,7 +12,8 @@ import torch
 
 from ..training import load_config
 from ._common import device_of, slug
-from .config import BenchConfig, BenchRun, RunOptions
+from .cells import Cell, CellFailure
+from .config import BenchConfig
 
 #: runs at once per GPU by default: on one H200 (torch 2.11, paper MNIST nets, eager
 #: fp32), 7 runs at once trained 1.85x the epochs per minute of one run at a time
@@ -41,68 +42,70 @@ def threads_per_run(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def train_in_parallel(bench, tasks, out_dir: Path, options: RunOptions, log) -> None:
-    """Train the (run, seed) pairs in ``options.concurrent_runs`` worker processes at once.
+def train_in_parallel(cells: list[Cell], jobs: int, log) -> list[CellFailure]:
+    """Train and measure the cells in ``jobs`` worker processes at once; the failed ones.
 
     Each worker is ``otae bench SET --models NAME --seeds S --worker``: it trains and
-    measures one pair and writes its ``metrics.json``; its output goes to
+    measures one cell and writes its ``metrics.json``; its output goes to
     ``OUT/<run>/seed<S>.log``. CPU threads are shared out evenly (OMP/MKL and torch),
     and with several GPUs each worker gets the next one (``CUDA_VISIBLE_DEVICES``).
     """
     import os
     import subprocess
 
-    jobs = options.concurrent_runs
     threads = threads_per_run(jobs)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    source = getattr(bench, "source", None) or bench.name
-    pending = list(tasks)
-    running: list[tuple[subprocess.Popen, BenchRun, int, Any]] = []
+    pending = list(cells)
+    running: list[tuple[subprocess.Popen, Cell, Any]] = []
+    failures: list[CellFailure] = []
     slot = 0
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                run, seed = pending.pop(0)
-                log_path = out_dir / slug(run.name) / f"seed{seed}.log"
+                cell = pending.pop(0)
+                out_dir = Path(cell.out_dir)
+                log_path = out_dir / slug(cell.run.name) / f"seed{cell.seed}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
                 if gpus > 1:
                     env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
                 slot += 1
-                command = _worker_command(source, run, seed, out_dir, options, threads)
+                command = _worker_command(cell, threads)
                 handle = log_path.open("w")
                 process = subprocess.Popen(
                     command, stdout=handle, stderr=subprocess.STDOUT, env=env
                 )
-                log(f"[bench] {run.name} seed {seed}: started ({threads} threads, log {log_path})")
-                running.append((process, run, seed, handle))
+                log(f"[bench] {cell.name}: started ({threads} threads, log {log_path})")
+                running.append((process, cell, handle))
             time.sleep(0.5)
             for entry in list(running):
-                process, run, seed, handle = entry
+                process, cell, handle = entry
                 if process.poll() is None:
                     continue
                 running.remove(entry)
                 handle.close()
                 if process.returncode != 0:
                     tail = Path(handle.name).read_text().strip().splitlines()[-1:] or [""]
-                    log(
-                        f"[bench] {run.name} seed {seed}: worker failed (exit "
-                        f"{process.returncode}): {tail[0]} (log: {handle.name})"
-                    )
+                    error = tail[0].removeprefix("otae: error: ") or f"exit {process.returncode}"
+                    failures.append(CellFailure(cell.name, error, handle.name))
+                    log(f"[bench] {cell.name}: worker failed (exit {process.returncode})")
                 else:
-                    log(f"[bench] {run.name} seed {seed}: worker done")
+                    log(f"[bench] {cell.name}: worker done")
     finally:
         for process, *_ in running:
             process.terminate()
+    return failures
 
 
-def _worker_command(source, run, seed, out_dir, options: RunOptions, threads: int) -> list[str]:
-    """The ``otae bench ... --worker`` command line that trains one (run, seed)."""
+def _worker_command(cell: Cell, threads: int) -> list[str]:
+    """The ``otae bench ... --worker`` command line that trains one cell."""
     import sys
 
+    options = cell.options
+    source = getattr(cell.bench, "source", None) or cell.bench.name
     command = [
         sys.executable, "-m", "otae", "bench", str(source), *options.overrides,
-        "--models", run.name, "--seeds", str(seed), "--out", str(out_dir),
+        "--models", cell.run.name, "--seeds", str(cell.seed), "--out", str(cell.out_dir),
         "--worker", "--threads", str(threads), "--concurrent-runs", str(options.concurrent_runs),
     ]  # fmt: skip
     if options.deadline is not None:

@@ -11,8 +11,18 @@ from typing import Any
 import torch
 
 from .._io import atomic_write_text
-from ..training import load_config
-from ._common import device_of, read_history, slug
+from ._common import device_of
+from .cells import (
+    cell_config,
+    cell_id,
+    cell_identity,
+    check_cell,
+    identity_hash,
+    read_metrics,
+    record_of,
+    trained_to_protocol,
+    write_cell,
+)
 from .config import BenchConfig, BenchRun, RunOptions, run_dir_of
 
 
@@ -36,27 +46,19 @@ def measure_run(
     from ..training import build_split, load_run
 
     run_dir = run_dir_of(out_dir, run, seed)
-    all_overrides = [
-        *bench.overrides,
-        *run.overrides,
-        *options.overrides,
-        f"training.seed={seed}",
-        f"name={slug(run.name)}-seed{seed}",
-    ]
-    config = load_config(run.config, all_overrides)
+    config = cell_config(bench, run, seed, options.overrides)
+    check_cell(run, seed, run_dir, config)
     metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+    metrics = read_metrics(run_dir)
     # an early-stopped run is finished before training.epochs
-    finished = metrics is not None and (
-        metrics.get("epochs") == config.training.epochs
-        or metrics.get("early_stopping_stopped_epoch") is not None
-    )
+    finished = trained_to_protocol(metrics, config)
     if train and not finished:
         _check_frechet_possible(bench, config)
         if options.deadline is not None and time.time() >= options.deadline:
             log(f"[bench] {run.name} seed {seed}: time limit reached before it started")
         else:
             log(f"[bench] {run.name} seed {seed}: training in {run_dir}")
+            write_cell(bench, run, seed, run_dir, config)
             start = time.perf_counter()
             resume = (run_dir / "checkpoints" / "last.pt").exists()
             result = run_experiment(
@@ -67,6 +69,8 @@ def measure_run(
             metrics.update(provenance(config, options.concurrent_runs))
             # the protocol the set's description states, changed on the command line
             metrics["command_overrides"] = " ".join(options.overrides)
+            metrics["cell"] = cell_id(run, seed)
+            metrics["cell_hash"] = identity_hash(cell_identity(config))
             atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     if metrics is None:
         log(f"[bench] {run.name} seed {seed}: no metrics in {run_dir}; left out of the table")
@@ -99,15 +103,23 @@ def measure_run(
         + "".join(f", {k} {metrics[k]:.2f}" for k in ("classifier_fd", "fid") if k in metrics)
         + f" ({metrics.get('epochs')}/{config.training.epochs} epochs)"
     )
-    return {
-        "run": run.name,
-        "seed": seed,
-        "run_dir": str(run_dir),
-        "encoder": _encoder_kind(config),
-        "protocol_epochs": config.training.epochs,
-        **metrics,
-        "_history": read_history(run_dir / "history.csv"),
-    }
+    return record_of(run, seed, run_dir, config, metrics)
+
+
+def cell_complete(bench: BenchConfig, run: BenchRun, seed: int, out_dir: Path, options) -> bool:
+    """Whether a cell has nothing left to do: trained to its protocol and measured as the
+    set and ``options`` ask (no ``retime``, Fréchet distances, clustering, samples)."""
+    run_dir = run_dir_of(out_dir, run, seed)
+    metrics = read_metrics(run_dir)
+    if metrics is None or options.retime:
+        return False
+    config = cell_config(bench, run, seed, options.overrides)
+    return (
+        trained_to_protocol(metrics, config)
+        and _has_frechet(metrics, bench)
+        and not (options.save_samples and not _has_samples(run_dir))
+        and not _lacks_clustering(metrics, config)
+    )
 
 
 def _check_frechet_possible(bench: BenchConfig, config) -> None:
@@ -182,9 +194,3 @@ def _lacks_clustering(metrics: dict[str, Any], config) -> bool:
     or one of them (a run scored before ``cluster_prior_components_used`` existed)."""
     wanted = config.evaluation.clustering
     return wanted and "cluster_prior_components_used" not in metrics and "clustering" not in metrics
-
-
-def _encoder_kind(config) -> str:
-    from ..models import get_model_class
-
-    return "P" if get_model_class(config.model.name).probabilistic else "D"

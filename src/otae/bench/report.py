@@ -27,7 +27,7 @@ def side_by_side(paths: list[Path], labels: list[str], out: Path, pad: int = 8) 
     return out
 
 
-def _score_curve(history: list[dict[str, float]], score: str) -> list[tuple[float, float]]:
+def score_curve(history: list[dict[str, float]], score: str) -> list[tuple[float, float]]:
     """``[(epoch, value)]`` of a disentanglement curve column (``mig``, ...) of a history:
     ``val_<score>`` (a run with early stopping) or else ``test_<score>``."""
     column = next((f"{split}_{score}" for split in ("val", "test")
@@ -55,7 +55,7 @@ def write_bench_report(bench, records, rows, out_dir: Path) -> None:
     # the disentanglement curve (evaluation.disentanglement_every), where the runs logged it
     for score, label in (("mig", "MIG"), ("dci_disentanglement", "DCI disentanglement")):
         curves = {
-            name: _score_curve(next(r for r in records if r["run"] == name)["_history"], score)
+            name: score_curve(next(r for r in records if r["run"] == name)["_history"], score)
             for name in dict.fromkeys(r["run"] for r in records)
         }
         if any(curves.values()):

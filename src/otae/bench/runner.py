@@ -1,5 +1,6 @@
-"""``otae bench``'s orchestration: every (run, seed) trained, in worker processes or
-here, under a time limit, then measured and merged into the tables."""
+"""``otae bench``'s orchestration: every cell (run, seed) not finished yet trained and
+measured by an executor (here, in worker processes or as Slurm jobs), under a time
+limit, then the tables rebuilt from the run directories."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import json
 import time
 from pathlib import Path
 
+from .cells import (
+    BenchCellsFailed,
+    Cell,
+    StaleCellError,
+    cell_config,
+    scan_records,
+    stale_cell_message,
+)
 from .config import BenchConfig, RunOptions, bench_tasks, run_dir_of
-from .jobs import default_jobs, train_in_parallel
-from .measure import measure_run
+from .executors import Executor, LocalExecutor
+from .jobs import default_jobs
+from .measure import cell_complete
 from .tables import append_throughput, merge_records, write_tables
 
 
@@ -26,19 +36,29 @@ def run_bench(
     results_dir: str | Path | None = None,
     save_samples: bool = False,
     inception_weights: str | Path | None = None,
+    executor: Executor | None = None,
     log=print,
 ) -> Path:
-    """Train and measure every (run, seed); merge the rows into the tables of ``results_dir``.
+    """Train and measure every cell (run, seed); merge the rows into the tables of ``results_dir``.
 
-    ``jobs`` > 1 trains that many (run, seed) pairs at once, each in its own process
+    Cells are idempotent (:mod:`otae.bench.cells`): a finished one is skipped, a partial
+    one resumes from its checkpoint, and a run directory trained with other settings
+    is refused before anything runs (:class:`~otae.bench.cells.StaleCellError`).
+    ``executor`` runs the others (default :class:`~otae.bench.executors.LocalExecutor`
+    with ``jobs``): ``jobs`` > 1 trains that many cells at once, each in its own process
     with a fair share of the CPU threads (and, on a machine with several GPUs, its own
     GPU in turn); None picks :func:`default_jobs`. ``time_limit`` (seconds from now)
     ends training at the last epoch boundary that fits (:meth:`Trainer.fit`): such a
     row records the epochs it has and is marked as short of the protocol; running the
     bench again continues it.
-    ``results_dir`` (default ``out_dir``) holds the tables: rows of (run, seed) pairs
-    not measured now are kept as they are, so benches on subsets accumulate.
+    The tables are rebuilt from the run directories under ``out_dir`` (every cell of the
+    set with metrics of the same settings, wherever it was trained) and written to
+    ``results_dir`` (default ``out_dir``): rows there of cells not under ``out_dir`` are
+    kept as they are, so benches on subsets accumulate.
     ``save_samples`` also writes each run's FID samples as uint8 ``samples.npz``.
+
+    Raises :class:`~otae.bench.cells.BenchCellsFailed` (after writing the tables of the
+    cells that finished) when the executor reports failed cells.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,36 +68,80 @@ def run_bench(
     if time_limit is not None and time_limit <= 0:
         raise ValueError(f"--time-limit must be > 0 seconds, got {time_limit}")
     tasks = bench_tasks(bench, only, seeds)
-    if jobs is None:
-        jobs = default_jobs(bench, tasks, list(overrides))
+    overrides = list(overrides)
+    # refused before anything runs: a run directory of other settings is never reused
+    stale = [
+        message
+        for run, seed in tasks
+        if (message := stale_cell_message(
+            run, seed, run_dir_of(out_dir, run, seed), cell_config(bench, run, seed, overrides)
+        )) is not None
+    ]  # fmt: skip
+    if stale:
+        for message in stale[1:]:
+            log(f"[bench] {message}")
+        more = f" (and {len(stale) - 1} more cell(s), listed above)" if len(stale) > 1 else ""
+        raise StaleCellError(stale[0] + more)
     deadline = None if time_limit is None else time.time() + time_limit
     options = RunOptions(
-        overrides=list(overrides),
+        overrides=overrides,
         retime=retime,
         deadline=deadline,
         save_samples=save_samples,
         inception_weights=None if inception_weights is None else str(inception_weights),
-        concurrent_runs=max(1, min(jobs, len(tasks))),  # 1 where no task is left
     )
+    todo = []
+    for run, seed in tasks:
+        if cell_complete(bench, run, seed, out_dir, options):
+            log(f"[bench] {run.name} seed {seed}: finished in {run_dir_of(out_dir, run, seed)}; "
+                "skipped")  # fmt: skip
+        else:
+            todo.append((run, seed))
+    if executor is None:
+        if jobs is None:
+            jobs = default_jobs(bench, todo, overrides)
+        executor = LocalExecutor(jobs)
+    options.concurrent_runs = executor.concurrency(len(todo))
+    cells = [
+        Cell(bench, run, seed, str(out_dir), options, threads=executor.threads(len(todo)),
+             time_min=executor.time_min())
+        for run, seed in todo
+    ]  # fmt: skip
     start = time.perf_counter()
     epochs_before = {
-        (run.name, seed): _recorded_epochs(run_dir_of(out_dir, run, seed)) for run, seed in tasks
+        (run.name, seed): _recorded_epochs(run_dir_of(out_dir, run, seed)) for run, seed in todo
     }
-    if options.concurrent_runs > 1:
-        train_in_parallel(bench, tasks, out_dir, options, log)
-    records = []
-    for run, seed in tasks:
-        record = measure_run(
-            bench, run, seed, out_dir, options, train=options.concurrent_runs == 1, log=log
-        )
-        if record is not None:
-            records.append(record)
+    failures = executor.run(cells, log=log) if cells else []
+    # the tables: every cell of the set under out_dir, wherever and whenever it finished
+    records = scan_records(bench, out_dir, overrides)
+    done = {(r["run"], r["seed"]): r for r in records}
+    failed = {f.cell for f in failures}
+    for cell in cells:
+        record = done.get((cell.run.name, cell.seed))
+        if record is None and cell.name not in failed:
+            log(f"[bench] {cell.name}: no metrics in {cell.run_dir}; left out of the table")
+        elif record is not None and _short(record):
+            log(f"[bench] {cell.name}: stopped after epoch {record.get('epochs')} of "
+                f"{record['protocol_epochs']} (time limit); rerun the same command to "
+                "continue it")  # fmt: skip
+    fresh = [done[key] for key in epochs_before if key in done]
     trained = sum(
-        max(0, int(r.get("epochs") or 0) - epochs_before[(r["run"], r["seed"])]) for r in records
+        max(0, int(r.get("epochs") or 0) - epochs_before[(r["run"], r["seed"])]) for r in fresh
     )
-    append_throughput(results_dir, records, trained, options, time.perf_counter() - start)
+    append_throughput(results_dir, fresh, trained, options, time.perf_counter() - start)
     write_tables(bench, merge_records(results_dir, records), results_dir)
+    if failures:
+        raise BenchCellsFailed(failures)
     return results_dir
+
+
+def _short(record) -> bool:
+    """Whether a cell stopped before its protocol's epochs (a time limit, not early
+    stopping)."""
+    return (
+        int(record.get("epochs") or 0) < int(record["protocol_epochs"])
+        and record.get("early_stopping_stopped_epoch") is None
+    )
 
 
 def _recorded_epochs(run_dir: Path) -> int:

@@ -11,5 +11,3 @@ so that ``otae --help`` stays fast.
 from .app import build_parser as build_parser
 from .app import main as main
 from .multiview import parse_seeds as parse_seeds
-
-_parser = build_parser  # the parser's earlier name

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from . import bench, evaluate, export, fid, listing, multiview, sample, train
+from . import bench, evaluate, export, fid, listing, multiview, sample, train, tune
 
 EXAMPLES = """examples:
   otae train mnist/drae-quick                      # a shipped config, by name
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COMMAND",
         help="one of the commands below; `otae COMMAND --help` lists its options",
     )
-    for command in (train, evaluate, sample, export, bench, multiview, listing, fid):
+    for command in (train, evaluate, sample, export, bench, tune, multiview, listing, fid):
         command.add_parser(sub)
     return parser
 
@@ -56,15 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     leftovers = [
         e
         for e in extra
-        if e.startswith("-") or "=" not in e or args.command not in ("train", "bench")
+        if e.startswith("-") or "=" not in e or args.command not in ("train", "bench", "tune")
     ]
     if leftovers:
         parser.error(f"unrecognized arguments: {' '.join(leftovers)}")
-    if args.command in ("train", "bench"):
+    if args.command in ("train", "bench", "tune"):
         args.overrides = list(args.overrides) + extra
     commands = {
         "multiview": multiview.run,
         "bench": bench.run,
+        "tune": tune.run,
         "train": train.run,
         "eval": evaluate.run,
         "sample": sample.run,

@@ -19,6 +19,16 @@ def add_parser(sub) -> None:
     export.add_argument("run_dir", type=Path, help="a run directory written by `otae train`")
     export.add_argument("out_dir", type=Path, help="the folder to write (created if needed)")
     export.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
+    export.add_argument(
+        "--push",
+        metavar="USER/NAME",
+        help="then upload the folder's config.json, model.safetensors, README.md and "
+        "samples.png to this Hugging Face Hub model repo (created if needed); needs "
+        "`pip install 'otae[hub]'` and a token (`hf auth login` or HF_TOKEN)",
+    )
+    export.add_argument(
+        "--private", action="store_true", help="with --push: create the repo as private"
+    )
 
     encode = sub.add_parser(
         "encode",
@@ -27,7 +37,9 @@ def add_parser(sub) -> None:
         "directory): codes (posterior means), optionally posterior samples, with the labels "
         "and generative factors where the data has them.",
     )
-    encode.add_argument("model", type=Path, help="an export folder or a run directory")
+    encode.add_argument(
+        "model", type=Path, help="an export folder, a run directory or a Hub repo id (user/name)"
+    )
     encode.add_argument(
         "--data", required=True, help="dataset name (see `otae list datasets`), e.g. mnist"
     )
@@ -45,11 +57,19 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_run
+    from ..export import export_run, push_to_hub
+    from ..models.pretrained import is_hub_repo_id
 
-    out = export_run(args.run_dir, args.out_dir, args.checkpoint)
+    if args.private and not args.push:
+        raise ValueError("--private goes with --push")
+    if args.push is not None and not is_hub_repo_id(args.push):
+        raise ValueError(f"--push needs a Hub repo id, user/name; got {args.push!r}")
+    out = export_run(args.run_dir, args.out_dir, args.checkpoint, repo_id=args.push)
     for name in ("config.json", "model.safetensors", "samples.png", "README.md"):
         print(out / name)
+    if args.push is not None:
+        url = push_to_hub(out, args.push, private=True if args.private else None)
+        print(f"pushed to {url}")
     return 0
 
 

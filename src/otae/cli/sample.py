@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             images = model.sample_component(args.component, args.n, gen)
             default = f"samples-component{args.component}-seed{args.seed}.png"
-    out = args.out or Path(args.run_dir) / default
+    # a Hub repo id is no local folder: its samples go to the working directory
+    folder = Path(args.run_dir) if Path(args.run_dir).is_dir() else Path(".")
+    out = args.out or folder / default
     save_image_grid(images.cpu(), out, nrow=max(1, int(round(args.n**0.5))))
     print(out)
     return 0

@@ -8,6 +8,8 @@
   figure.
 * :mod:`.cells`: finished (setting, seed, method) cells on disk, so a killed run resumes.
 * :mod:`.sweep`: the protocol over a sweep of settings (regime map).
+* :mod:`.pretrained`: a trained :class:`MultiViewAutoencoders` as ``config.json`` +
+  ``model.safetensors`` (:func:`from_pretrained`, ``model.save_pretrained``).
 """
 
 from .baselines import (
@@ -25,16 +27,19 @@ from .baselines import (
 from .cells import Cell, CellStore, setting_key
 from .model import (
     DISCREPANCIES,
+    MULTIVIEW_CLASSES,
     CoTrainingDiverged,
     MultiViewAutoencoders,
     Posterior,
     ViewAutoencoder,
     epoch_batches,
     prior_discrepancy,
+    register_multiview,
     relational_discrepancy,
     train_cotraining,
     zero_pad,
 )
+from .pretrained import from_pretrained, save_pretrained
 from .protocol import (
     COLLAPSE_SPREAD,
     NEEDS_PAIRS,
@@ -74,6 +79,7 @@ __all__ = [
     "METHODS",
     "METHOD_LABELS",
     "METHOD_PAIRING",
+    "MULTIVIEW_CLASSES",
     "MultiViewAutoencoders",
     "NEEDS_PAIRS",
     "PAPER_TABLE4",
@@ -88,10 +94,13 @@ __all__ = [
     "divergence_summary",
     "epoch_batches",
     "format_accuracy",
+    "from_pretrained",
     "make_method",
     "prior_discrepancy",
+    "register_multiview",
     "relational_discrepancy",
     "run_protocol",
+    "save_pretrained",
     "save_tsne",
     "scale_warning",
     "setting_key",

@@ -55,7 +55,13 @@ from torch import Tensor
 
 from ..discrepancies import hierarchical_fgw
 from ..discrepancies.gromov import require_pot
-from .model import MultiViewAutoencoders, Posterior, train_cotraining, zero_pad
+from .model import (
+    MultiViewAutoencoders,
+    Posterior,
+    register_multiview,
+    train_cotraining,
+    zero_pad,
+)
 
 __all__ = [
     "AESettings",
@@ -90,6 +96,7 @@ METHOD_PAIRING = {
 }
 
 
+@register_multiview
 class CoRegAutoencoders(MultiViewAutoencoders):
     """Pair term: mean squared distance of the paired latent means (first min(k) coords)."""
 
@@ -105,6 +112,7 @@ class CoRegAutoencoders(MultiViewAutoencoders):
         return (post_s.mean[:, :k] - post_t.mean[:, :k]).square().sum(1).mean()
 
 
+@register_multiview
 class CCAAutoencoders(MultiViewAutoencoders):
     """Pair term: minus the summed batch correlations of matched latent-mean coordinates."""
 
@@ -127,6 +135,7 @@ class CCAAutoencoders(MultiViewAutoencoders):
         return -(standardised(post_s.mean) * standardised(post_t.mean)).mean(0).sum()
 
 
+@register_multiview
 class WassersteinAutoencoders(MultiViewAutoencoders):
     """Pair term: hierarchical W (HFGW, beta = 0) between the views' posterior components.
 

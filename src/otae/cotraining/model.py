@@ -58,10 +58,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -80,12 +82,14 @@ from ..training import NonFiniteLossError
 
 __all__ = [
     "DISCREPANCIES",
+    "MULTIVIEW_CLASSES",
     "CoTrainingDiverged",
     "MultiViewAutoencoders",
     "Posterior",
     "ViewAutoencoder",
     "epoch_batches",
     "prior_discrepancy",
+    "register_multiview",
     "relational_discrepancy",
     "train_cotraining",
     "zero_pad",
@@ -255,6 +259,22 @@ def relational_discrepancy(
     raise ValueError(f"discrepancy must be one of {DISCREPANCIES}, got {kind!r}")
 
 
+#: the classes a saved folder may name (``multiview.class`` of its ``config.json``), by
+#: class name: :class:`MultiViewAutoencoders` and the baselines' subclasses
+#: (:func:`register_multiview`)
+MULTIVIEW_CLASSES: dict[str, type[MultiViewAutoencoders]] = {}
+
+
+def register_multiview(cls: type[MultiViewAutoencoders]) -> type[MultiViewAutoencoders]:
+    """Class decorator: ``cls`` may be saved and rebuilt by its name
+    (:meth:`MultiViewAutoencoders.save_pretrained`, :func:`otae.cotraining.from_pretrained`)."""
+    if cls.__name__ in MULTIVIEW_CLASSES:
+        raise ValueError(f"multi-view class {cls.__name__!r} registered twice")
+    MULTIVIEW_CLASSES[cls.__name__] = cls
+    return cls
+
+
+@register_multiview
 class MultiViewAutoencoders(nn.Module):
     """S >= 2 autoencoders co-trained with the relational objective (module docstring).
 
@@ -380,6 +400,53 @@ class MultiViewAutoencoders(nn.Module):
             return torch.cat([self.encode(i, x)[0] for i, x in enumerate(views)], 1)
         finally:
             self.train(was_training)
+
+    def pretrained_arguments(self) -> dict[str, Any]:
+        """The class name and every constructor argument but ``seed``, as plain values:
+        what ``config.json`` of :meth:`save_pretrained` holds under ``multiview``."""
+        return {
+            "class": type(self).__name__,
+            "input_dims": list(self.input_dims),
+            "latent_dims": list(self.latent_dims),
+            "hidden": [
+                [int(m.out_features) for m in view.body if isinstance(m, nn.Linear)]
+                for view in self.autoencoders
+            ],
+            "probabilistic": self.probabilistic,
+            "gamma": self.gamma,
+            "tau": self.tau,
+            "discrepancy": self.discrepancy,
+            "prior_components": self.prior_components,
+            "prior_term": self.prior_term,
+            "n_projections": self.n_projections,
+            "hfgw_steps": self.hfgw_steps,
+            "gw_max_iter": self.gw_max_iter,
+            "view_names": list(self.view_names),
+        }
+
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        *,
+        data: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write this model to ``directory`` (created if needed) as ``config.json``
+        (``"kind": "multiview"``, :meth:`pretrained_arguments`, ``data`` and ``training``:
+        optional plain dicts) + ``model.safetensors`` (every view's encoder and decoder);
+        returns the folder. :func:`otae.cotraining.from_pretrained` reloads it. A class
+        not in :data:`MULTIVIEW_CLASSES` is refused (ValueError): it could not be rebuilt."""
+        from ..models.pretrained import write_pretrained
+
+        name = type(self).__name__
+        if MULTIVIEW_CLASSES.get(name) is not type(self):
+            raise ValueError(
+                f"save_pretrained rebuilds a multi-view model by its class name; {name} is "
+                f"not one of {', '.join(MULTIVIEW_CLASSES)} (otae.cotraining.MULTIVIEW_CLASSES)"
+            )
+        config = {"kind": "multiview", "multiview": self.pretrained_arguments(), "data": data,
+                  "training": training}  # fmt: skip
+        return write_pretrained(directory, config, self.state_dict())
 
     # Hooks the baselines override -------------------------------------------------------
     def prior_term_value(

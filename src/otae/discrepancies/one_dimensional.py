@@ -192,13 +192,6 @@ def _pair_grads(xs: torch.Tensor, ys: torch.Tensor, anti: torch.Tensor, grad_out
     return grad
 
 
-def _fused_grads(xs: torch.Tensor, ys: torch.Tensor, anti: torch.Tensor, grad_out: torch.Tensor,
-                 w_weight: float, gw_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of the chosen matching's value w.r.t. the sorted rows xs, ys (R, N)."""
-    grad = _pair_grads(xs, ys, anti, grad_out, w_weight, gw_weight)
-    return grad[..., 0, :], grad[..., 1, :]
-
-
 class _SortedFGW(torch.autograd.Function):
     """Row-wise 1-D FGW with a hand-written O(N) backward.
 
