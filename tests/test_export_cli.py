@@ -39,7 +39,7 @@ def test_export_writes_a_folder_that_reloads_bit_identically(run, tmp_path, caps
     assert card.startswith("---\nlibrary_name: otae\n")
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"| {metrics['test_rec_loss']:.4g} |" in card
-    _, original, _ = load_run(run, None)
+    _, original, _ = load_run(run, "best")  # the default of otae export
     loaded = from_pretrained(out)
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -167,12 +167,16 @@ def export_run(
     repo_id: str | None = None,
 ) -> Path:
     """Export the run in ``run_dir`` to ``out_dir`` (module docstring); ``checkpoint``:
-    ``best``, ``last`` or None (the run's final model: best with early stopping).
+    ``best``, ``last`` or None: ``best.pt`` (the best held-out loss, or the best
+    monitored validation value with early stopping) where the run has one, else
+    ``last.pt``.
     ``repo_id``: the Hub repo the folder is meant for (the card's loading line names it;
     :func:`push_to_hub` uploads)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if checkpoint is None:
+        checkpoint = "best" if (run_dir / "checkpoints" / "best.pt").is_file() else "last"
     config, model, state = load_run(run_dir, checkpoint, "cpu")
-    chosen = checkpoint or ("best" if config.training.early_stopping.enabled else "last")
+    chosen = checkpoint
     data = {
         "dataset": config.data.name,
         "image_shape": list(model.build_spec["image_shape"]),

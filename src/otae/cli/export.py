@@ -18,7 +18,12 @@ def add_parser(sub) -> None:
     )
     export.add_argument("run_dir", type=Path, help="a run directory written by `otae train`")
     export.add_argument("out_dir", type=Path, help="the folder to write (created if needed)")
-    export.add_argument("--checkpoint", choices=("last", "best"), help=CHECKPOINT_HELP)
+    export.add_argument(
+        "--checkpoint",
+        choices=("last", "best"),
+        help="which checkpoint to export: best (best.pt: the lowest held-out loss, or early "
+        "stopping's best epoch; the default where the run has one) or last (last.pt)",
+    )
     export.add_argument(
         "--push",
         metavar="USER/NAME",
