@@ -214,7 +214,9 @@ def test_pruning_stops_a_trial_at_an_epoch_boundary(tmp_path):
 # ---------------------------------------------------------------------- several workers
 def test_two_workers_share_one_journal_and_run_exactly_n_trials(tmp_path):
     out, n = tmp_path / "out", 6
-    workers = [_worker(out, n, "--sampler-seed", str(i)) for i in range(2)]
+    # no pruner: whether the median pruner stops the last trial depends on which worker
+    # reports first (its own test is above); this test is about sharing the journal
+    workers = [_worker(out, n, "--sampler-seed", str(i), "--pruner", "none") for i in range(2)]
     logs = [w.communicate(timeout=240)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs
     rows = _rows(out)
