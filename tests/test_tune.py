@@ -254,3 +254,13 @@ def test_a_killed_worker_loses_only_its_running_trial(tmp_path):
     assert not (out / "trial-0001" / "metrics.json").exists()
     assert sorted(p.name for p in out.glob("trial-*")) == ["trial-0000", "trial-0001", "trial-0002"]
     assert result.best_number in (0, 2)
+
+
+def test_a_database_url_holds_the_study(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    result = tuning.tune(CONFIG, SPACE[:1], overrides=[*TINY, "training.epochs=1"],
+                         out=tmp_path / "out", n_trials=2, storage=url, study_name="s",
+                         pruner="none", log=lambda m: None)  # fmt: skip
+    assert result.states == {"COMPLETE": 2} and result.storage == url
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
+    assert not (tmp_path / "out" / "study.journal").exists()

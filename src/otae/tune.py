@@ -319,10 +319,16 @@ def open_storage(storage: str | os.PathLike | None, out: Path):
 
     text = None if storage is None else str(storage)
     if text is not None and "://" in text:
-        try:
-            return optuna.storages.RDBStorage(text), None, text
-        except Exception as err:  # SQLAlchemy's own errors: a bad URL or driver
-            raise ValueError(f"--storage {text}: {type(err).__name__}: {err}") from None
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(text), None, text
+            except Exception as err:  # SQLAlchemy's own errors: a bad URL or driver
+                # workers that start together race to create a new database's tables:
+                # the loser finds them made, and connects on a second try
+                if attempt < 4 and "already exists" in str(err):
+                    time.sleep(0.5 + attempt)
+                    continue
+                raise ValueError(f"--storage {text}: {type(err).__name__}: {err}") from None
     path = Path(text) if text is not None else out / "study.journal"
     if path.is_dir():
         raise ValueError(f"--storage {path} is a folder: give a journal file or a database URL")

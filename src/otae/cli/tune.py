@@ -21,10 +21,10 @@ def add_parser(sub) -> None:
     tune = sub.add_parser(
         "tune",
         help="search hyper-parameters with Optuna; several workers share one study",
-        description="Train the config once per trial, with values sampled from the search "
-        "space, into OUT/trial-NNNN; optimise a metric of the trials' metrics.json. "
-        "Workers started with the same --out (or --storage and --study) share the study "
-        "and its --trials budget. Writes OUT/trials.csv, OUT/best.yaml (`otae train "
+        description="Train the config once per trial, with values sampled from the search\n"
+        "space, into OUT/trial-NNNN; optimise a number of the trials' metrics.json.\n"
+        "Workers started with the same --out (or --storage and --study) share the study\n"
+        "and its --trials budget. Writes OUT/trials.csv, OUT/best.yaml (`otae train\n"
         "OUT/best.yaml` reruns the best trial) and OUT/report.html. See docs/scaling.md.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
