@@ -183,17 +183,21 @@ def train_tiny_run(run, config="mnist/wae-quick"):
     return run
 
 
-TINY_SET = """
-name: tiny
-seeds: [0]
+#: a tiny bench set's settings up to its ``runs:`` key (MNIST subsets, 2 epochs, MLP)
+TINY_SET_SETTINGS = """seeds: [0]
 overrides: [data.train_subset=100, data.test_subset=50, training.epochs=2,
             training.batch_size=50, training.progress=false, training.tensorboard=false,
             network.architecture=mlp, "network.options={hidden: [16]}",
             evaluation.latent_points=50, evaluation.timing_steps=0, evaluation.report=false]
 runs:
-  - {name: VAE, config: mnist/vae-quick}
+"""
+TINY_SET = (
+    "\nname: tiny\n"
+    + TINY_SET_SETTINGS
+    + """  - {name: VAE, config: mnist/vae-quick}
   - {name: RAE (D), config: mnist/drae-quick}
 """
+)
 
 
 def tiny_bench(tmp_path):

@@ -23,17 +23,11 @@ from otae.bench import (
 )
 from otae.cli import main
 
+from .helpers import TINY_SET_SETTINGS
+
 submitit = pytest.importorskip("submitit")
 
-TINY = """
-name: cells
-seeds: [0]
-overrides: [data.train_subset=100, data.test_subset=50, training.epochs=2,
-            training.batch_size=50, training.progress=false, training.tensorboard=false,
-            network.architecture=mlp, "network.options={hidden: [16]}",
-            evaluation.latent_points=50, evaluation.timing_steps=0, evaluation.report=false]
-runs:
-"""
+TINY = "\nname: cells\n" + TINY_SET_SETTINGS
 TWO = TINY + """  - {name: VAE, config: mnist/vae-quick}
   - {name: RAE (D), config: mnist/drae-quick}
 """
