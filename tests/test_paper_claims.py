@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from otae.evaluation.traversals import (
     code_disentanglement_metrics,
     dataset_disentanglement_metrics,
     factor_traversal_rows,
+    per_factor_mig_keys,
 )
 from otae.experiment import evaluate_model, run_experiment
 from otae.training import load_config, load_run
@@ -90,6 +93,14 @@ def test_shapes_report_shows_scores_traversals_and_clusters(shapes_run):
     assert (figures / "traversals.png").is_file() and (figures / "latent_clusters.png").is_file()
     text = result.report.read_text()
     assert "<h2>Disentanglement</h2>" in text and f"{result.metrics['mig']:.6g}" in text
+    # the per-factor gaps, in the factors' order, under their names
+    gap_row = text[text.index("gap / H(factor)"):]
+    gap_row = gap_row[:gap_row.index("</tr>")]
+    for name in result.metrics["disentanglement_factors"]:
+        assert f"<th>{name}</th>" in text
+    cells = [float(c.split(">")[-1]) for c in gap_row.split("</td>")[1:-1]]
+    expected = [result.metrics[f"mig_factor_{n}"] for n in result.metrics["disentanglement_factors"]]
+    np.testing.assert_allclose(cells, expected, rtol=1e-3, atol=1e-4)
     with np.load(shapes_run / "test_codes.npz") as saved:
         importance = saved["dci_importance"]
     rows = factor_traversal_rows(importance, result.metrics["disentanglement_factors"])
@@ -112,6 +123,10 @@ def test_dataset_metrics_encode_without_a_clustering_file(tmp_path):
     np.testing.assert_array_equal(importance, direct["dci_importance"])
     for key in DISENTANGLEMENT_KEYS:
         assert scores[key] == direct[key]
+    # each factor's gap under its name; their mean is the MIG
+    gaps = mutual_information_gap(codes, test.factors.numpy())["per_factor"]
+    assert [scores[f"mig_factor_{name}"] for name in test.factor_names] == list(gaps)
+    assert np.mean(gaps) == pytest.approx(scores["mig"], abs=1e-12)
     with pytest.raises(ValueError, match="factors"):
         dataset_disentanglement_metrics(model, test.images[:5])
     # a factor constant over the data: a note, not a failed run
@@ -121,6 +136,26 @@ def test_dataset_metrics_encode_without_a_clustering_file(tmp_path):
                     f"{len(same_shape)} test images"} and importance is None  # fmt: skip
     with pytest.raises(ValueError, match="does not hold"):
         dataset_disentanglement_metrics(model, test.first(10), codes_path=path, reuse_codes=True)
+
+
+def test_per_factor_mig_names_the_factors_a_code_carries():
+    """Codes that carry the two positions alone, each in its own dimension: those
+    factors' gaps are near 1, the others' near 0 (a known answer, not a shape)."""
+    grid = np.stack(np.unravel_index(np.arange(6144), (3, 4, 8, 8, 8)), axis=1)
+    rng = np.random.default_rng(1)
+    positions = (grid[:, 3:] - 3.5) / 2.3 + 1e-3 * rng.standard_normal((6144, 2))
+    codes = np.concatenate([positions, rng.standard_normal((6144, 3))], axis=1)
+    gaps = code_disentanglement_metrics(codes, grid)["mig_per_factor"]
+    assert (gaps[3:] > 0.95).all() and (gaps[:3] < 0.02).all()
+    names = ("shape", "scale", "orientation", "Position X", "position-y")
+    keys = per_factor_mig_keys(names, gaps)
+    assert list(keys) == ["mig_factor_shape", "mig_factor_scale", "mig_factor_orientation",
+                          "mig_factor_position_x", "mig_factor_position_y"]
+    assert list(keys.values()) == list(gaps)
+    with pytest.raises(ValueError, match="distinct"):
+        per_factor_mig_keys(("x", "X", "a", "b", "c"), gaps)
+    with pytest.raises(ValueError, match="5 per-factor gaps for 2"):
+        per_factor_mig_keys(("a", "b"), gaps)
 
 
 def test_active_threshold_makes_factorvae_scale_free():
@@ -249,9 +284,55 @@ def test_bench_tables_gain_disentanglement_columns(tmp_path):
         assert f"| {statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} |" in row
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "table.csv").open())}
     assert float(rows["A"]["dci_disentanglement_mean"]) == pytest.approx(2 * statistics.fmean(mig))
+    assert not (tmp_path / "per_factor.md").exists()  # no run has per-factor gaps
     # sets without factors keep their columns
     write_tables(bench, [{**base, "seed": 0}], tmp_path / "plain")
     assert "MIG" not in (tmp_path / "plain" / "table.md").read_text().split("| method")[1]
+
+
+def test_bench_per_factor_table_is_mean_and_standard_error(tmp_path):
+    from otae.bench import BenchConfig, BenchRun, write_tables
+
+    bench = BenchConfig(name="t", runs=[BenchRun("A", "mnist/vae-quick"),
+                                        BenchRun("B", "mnist/vae-quick")])  # fmt: skip
+    base = {"encoder": "P", "epochs": 1, "protocol_epochs": 1, "test_rec_loss": 30.0,
+            "run_dir": str(tmp_path / "none"), "_history": []}  # fmt: skip
+    x = [0.2, 0.4, 0.9]
+    records = [
+        {**base, "run": "A", "seed": seed, "mig": v / 2, "mig_factor_shape": 0.0,
+         "mig_factor_position_x": v}
+        for seed, v in enumerate(x)
+    ] + [{**base, "run": "B", "seed": 0, "mig": 0.1}]  # scored before the per-factor keys
+    write_tables(bench, records, tmp_path)
+    lines = (tmp_path / "per_factor.md").read_text().splitlines()
+    assert "| method | seeds | shape | position_x | MIG |" in lines
+    se = statistics.stdev(x) / math.sqrt(3)
+    mean = statistics.fmean(x)
+    assert f"| A | 3 | 0.000 ± 0.000 | {mean:.3f} ± {se:.3f} | {mean / 2:.3f} ± {se / 2:.3f} |" in lines
+    assert not any(line.startswith("| B |") for line in lines)
+
+
+def test_bench_backfills_per_factor_gaps_from_the_saved_codes(tmp_path):
+    """A run scored before the per-factor keys gets them from its test_codes.npz, equal to
+    a fresh scoring; codes that do not reproduce the recorded MIG are refused."""
+    from otae.bench.measure import _lacks_per_factor_mig
+    from otae.evaluation.traversals import per_factor_mig_from_codes
+
+    grid = np.stack(np.unravel_index(np.arange(960) % 192, (3, 4, 16)), axis=1)
+    rng = np.random.default_rng(2)
+    codes = np.concatenate([grid[:, 2:] / 16 + 0.001 * rng.standard_normal((960, 1)),
+                            rng.standard_normal((960, 2))], axis=1).astype(np.float32)
+    np.savez(tmp_path / "test_codes.npz", codes=codes, factors=grid)
+    fresh = code_disentanglement_metrics(codes, grid)
+    metrics = {"mig": fresh["mig"], "disentanglement_factors": ["shape", "scale", "angle"]}
+    assert _lacks_per_factor_mig(metrics, tmp_path)
+    gaps = per_factor_mig_from_codes(tmp_path / "test_codes.npz",
+                                     metrics["disentanglement_factors"], metrics["mig"])
+    assert list(gaps.values()) == list(fresh["mig_per_factor"]) and gaps["mig_factor_angle"] > 0.9
+    assert not _lacks_per_factor_mig({**metrics, **gaps}, tmp_path)
+    assert not _lacks_per_factor_mig(metrics, tmp_path / "elsewhere")  # no codes: nothing to do
+    with pytest.raises(ValueError, match="not the recorded"):
+        per_factor_mig_from_codes(tmp_path / "test_codes.npz", ["a", "b", "c"], fresh["mig"] + 0.1)
 
 
 def test_prior_marginals_statistics_of_known_laws():

@@ -98,6 +98,13 @@ def measure_run(
             )
         )
         atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    if _lacks_per_factor_mig(metrics, run_dir):  # a run scored before the per-factor gaps
+        from ..evaluation.traversals import per_factor_mig_from_codes
+
+        metrics.update(per_factor_mig_from_codes(
+            run_dir / "test_codes.npz", metrics["disentanglement_factors"], metrics["mig"]
+        ))  # fmt: skip
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     log(
         f"[bench] {run.name} seed {seed}: rec {metrics['test_rec_loss']:.2f}"
         + "".join(f", {k} {metrics[k]:.2f}" for k in ("classifier_fd", "fid") if k in metrics)
@@ -119,6 +126,7 @@ def cell_complete(bench: BenchConfig, run: BenchRun, seed: int, out_dir: Path, o
         and _has_frechet(metrics, bench)
         and not (options.save_samples and not _has_samples(run_dir))
         and not _lacks_clustering(metrics, config)
+        and not _lacks_per_factor_mig(metrics, run_dir)
     )
 
 
@@ -187,6 +195,18 @@ def _retime(config, run_dir: Path) -> dict[str, float]:
 def _has_frechet(metrics: dict[str, Any], bench: BenchConfig) -> bool:
     wanted = [("classifier_fd", bench.classifier_fd_samples), ("fid", bench.fid_samples)]
     return all(n == 0 or metrics.get(f"{key}_samples") == n for key, n in wanted)
+
+
+def _lacks_per_factor_mig(metrics: dict[str, Any], run_dir: Path) -> bool:
+    """Whether a run scored for disentanglement lacks a factor's ``mig_factor_*`` gap
+    that its saved test codes can give."""
+    from ..evaluation.traversals import mig_factor_key
+
+    names = metrics.get("disentanglement_factors")
+    if metrics.get("mig") is None or not names:
+        return False
+    missing = any(mig_factor_key(name) not in metrics for name in names)
+    return missing and (Path(run_dir) / "test_codes.npz").is_file()
 
 
 def _lacks_clustering(metrics: dict[str, Any], config) -> bool:

@@ -13,10 +13,14 @@ from typing import Any
 import torch
 
 from .._io import atomic_write, atomic_write_text, write_csv_rows
+from ..evaluation.traversals import mig_factor_key
 from ._common import COUNTS, DISENTANGLEMENT, RATIOS, SOURCE, read_history, slug
 from .config import BenchConfig, RunOptions
 from .jobs import threads_per_run
 from .report import write_bench_report
+
+#: the per-factor MIG columns of runs.csv (``mig_factor_<name>``)
+PER_FACTOR_PREFIX = mig_factor_key("")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -293,7 +297,53 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         runtime.append(f"| {row['run']} | {' | '.join(cells)} | {_run_on(groups[row['run']])} |")
     runtime += _throughput_lines(out_dir / "throughput.csv")
     atomic_write_text(out_dir / "runtime.md", "\n".join(runtime) + "\n")
+    per_factor = _per_factor_lines(bench, rows, groups)
+    if per_factor:
+        atomic_write_text(out_dir / "per_factor.md", "\n".join(per_factor) + "\n")
     write_bench_report(bench, records, rows, out_dir)
+
+
+def _standard_error(row: dict[str, Any], key: str) -> float:
+    n = row.get(f"{key}_n") or 0
+    std = row.get(f"{key}_std", math.nan)
+    return std / math.sqrt(n) if n else math.nan
+
+
+def _per_factor_lines(
+    bench: BenchConfig, rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]
+) -> list[str]:
+    """``per_factor.md``: each factor's MIG gap per method, mean ± standard error over
+    seeds (none where no run has the ``mig_factor_*`` keys)."""
+    keys = list(dict.fromkeys(
+        k for r in rows for k in r if k.startswith(PER_FACTOR_PREFIX) and not k.endswith(
+            ("_std", "_n"))
+    ))  # fmt: skip
+    if not keys:
+        return []
+    names = [k[len(PER_FACTOR_PREFIX):] for k in keys]
+    lines = [
+        f"# {bench.name}: MIG per factor",
+        "",
+        "Each factor's normalised gap between the two code dimensions most informative of "
+        "it, (I(z_(1); v) - I(z_(2); v)) / H(v), on the test codes; MIG is their mean. "
+        "Mean ± standard error over seeds (std / sqrt(seeds)): which factors a model "
+        "carries in one dimension of its code (docs/disentanglement.md).",
+        "",
+        "| method | seeds | " + " | ".join([*names, "MIG"]) + " |",
+        "|---|---|" + "---|" * (len(names) + 1),
+    ]
+    for row in rows:
+        if not any(k in row for k in keys):
+            continue
+        short = _epochs_cell(groups[row["run"]])[1]
+        cells = [
+            _fmt(row.get(k, math.nan), _standard_error(row, k), 3) + _fewer_seeds(
+                row, k, len(groups[row["run"]]))
+            for k in [*keys, "mig"]
+        ]  # fmt: skip
+        label = row["run"] + (" †" if short else "")
+        lines.append(f"| {label} | {len(groups[row['run']])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _throughput_lines(path: Path) -> list[str]:

@@ -36,6 +36,7 @@ from .figures import (
     sample_grid,
     traversal_grid,
 )
+from .traversals import mig_factor_key
 
 __all__ = ["format_value", "generate_report", "to_yaml", "write_report"]
 
@@ -241,9 +242,22 @@ def _disentanglement_html(metrics: Mapping[str, Any]) -> str:
         f"std) count as collapsed, {metrics.get('factorvae_active_dims')} active. "
         f"Computed in {format_value(metrics.get('disentanglement_time_s'))} s."
     )
+    per_factor = ""
+    names_of = metrics.get("disentanglement_factors") or []
+    keys = [mig_factor_key(name) for name in names_of]
+    if keys and all(key in metrics for key in keys):
+        factor_head = "".join(f"<th>{_esc(str(n))}</th>" for n in names_of)
+        factor_row = "".join(_cell(metrics[key]) for key in keys)
+        per_factor = (
+            f"<table>\n<tr><th class=\"key\">MIG per factor</th>{factor_head}</tr>\n"
+            f"<tr><td class=\"key\">gap / H(factor)</td>{factor_row}</tr>\n</table>\n"
+            "<p>Each factor's normalised gap between its two most informative code "
+            "dimensions (MIG is their mean): which factors the code carries in one "
+            "dimension.</p>\n"
+        )
     return (
         f"<h2>Disentanglement</h2>\n<table>\n<tr>{head}</tr>\n<tr>{row}</tr>\n</table>\n"
-        f"<p>{_esc(caption)}</p>"
+        f"<p>{_esc(caption)}</p>\n{per_factor}"
     )
 
 

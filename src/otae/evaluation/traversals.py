@@ -33,6 +33,7 @@ of highest DCI importance for it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,9 @@ __all__ = [
     "code_disentanglement_metrics",
     "dataset_disentanglement_metrics",
     "factor_traversal_rows",
+    "mig_factor_key",
+    "per_factor_mig_from_codes",
+    "per_factor_mig_keys",
 ]
 
 #: seed of the DCI split and forests and of the FactorVAE votes: the same for every run
@@ -64,6 +68,43 @@ DISENTANGLEMENT_KEYS = (
 )
 
 
+def mig_factor_key(factor_name: str) -> str:
+    """``mig_factor_<name>``: the metrics.json key of a factor's MIG gap (the name in lower
+    case, runs of other characters as ``_``)."""
+    return "mig_factor_" + re.sub(r"[^a-z0-9]+", "_", str(factor_name).lower()).strip("_")
+
+
+def per_factor_mig_keys(factor_names: Sequence[str], per_factor: Any) -> dict[str, float]:
+    """``{mig_factor_key(name): gap}``: each factor's normalised MIG gap under its name,
+    for metrics.json and the bench tables."""
+    gaps = [float(v) for v in np.asarray(per_factor, dtype=np.float64).reshape(-1)]
+    if len(gaps) != len(factor_names):
+        raise ValueError(f"{len(gaps)} per-factor gaps for {len(factor_names)} factor names")
+    keys = [mig_factor_key(name) for name in factor_names]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"factor names {list(factor_names)} do not give distinct keys")
+    return dict(zip(keys, gaps, strict=True))
+
+
+def per_factor_mig_from_codes(codes_path: str | Path, factor_names: Sequence[str],
+                              mig: float | None = None) -> dict[str, float]:
+    """:func:`per_factor_mig_keys` of the codes and factors saved by
+    :func:`dataset_disentanglement_metrics` at ``codes_path`` (a run scored before the
+    per-factor keys existed). ``mig``: the run's recorded MIG, which the saved codes must
+    reproduce (else ValueError: the file holds other codes)."""
+    from .disentanglement import mutual_information_gap
+
+    with np.load(codes_path) as saved:
+        codes = saved["codes"].astype(np.float64)
+        factors = saved["factors"]
+    out = mutual_information_gap(codes, factors)
+    if mig is not None and not np.isclose(out["mig"], mig, rtol=0, atol=1e-9):
+        raise ValueError(
+            f"the codes in {codes_path} give MIG {out['mig']:.6f}, not the recorded {mig:.6f}"
+        )
+    return per_factor_mig_keys(factor_names, out["per_factor"])
+
+
 def active_threshold(codes: Any, fraction: float = ACTIVE_FRACTION) -> float:
     """``fraction`` times the root-mean-square per-dimension std of ``codes`` ``(N, D)``."""
     codes = np.asarray(codes, dtype=np.float64)
@@ -75,8 +116,8 @@ def code_disentanglement_metrics(
 ) -> dict[str, Any]:
     """The scores of :data:`DISENTANGLEMENT_KEYS` of ``codes`` ``(N, D)`` for ``factors``
     ``(N, K)``, plus ``factorvae_active_threshold`` / ``factorvae_active_dims``,
-    ``disentanglement_points``, ``disentanglement_time_s`` and ``dci_importance``
-    ``(D, K)`` (a numpy array: not for metrics.json)."""
+    ``disentanglement_points``, ``disentanglement_time_s``, and the numpy arrays
+    ``dci_importance`` ``(D, K)`` and ``mig_per_factor`` ``(K,)`` (not for metrics.json)."""
     from .disentanglement import dci, factorvae_score, mutual_information_gap
 
     start = time.perf_counter()
@@ -84,8 +125,9 @@ def code_disentanglement_metrics(
     threshold = active_threshold(codes)
     out_dci = dci(codes, factors, random_state=random_state)
     fvae = factorvae_score(codes, factors, active_threshold=threshold, random_state=random_state)
+    mig = mutual_information_gap(codes, factors)
     return {
-        "mig": mutual_information_gap(codes, factors)["mig"],
+        "mig": mig["mig"],
         "dci_disentanglement": out_dci["disentanglement"],
         "dci_completeness": out_dci["completeness"],
         "dci_informativeness": out_dci["informativeness"],
@@ -95,6 +137,7 @@ def code_disentanglement_metrics(
         "disentanglement_points": int(codes.shape[0]),
         "disentanglement_time_s": time.perf_counter() - start,
         "dci_importance": out_dci["importance"],
+        "mig_per_factor": mig["per_factor"],
     }
 
 
@@ -108,8 +151,9 @@ def dataset_disentanglement_metrics(
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
     """``(metrics, codes, importance)`` of a dataset with a ``factors`` attribute.
 
-    ``metrics``: :func:`code_disentanglement_metrics` (without the importance matrix)
-    and ``disentanglement_factors``, the factor names; where the scores are undefined
+    ``metrics``: :func:`code_disentanglement_metrics` (without its arrays),
+    ``disentanglement_factors``, the factor names, and each factor's MIG gap as
+    ``mig_factor_<name>`` (:func:`per_factor_mig_keys`); where the scores are undefined
     (a factor constant over the dataset, or 1-D codes) only a note under
     ``"disentanglement"``, importance None and nothing saved. ``codes``: the dataset's codes
     (posterior means), float32. ``codes_path``: save the arrays ``codes``, ``factors``
@@ -148,6 +192,7 @@ def dataset_disentanglement_metrics(
         return {"disentanglement": f"skipped: {why}"}, codes, None
     metrics = code_disentanglement_metrics(codes, factors)
     importance = metrics.pop("dci_importance")
+    metrics.update(per_factor_mig_keys(names, metrics.pop("mig_per_factor")))
     metrics["disentanglement_factors"] = names
     if codes_path is not None:
         saved.update(codes=codes, factors=factors, dci_importance=importance)
