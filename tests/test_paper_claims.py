@@ -14,7 +14,12 @@ from PIL import Image
 from otae.bench import bench_tasks, load_bench
 from otae.data import build_dataset
 from otae.evaluation import encode_dataset
-from otae.evaluation.disentanglement import dci, factorvae_score, mutual_information_gap
+from otae.evaluation.disentanglement import (
+    dci,
+    factorvae_score,
+    mutual_information_gap,
+    posterior_mutual_information_gap,
+)
 from otae.evaluation.figures import (
     central_code,
     latent_traversals,
@@ -94,12 +99,18 @@ def test_shapes_report_shows_scores_traversals_and_clusters(shapes_run):
     text = result.report.read_text()
     assert "<h2>Disentanglement</h2>" in text and f"{result.metrics['mig']:.6g}" in text
     # the per-factor gaps, in the factors' order, under their names
-    gap_row = text[text.index("gap / H(factor)"):]
+    gap_row = text[text.index("binned means</td>"):]
     gap_row = gap_row[:gap_row.index("</tr>")]
     for name in result.metrics["disentanglement_factors"]:
         assert f"<th>{name}</th>" in text
     cells = [float(c.split(">")[-1]) for c in gap_row.split("</td>")[1:-1]]
     expected = [result.metrics[f"mig_factor_{n}"] for n in result.metrics["disentanglement_factors"]]
+    np.testing.assert_allclose(cells, expected, rtol=1e-3, atol=1e-4)
+    q_row = text[text.index("posteriors (q)</td>"):]
+    q_row = q_row[:q_row.index("</tr>")]
+    cells = [float(c.split(">")[-1]) for c in q_row.split("</td>")[1:-1]]
+    expected = [result.metrics[f"mig_posterior_factor_{n}"]
+                for n in result.metrics["disentanglement_factors"]]  # fmt: skip
     np.testing.assert_allclose(cells, expected, rtol=1e-3, atol=1e-4)
     with np.load(shapes_run / "test_codes.npz") as saved:
         importance = saved["dci_importance"]
@@ -117,8 +128,18 @@ def test_dataset_metrics_encode_without_a_clustering_file(tmp_path):
     scores, codes, importance = dataset_disentanglement_metrics(model, test, codes_path=path)
     np.testing.assert_array_equal(codes, encode_dataset(model, test).numpy())
     with np.load(path) as saved:
-        assert sorted(saved.files) == ["codes", "dci_importance", "factors"]
+        assert sorted(saved.files) == ["codes", "dci_importance", "factors", "logvars"]
         np.testing.assert_array_equal(saved["codes"], codes)
+        logvars = saved["logvars"]
+    # a VAE: the posteriors' log-variances are saved, and MIG (q) is Chen et al.'s
+    # estimator on them, with the documented seed
+    mean, logvar = model.encode(test.get_batch(torch.arange(len(test)))[0])
+    np.testing.assert_allclose(logvars, logvar.detach().numpy(), rtol=1e-5, atol=1e-6)
+    posterior = posterior_mutual_information_gap(codes, logvars, test.factors.numpy())
+    assert scores["mig_posterior"] == posterior["mig"]
+    assert [scores[f"mig_posterior_factor_{n}"] for n in test.factor_names] == list(
+        posterior["per_factor"]
+    )
     direct = code_disentanglement_metrics(codes, test.factors.numpy())
     np.testing.assert_array_equal(importance, direct["dci_importance"])
     for key in DISENTANGLEMENT_KEYS:
@@ -300,16 +321,24 @@ def test_bench_per_factor_table_is_mean_and_standard_error(tmp_path):
     x = [0.2, 0.4, 0.9]
     records = [
         {**base, "run": "A", "seed": seed, "mig": v / 2, "mig_factor_shape": 0.0,
-         "mig_factor_position_x": v}
+         "mig_factor_position_x": v, "mig_posterior": v / 4,
+         "mig_posterior_factor_shape": v / 2, "mig_posterior_factor_position_x": 0.0}
         for seed, v in enumerate(x)
     ] + [{**base, "run": "B", "seed": 0, "mig": 0.1}]  # scored before the per-factor keys
     write_tables(bench, records, tmp_path)
-    lines = (tmp_path / "per_factor.md").read_text().splitlines()
-    assert "| method | seeds | shape | position_x | MIG |" in lines
+    text = (tmp_path / "per_factor.md").read_text()
+    binned, posterior = text.split("## MIG of the binned")[1].split("## MIG (q)")
+    assert "| method | seeds | shape | position_x | mean |" in binned.splitlines()
     se = statistics.stdev(x) / math.sqrt(3)
     mean = statistics.fmean(x)
-    assert f"| A | 3 | 0.000 ± 0.000 | {mean:.3f} ± {se:.3f} | {mean / 2:.3f} ± {se / 2:.3f} |" in lines
-    assert not any(line.startswith("| B |") for line in lines)
+    assert (f"| A | 3 | 0.000 ± 0.000 | {mean:.3f} ± {se:.3f} | {mean / 2:.3f} ± {se / 2:.3f} |"
+            in binned.splitlines())  # fmt: skip
+    assert (f"| A | 3 | {mean / 2:.3f} ± {se / 2:.3f} | 0.000 ± 0.000 | {mean / 4:.3f} ± {se / 4:.3f} |"
+            in posterior.splitlines())  # fmt: skip
+    assert "| B |" not in text
+    header = next(line for line in (tmp_path / "table.md").read_text().splitlines()
+                  if line.startswith("| method"))  # fmt: skip
+    assert "| MIG | MIG (q) |" in header
 
 
 def test_bench_backfills_per_factor_gaps_from_the_saved_codes(tmp_path):
@@ -373,3 +402,37 @@ def test_prior_marginals_statistics_of_known_laws():
     assert params["tanh_weight_mean"] == pytest.approx(float(weights.mean()), rel=1e-6)
     assert 0.015 < params["tanh_weight_mean"] < 0.022  # softplus(-4) = 0.018
     assert module.factorised_parameters(NeuralPrior(4, (8,))) is None
+
+
+def test_bench_fills_in_the_scores_of_a_run_measured_before_them(tmp_path):
+    """A finished run whose metrics.json predates MIG (q) and the per-factor gaps gets
+    them on the next bench invocation, equal to a fresh scoring, without retraining."""
+    from otae.bench import load_bench, run_bench
+
+    from .helpers import TINY_SET_SETTINGS
+
+    path = tmp_path / "shapes.yaml"
+    path.write_text(
+        "name: tiny-shapes\n"
+        + TINY_SET_SETTINGS.replace("data.train_subset=100, data.test_subset=50",
+                                    "data.name=shapes, data.image_size=32, data.train_subset=40, "
+                                    "data.test_subset=90")  # fmt: skip
+        + "  - {name: VAE, config: mnist/vae-quick}\n"
+    )
+    bench = load_bench(path)
+    out = tmp_path / "out"
+    run_bench(bench, out, log=lambda m: None)
+    run_dir = out / "vae" / "seed0"
+    metrics_path = run_dir / "metrics.json"
+    fresh = json.loads(metrics_path.read_text())
+    added = [k for k in fresh if k.startswith(("mig_factor_", "mig_posterior"))]
+    assert "mig_posterior" in added and len(added) == 11  # 1 + 5 + 5 factors
+    old = {k: v for k, v in fresh.items() if k not in added}
+    metrics_path.write_text(json.dumps(old))
+    checkpoint = (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns
+    run_bench(bench, out, log=lambda m: None)
+    again = json.loads(metrics_path.read_text())
+    for key in added:
+        assert again[key] == pytest.approx(fresh[key], abs=1e-12), key
+    assert (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns == checkpoint
+    assert "MIG (q)" in (out / "per_factor.md").read_text()

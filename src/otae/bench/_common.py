@@ -40,6 +40,7 @@ CLUSTER = tuple(f"cluster_{m}_{s}" for s in SOURCE for m in ("acc", "nmi", "ari"
 #: disentanglement columns (runs on data with factors, :mod:`otae.evaluation.traversals`)
 DISENTANGLEMENT = (
     ("mig", "MIG"),
+    ("mig_posterior", "MIG (q)"),
     ("dci_disentanglement", "DCI D"),
     ("dci_completeness", "DCI C"),
     ("dci_informativeness", "DCI I"),

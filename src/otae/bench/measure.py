@@ -98,6 +98,16 @@ def measure_run(
             )
         )
         atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    if _lacks_posterior_mig(metrics, run_dir, config):  # scored before MIG (q) existed
+        from ..evaluation.traversals import dataset_disentanglement_metrics
+
+        _, model, _ = load_run(run_dir, None, device=str(device_of(config)))
+        scores, _, _ = dataset_disentanglement_metrics(
+            model, build_split(config.data, "test"), config.training.eval_batch_size,
+            codes_path=run_dir / "test_codes.npz", reuse_codes=True,
+        )  # fmt: skip
+        metrics.update(scores)
+        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     if _lacks_per_factor_mig(metrics, run_dir):  # a run scored before the per-factor gaps
         from ..evaluation.traversals import per_factor_mig_from_codes
 
@@ -127,6 +137,7 @@ def cell_complete(bench: BenchConfig, run: BenchRun, seed: int, out_dir: Path, o
         and not (options.save_samples and not _has_samples(run_dir))
         and not _lacks_clustering(metrics, config)
         and not _lacks_per_factor_mig(metrics, run_dir)
+        and not _lacks_posterior_mig(metrics, run_dir, config)
     )
 
 
@@ -207,6 +218,18 @@ def _lacks_per_factor_mig(metrics: dict[str, Any], run_dir: Path) -> bool:
         return False
     missing = any(mig_factor_key(name) not in metrics for name in names)
     return missing and (Path(run_dir) / "test_codes.npz").is_file()
+
+
+def _lacks_posterior_mig(metrics: dict[str, Any], run_dir: Path, config) -> bool:
+    """Whether a probabilistic run scored for disentanglement lacks ``mig_posterior``."""
+    from ..models import get_model_class
+
+    return (
+        metrics.get("mig") is not None
+        and "mig_posterior" not in metrics
+        and get_model_class(config.model.name).probabilistic
+        and (Path(run_dir) / "test_codes.npz").is_file()
+    )
 
 
 def _lacks_clustering(metrics: dict[str, Any], config) -> bool:

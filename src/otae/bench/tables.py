@@ -13,14 +13,11 @@ from typing import Any
 import torch
 
 from .._io import atomic_write, atomic_write_text, write_csv_rows
-from ..evaluation.traversals import mig_factor_key
+from ..evaluation.traversals import MIG_FACTOR_PREFIX, POSTERIOR_MIG_FACTOR_PREFIX
 from ._common import COUNTS, DISENTANGLEMENT, RATIOS, SOURCE, read_history, slug
 from .config import BenchConfig, RunOptions
 from .jobs import threads_per_run
 from .report import write_bench_report
-
-#: the per-factor MIG columns of runs.csv (``mig_factor_<name>``)
-PER_FACTOR_PREFIX = mig_factor_key("")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -313,37 +310,53 @@ def _per_factor_lines(
     bench: BenchConfig, rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]
 ) -> list[str]:
     """``per_factor.md``: each factor's MIG gap per method, mean ± standard error over
-    seeds (none where no run has the ``mig_factor_*`` keys)."""
-    keys = list(dict.fromkeys(
-        k for r in rows for k in r if k.startswith(PER_FACTOR_PREFIX) and not k.endswith(
-            ("_std", "_n"))
-    ))  # fmt: skip
-    if not keys:
+    seeds, for the binned posterior means and, where measured, the posteriors (none
+    where no run has per-factor gaps)."""
+    estimators = (
+        (MIG_FACTOR_PREFIX, "mig", "MIG of the binned posterior means (disentanglement_lib)"),
+        (POSTERIOR_MIG_FACTOR_PREFIX, "mig_posterior",
+         "MIG (q) of the encoder's posteriors (Chen et al.'s estimator)"),
+    )  # fmt: skip
+    lines: list[str] = []
+    for prefix, total, title in estimators:
+        keys = list(dict.fromkeys(
+            k for r in rows for k in r
+            if k.startswith(prefix) and not k.endswith(("_std", "_n"))
+        ))  # fmt: skip
+        if not keys:
+            continue
+        names = [k[len(prefix):] for k in keys]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            "| method | seeds | " + " | ".join([*names, "mean"]) + " |",
+            "|---|---|" + "---|" * (len(names) + 1),
+        ]
+        for row in rows:
+            if not any(k in row for k in keys):
+                continue
+            group = groups[row["run"]]
+            cells = [
+                _fmt(row.get(k, math.nan), _standard_error(row, k), 3)
+                + _fewer_seeds(row, k, len(group))
+                for k in [*keys, total]
+            ]
+            label = row["run"] + (" †" if _epochs_cell(group)[1] else "")
+            lines.append(f"| {label} | {len(group)} | " + " | ".join(cells) + " |")
+    if not lines:
         return []
-    names = [k[len(PER_FACTOR_PREFIX):] for k in keys]
-    lines = [
+    return [
         f"# {bench.name}: MIG per factor",
         "",
         "Each factor's normalised gap between the two code dimensions most informative of "
         "it, (I(z_(1); v) - I(z_(2); v)) / H(v), on the test codes; MIG is their mean. "
         "Mean ± standard error over seeds (std / sqrt(seeds)): which factors a model "
-        "carries in one dimension of its code (docs/disentanglement.md).",
-        "",
-        "| method | seeds | " + " | ".join([*names, "MIG"]) + " |",
-        "|---|---|" + "---|" * (len(names) + 1),
+        "carries in one dimension of its code. Two estimators of the mutual information "
+        "(docs/disentanglement.md): the binned posterior means, and the encoder's "
+        "posteriors, where a dimension that transmits nothing has none.",
+        *lines,
     ]
-    for row in rows:
-        if not any(k in row for k in keys):
-            continue
-        short = _epochs_cell(groups[row["run"]])[1]
-        cells = [
-            _fmt(row.get(k, math.nan), _standard_error(row, k), 3) + _fewer_seeds(
-                row, k, len(groups[row["run"]]))
-            for k in [*keys, "mig"]
-        ]  # fmt: skip
-        label = row["run"] + (" †" if short else "")
-        lines.append(f"| {label} | {len(groups[row['run']])} | " + " | ".join(cells) + " |")
-    return lines
 
 
 def _throughput_lines(path: Path) -> list[str]:

@@ -113,7 +113,7 @@ def run_folder(args: argparse.Namespace) -> int:
         device=device_option(args.device),
     )
     keys = ("test_rec_loss", "test_mse_per_pixel", "mean_image_baseline_rec_loss",
-            "cluster_acc_kmeans", "cluster_nmi_kmeans", "cluster_acc_prior", "mig",
+            "cluster_acc_kmeans", "cluster_nmi_kmeans", "cluster_acc_prior", "mig", "mig_posterior",
             "dci_disentanglement", "factorvae_score")  # fmt: skip
     for key in keys:
         if isinstance(metrics.get(key), (int, float)):

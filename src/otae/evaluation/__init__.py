@@ -53,6 +53,7 @@ from .figures import (
 )
 from .metrics import (
     encode_dataset,
+    encode_posterior,
     eval_mode,
     mean_image_baseline,
     reconstruction_metrics,
@@ -76,6 +77,7 @@ __all__ = [
     "dci",
     "dci_scores",
     "encode_dataset",
+    "encode_posterior",
     "eval_mode",
     "factorvae_score",
     "feature_statistics",

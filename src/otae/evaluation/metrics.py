@@ -24,6 +24,7 @@ from ..data.batches import iter_batches
 
 __all__ = [
     "encode_dataset",
+    "encode_posterior",
     "eval_mode",
     "mean_image_baseline",
     "model_device_dtype",
@@ -140,6 +141,26 @@ def mean_image_baseline(
         "mse_per_pixel": rec_loss / mean_image.numel(),
         "n_images": count,
     }
+
+
+def encode_posterior(
+    model: nn.Module, images: Any, batch_size: int = 500
+) -> tuple[Tensor, Tensor | None]:
+    """``(mean, logvar)``, each ``(N, d)`` on the CPU, of the encoder's posteriors of all
+    images (``logvar`` None for a deterministic encoder); no_grad, eval mode, restored."""
+    device, dtype = model_device_dtype(model)
+    means, logvars = [], []
+    with eval_mode(model):
+        for x, _ in iter_batches(images, batch_size):
+            mean, logvar = model.encode(x.to(device=device, dtype=dtype))
+            means.append(mean.cpu())
+            if logvar is not None:
+                logvars.append(logvar.cpu())
+    if not means:
+        latent_dim = getattr(getattr(model, "config", None), "latent_dim", 0)
+        empty = torch.zeros(0, latent_dim, dtype=dtype)
+        return empty, (empty.clone() if getattr(model, "probabilistic", False) else None)
+    return torch.cat(means), (torch.cat(logvars) if logvars else None)
 
 
 def encode_dataset(model: nn.Module, images: Any, batch_size: int = 500) -> Tensor:

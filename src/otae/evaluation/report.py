@@ -36,7 +36,7 @@ from .figures import (
     sample_grid,
     traversal_grid,
 )
-from .traversals import mig_factor_key
+from .traversals import MIG_FACTOR_PREFIX, POSTERIOR_MIG_FACTOR_PREFIX, mig_factor_key
 
 __all__ = ["format_value", "generate_report", "to_yaml", "write_report"]
 
@@ -223,6 +223,7 @@ def _disentanglement_html(metrics: Mapping[str, Any]) -> str:
         return "" if note is None else f"<h2>Disentanglement</h2>\n<p>{_esc(note)}</p>"
     names = (
         ("mig", "MIG"),
+        ("mig_posterior", "MIG (q)"),
         ("dci_disentanglement", "DCI disentanglement"),
         ("dci_completeness", "DCI completeness"),
         ("dci_informativeness", "DCI informativeness"),
@@ -244,16 +245,26 @@ def _disentanglement_html(metrics: Mapping[str, Any]) -> str:
     )
     per_factor = ""
     names_of = metrics.get("disentanglement_factors") or []
-    keys = [mig_factor_key(name) for name in names_of]
-    if keys and all(key in metrics for key in keys):
+    estimators = (
+        (MIG_FACTOR_PREFIX, "binned means"),
+        (POSTERIOR_MIG_FACTOR_PREFIX, "posteriors (q)"),
+    )
+    gap_rows = []
+    for prefix, label in estimators:
+        keys = [mig_factor_key(name, prefix) for name in names_of]
+        if keys and all(key in metrics for key in keys):
+            cells = "".join(_cell(metrics[key]) for key in keys)
+            gap_rows.append(f'<tr><td class="key">{_esc(label)}</td>{cells}</tr>')
+    if gap_rows:
         factor_head = "".join(f"<th>{_esc(str(n))}</th>" for n in names_of)
-        factor_row = "".join(_cell(metrics[key]) for key in keys)
         per_factor = (
-            f"<table>\n<tr><th class=\"key\">MIG per factor</th>{factor_head}</tr>\n"
-            f"<tr><td class=\"key\">gap / H(factor)</td>{factor_row}</tr>\n</table>\n"
-            "<p>Each factor's normalised gap between its two most informative code "
-            "dimensions (MIG is their mean): which factors the code carries in one "
-            "dimension.</p>\n"
+            f'<table>\n<tr><th class="key">MIG per factor</th>{factor_head}</tr>\n'
+            + "\n".join(gap_rows)
+            + "\n</table>\n<p>Each factor's normalised gap between its two most informative "
+            "code dimensions (MIG is their mean): which factors the code carries in one "
+            "dimension. Binned means: the histogram estimate of disentanglement_lib; "
+            "posteriors: Chen et al.'s estimator on the encoder's Gaussian posteriors, "
+            "where a dimension that transmits nothing has no information.</p>\n"
         )
     return (
         f"<h2>Disentanglement</h2>\n<table>\n<tr>{head}</tr>\n<tr>{row}</tr>\n</table>\n"

@@ -68,19 +68,27 @@ DISENTANGLEMENT_KEYS = (
 )
 
 
-def mig_factor_key(factor_name: str) -> str:
-    """``mig_factor_<name>``: the metrics.json key of a factor's MIG gap (the name in lower
+#: prefixes of the per-factor gaps in metrics.json: binned posterior means (MIG as in
+#: disentanglement_lib) and the encoder's posteriors (Chen et al.'s estimator)
+MIG_FACTOR_PREFIX = "mig_factor_"
+POSTERIOR_MIG_FACTOR_PREFIX = "mig_posterior_factor_"
+
+
+def mig_factor_key(factor_name: str, prefix: str = MIG_FACTOR_PREFIX) -> str:
+    """``<prefix><name>``: the metrics.json key of a factor's MIG gap (the name in lower
     case, runs of other characters as ``_``)."""
-    return "mig_factor_" + re.sub(r"[^a-z0-9]+", "_", str(factor_name).lower()).strip("_")
+    return prefix + re.sub(r"[^a-z0-9]+", "_", str(factor_name).lower()).strip("_")
 
 
-def per_factor_mig_keys(factor_names: Sequence[str], per_factor: Any) -> dict[str, float]:
-    """``{mig_factor_key(name): gap}``: each factor's normalised MIG gap under its name,
-    for metrics.json and the bench tables."""
+def per_factor_mig_keys(
+    factor_names: Sequence[str], per_factor: Any, prefix: str = MIG_FACTOR_PREFIX
+) -> dict[str, float]:
+    """``{mig_factor_key(name, prefix): gap}``: each factor's normalised MIG gap under its
+    name, for metrics.json and the bench tables."""
     gaps = [float(v) for v in np.asarray(per_factor, dtype=np.float64).reshape(-1)]
     if len(gaps) != len(factor_names):
         raise ValueError(f"{len(gaps)} per-factor gaps for {len(factor_names)} factor names")
-    keys = [mig_factor_key(name) for name in factor_names]
+    keys = [mig_factor_key(name, prefix) for name in factor_names]
     if len(set(keys)) != len(keys):
         raise ValueError(f"factor names {list(factor_names)} do not give distinct keys")
     return dict(zip(keys, gaps, strict=True))
@@ -153,7 +161,11 @@ def dataset_disentanglement_metrics(
 
     ``metrics``: :func:`code_disentanglement_metrics` (without its arrays),
     ``disentanglement_factors``, the factor names, and each factor's MIG gap as
-    ``mig_factor_<name>`` (:func:`per_factor_mig_keys`); where the scores are undefined
+    ``mig_factor_<name>`` (:func:`per_factor_mig_keys`); for a probabilistic encoder also
+    ``mig_posterior`` and its gaps ``mig_posterior_factor_<name>``
+    (:func:`~otae.evaluation.disentanglement.posterior_mutual_information_gap`, Chen et
+    al.'s estimator on the posteriors; the log-variances are saved as ``logvars``);
+    where the scores are undefined
     (a factor constant over the dataset, or 1-D codes) only a note under
     ``"disentanglement"``, importance None and nothing saved. ``codes``: the dataset's codes
     (posterior means), float32. ``codes_path``: save the arrays ``codes``, ``factors``
@@ -163,7 +175,8 @@ def dataset_disentanglement_metrics(
     ``test_codes.npz`` of the same evaluation): take them from it instead of encoding
     again, and keep its other arrays.
     """
-    from .metrics import encode_dataset
+    from .disentanglement import posterior_mutual_information_gap
+    from .metrics import encode_dataset, encode_posterior
 
     factors = getattr(dataset, "factors", None)
     if factors is None:
@@ -177,7 +190,13 @@ def dataset_disentanglement_metrics(
         if len(saved.get("codes", ())) != len(dataset):
             raise ValueError(f"{codes_path} does not hold the {len(dataset)} codes of the dataset")
         codes = saved["codes"].astype(np.float32)
-    else:
+    logvars = None
+    if getattr(model, "probabilistic", False):
+        means, logvars = encode_posterior(model, dataset, batch_size)
+        logvars = logvars.float().numpy()
+        if not reuse_codes:
+            codes = means.float().numpy()
+    elif not reuse_codes:
         codes = encode_dataset(model, dataset, batch_size).float().numpy()
     factors = np.asarray(factors.cpu() if hasattr(factors, "cpu") else factors, dtype=np.int64)
     names = getattr(dataset, "factor_names", None)
@@ -193,9 +212,20 @@ def dataset_disentanglement_metrics(
     metrics = code_disentanglement_metrics(codes, factors)
     importance = metrics.pop("dci_importance")
     metrics.update(per_factor_mig_keys(names, metrics.pop("mig_per_factor")))
+    if logvars is not None:
+        start = time.perf_counter()
+        posterior = posterior_mutual_information_gap(codes, logvars, factors,
+                                                     random_state=DISENTANGLEMENT_SEED)  # fmt: skip
+        metrics["mig_posterior"] = posterior["mig"]
+        metrics.update(
+            per_factor_mig_keys(names, posterior["per_factor"], POSTERIOR_MIG_FACTOR_PREFIX)
+        )
+        metrics["disentanglement_time_s"] += time.perf_counter() - start
     metrics["disentanglement_factors"] = names
     if codes_path is not None:
         saved.update(codes=codes, factors=factors, dci_importance=importance)
+        if logvars is not None:
+            saved["logvars"] = logvars
         np.savez(codes_path, **saved)
         metrics["disentanglement_codes_file"] = str(codes_path)
     return metrics, codes, importance
