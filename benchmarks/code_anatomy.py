@@ -16,7 +16,7 @@ sum of squared pixel differences between images one grid step apart (2000 random
 points, seed 0), at 32 x 32 and 64 x 64, next to the mean ink (sum of pixel values).
 That is the reconstruction error a model accepts by not encoding the factor at all.
 
-    python benchmarks/code_anatomy.py RUN_DIR [RUN_DIR ...] --name NAME
+    python benchmarks/code_anatomy.py RUN_DIR [RUN_DIR ...] --name NAME [--checkpoint last]
 
 Writes ``benchmarks/results/NAME.{json,md}`` (NAME may contain a folder).
 """
@@ -58,12 +58,17 @@ def pixel_effects(grid: str, sizes=(32, 64), points: int = PIXEL_POINTS) -> dict
     return out
 
 
-def anatomy(run_dir: Path) -> dict:
+def anatomy(run_dir: Path, checkpoint: str | None = None) -> dict:
     from otae.data import build_dataset
-    from otae.evaluation.disentanglement import correlation_ratio, mutual_information_gap
+    from otae.evaluation.disentanglement import (
+        correlation_ratio,
+        mutual_information_gap,
+        posterior_mutual_information_gap,
+    )
     from otae.training import load_run
 
-    config, model, _ = load_run(run_dir)
+    # None: the checkpoint the run was scored on (best.pt with early stopping)
+    config, model, state = load_run(run_dir, checkpoint)
     test = build_dataset(config.data.name, "test", image_size=config.data.image_size)
     model.eval()
     means, logvars = [], []
@@ -77,10 +82,11 @@ def anatomy(run_dir: Path) -> dict:
     mean = torch.cat(means).double().numpy()
     factors = test.factors.numpy()
     names = list(test.factor_names)
-    kl = None
+    kl = posterior = None
     if logvars:
         logvar = torch.cat(logvars).double().numpy()
         kl = (0.5 * (mean**2 + np.exp(logvar) - logvar - 1)).mean(axis=0).tolist()
+        posterior = posterior_mutual_information_gap(mean, logvar, factors)
     eta = correlation_ratio(mean, factors)
     mig = mutual_information_gap(mean, factors)
     mi = mig["mutual_information"] / mig["factor_entropy"]
@@ -88,6 +94,7 @@ def anatomy(run_dir: Path) -> dict:
     return {
         "run": str(run_dir),
         "model": config.model.name,
+        "epoch": int(state.get("epoch", 0)),
         "factors": names,
         "std": mean.std(axis=0).tolist(),
         "kl": kl,
@@ -97,6 +104,11 @@ def anatomy(run_dir: Path) -> dict:
         "best_dimension": dict(zip(names, order[0].tolist(), strict=True)),
         "runner_up_dimension": dict(zip(names, order[1].tolist(), strict=True)),
         "normalised_mi": mi.tolist(),
+        "mig_posterior": None if posterior is None else posterior["mig"],
+        "mig_posterior_per_factor": None if posterior is None else dict(
+            zip(names, posterior["per_factor"].tolist(), strict=True)),
+        "normalised_mi_posterior": None if posterior is None else (
+            posterior["mutual_information"] / posterior["factor_entropy"]).tolist(),
     }
 
 
@@ -126,7 +138,8 @@ def markdown(effects: dict, rows: list[dict], info: dict) -> str:
         factors = r["factors"]
         lines += [
             "",
-            f"## {r['run']} ({r['model']}): MIG {r['mig']:.3f}",
+            f"## {r['run']} ({r['model']}, epoch {r['epoch']}): MIG {r['mig']:.3f}"
+            + ("" if r["mig_posterior"] is None else f", MIG (q) {r['mig_posterior']:.3f}"),
             "",
             "Per code dimension (rows by decreasing std of the posterior means): std, mean "
             "KL to N(0, 1) (probabilistic encoders), and eta^2 of each factor (the share of "
@@ -145,15 +158,26 @@ def markdown(effects: dict, rows: list[dict], info: dict) -> str:
             )
         lines += [
             "",
-            "| factor | MIG gap | best dim (I / H) | runner-up dim (I / H) |",
-            "|---|---|---|---|",
+            "Each factor's gap with the binned posterior means (best and runner-up dimension, "
+            "I / H(factor)) and with the posteriors (MIG (q), Chen et al.'s estimator: a "
+            "dimension that transmits nothing has I = 0 there).",
+            "",
+            "| factor | MIG gap | best dim (I / H) | runner-up dim (I / H) | MIG (q) gap "
+            "| best (q) | runner-up (q) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for k, name in enumerate(factors):
             best, second = r["best_dimension"][name], r["runner_up_dimension"][name]
             mi = r["normalised_mi"]
+            q_cells = "— | — | —"
+            if r["mig_posterior"] is not None:
+                mq = np.asarray(r["normalised_mi_posterior"])[:, k]
+                b, s2 = np.argsort(-mq)[:2]
+                q_cells = (f"{r['mig_posterior_per_factor'][name]:.3f} | z{b} ({mq[b]:.3f}) "
+                           f"| z{s2} ({mq[s2]:.3f})")  # fmt: skip
             lines.append(
                 f"| {name} | {r['mig_per_factor'][name]:.3f} | z{best} ({mi[best][k]:.3f}) "
-                f"| z{second} ({mi[second][k]:.3f}) |"
+                f"| z{second} ({mi[second][k]:.3f}) | {q_cells} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -163,10 +187,12 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--name", required=True, help="result file stem under benchmarks/results")
     parser.add_argument("--grid", default="fine", choices=("coarse", "fine"))
+    parser.add_argument("--checkpoint", choices=("best", "last"),
+                        help="default: the one the run was scored on")
     args = parser.parse_args()
     info = machine()
     effects = pixel_effects(args.grid)
-    rows = [anatomy(run) for run in args.runs]
+    rows = [anatomy(run, args.checkpoint) for run in args.runs]
     md = markdown(effects, rows, info)
     (RESULTS / args.name).parent.mkdir(parents=True, exist_ok=True)
     write_results(args.name, {"machine": info, "pixel_effects": effects, "runs": rows}, md)
