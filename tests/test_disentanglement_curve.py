@@ -88,6 +88,38 @@ def test_the_logged_scores_are_those_of_the_saved_model(tmp_path):
     assert logged == [(int(r["epoch"]), pytest.approx(float(r["test_mig"]))) for r in rows]
 
 
+def test_the_posterior_mig_curve_is_the_final_mig_q(tmp_path):
+    """mig_q: the last epoch's test_mig_posterior is metrics.json's mig_posterior for the
+    same weights and images, and Chen et al.'s estimator recomputed from the saved model's
+    posteriors; a deterministic encoder is refused in one line before training."""
+    from otae.evaluation.disentanglement import posterior_mutual_information_gap
+    from otae.evaluation.metrics import encode_posterior
+
+    config = shapes_config("data.train_subset=60", "data.test_subset=50", "training.epochs=2",
+                           "evaluation.disentanglement_every=1",
+                           "evaluation.disentanglement_curve_metrics=[mig, mig_q]")  # fmt: skip
+    run = tmp_path / "run"
+    result = run_experiment(config, run, report=False, log=lambda *_: None)
+    rows = read_history(run)
+    assert all(r["test_mig_posterior"] and r["test_mig"] for r in rows)
+    assert result.metrics["last_test_mig_posterior"] == result.metrics["mig_posterior"]
+    _, model, _ = load_run(run)
+    test = build_dataset("shapes", "test", image_size=32).first(50)
+    mean, logvar = encode_posterior(model, test)
+    expected = posterior_mutual_information_gap(mean.numpy(), logvar.numpy(),
+                                                test.factors.numpy())["mig"]  # fmt: skip
+    assert float(rows[-1]["test_mig_posterior"]) == expected
+    assert float(rows[-1]["test_mig_posterior"]) != float(rows[-1]["test_mig"])
+    with pytest.raises(ValueError, match="mig_q .* needs a probabilistic encoder, and "
+                       "model.name='drae' is deterministic"):
+        Trainer.from_config(
+            load_config("mnist/drae-quick", [*SHAPES, "evaluation.disentanglement_every=1",
+                                             "evaluation.disentanglement_curve_metrics=[mig_q]"]),
+            tmp_path / "drae", train_data=build_dataset("shapes", "train", image_size=32).first(20),
+            test_data=test, log=lambda m: None,
+        )  # fmt: skip
+
+
 def test_every_kth_epoch_and_the_last_mig_alone(tmp_path, shapes_data):
     config = shapes_config("training.epochs=5", "evaluation.disentanglement_every=2",
                            "evaluation.disentanglement_curve_metrics=[mig]",
@@ -193,7 +225,7 @@ def test_early_stopping_on_the_validation_mig(tmp_path, shapes_data):
         (["evaluation.disentanglement_every=-1"],
          "evaluation.disentanglement_every must be >= 0, got -1"),
         (["evaluation.disentanglement_curve_metrics=[mig, fvae]"],
-         "evaluation.disentanglement_curve_metrics must list some of mig, dci"),
+         "evaluation.disentanglement_curve_metrics must list some of mig, mig_q, dci"),
         (["evaluation.disentanglement_curve_points=1"],
          "evaluation.disentanglement_curve_points must be >= 2"),
         (["training.early_stopping.enabled=true", "training.early_stopping.monitor=val_mig",
@@ -221,7 +253,7 @@ def test_bad_settings_are_one_error_line(overrides, needle, tmp_path, capsys):
 def test_a_hand_made_curve_checks_its_data(tmp_path, shapes_data):
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         DisentanglementCurve(every=0)
-    with pytest.raises(ValueError, match="metrics must be some of mig, dci"):
+    with pytest.raises(ValueError, match="metrics must be some of mig, mig_q, dci"):
         DisentanglementCurve(metrics=["factorvae"])
     # a factor constant over the chosen images: undefined scores, said before training
     config = shapes_config("training.epochs=1", "evaluation.disentanglement_every=1")

@@ -459,11 +459,15 @@ class DisentanglementCurve(Callback):
                 f"single value in its {len(data)} images (the first "
                 f"evaluation.disentanglement_curve_points of the {split}); use more images"
             )
-        if "mig" in self.metrics and trainer.config.model.latent_dim < 2:
+        gaps = [m for m in self.metrics if m in ("mig", "mig_q")]
+        if gaps and trainer.config.model.latent_dim < 2:
             raise ValueError(
                 "the disentanglement curve's MIG needs model.latent_dim >= 2 (a gap between "
-                "two code dimensions); drop mig from evaluation.disentanglement_curve_metrics"
+                f"two code dimensions); drop {', '.join(gaps)} from "
+                "evaluation.disentanglement_curve_metrics"
             )
+        if "mig_q" in self.metrics and not _probabilistic(trainer):
+            raise ValueError(_deterministic_mig_q(trainer.config.model.name))
         self.data, self.factors = data, factors
         self.prefix = "val" if trainer.val_data is not None else "test"
 
@@ -479,15 +483,26 @@ class DisentanglementCurve(Callback):
 
     def scores(self, model) -> dict[str, float]:
         """The scores of ``model``'s codes of the images, by column (NaN: codes not finite)."""
-        from ..evaluation.disentanglement import dci, mutual_information_gap
-        from ..evaluation.metrics import encode_dataset
+        from ..evaluation.disentanglement import (
+            dci,
+            mutual_information_gap,
+            posterior_mutual_information_gap,
+        )
+        from ..evaluation.metrics import encode_dataset, encode_posterior
         from ..evaluation.traversals import DISENTANGLEMENT_SEED
         from ..parallel import local_batches
 
         # one process's work (rank 0 under torchrun): no collectives
+        logvars = None
         with local_batches(model):
-            codes = encode_dataset(model, self.data, self.batch_size).float().numpy()
-        if not np.isfinite(codes).all():
+            if "mig_q" in self.metrics:
+                means, logvars = encode_posterior(model, self.data, self.batch_size)
+                if logvars is None:
+                    raise ValueError(_deterministic_mig_q(type(model).__name__))
+                codes, logvars = means.float().numpy(), logvars.float().numpy()
+            else:
+                codes = encode_dataset(model, self.data, self.batch_size).float().numpy()
+        if not np.isfinite(codes).all() or (logvars is not None and not np.isfinite(logvars).all()):
             # NaN, which early stopping never counts as an improvement, rather than a failed
             # epoch: a diverged model is the held-out loss check's to report
             return dict.fromkeys(self.columns, math.nan)
@@ -495,10 +510,35 @@ class DisentanglementCurve(Callback):
         for name, column in zip(self.metrics, self.columns, strict=True):
             if name == "mig":
                 out[column] = mutual_information_gap(codes, self.factors)["mig"]
+            elif name == "mig_q":
+                out[column] = posterior_mutual_information_gap(
+                    codes, logvars, self.factors, random_state=DISENTANGLEMENT_SEED
+                )["mig"]
             else:
                 out[column] = dci(codes, self.factors,
                                   random_state=DISENTANGLEMENT_SEED)["disentanglement"]
         return out
+
+
+def _probabilistic(trainer) -> bool:
+    """Whether the trainer's model has Gaussian posteriors (asked before it is built: the
+    registered class's flag; a model passed in is checked again when first scored)."""
+    from ..models import get_model_class
+
+    model = getattr(trainer, "model", None)
+    if model is not None:
+        return bool(getattr(model, "probabilistic", False))
+    try:
+        return get_model_class(trainer.config.model.name).probabilistic
+    except ValueError:  # not registered: passed in, checked when first scored
+        return True
+
+
+def _deterministic_mig_q(name: str) -> str:
+    return (
+        "the disentanglement curve's mig_q (MIG on the encoder's posteriors) needs a "
+        f"probabilistic encoder, and model.name={name!r} is deterministic; use mig"
+    )
 
 
 # ---------------------------------------------------------------------- external

@@ -75,7 +75,8 @@ class OptimizerConfig:
 EXTERNAL_LOGGERS = {"wandb": "otae[wandb]", "mlflow": "otae[mlflow]"}
 #: the scores ``evaluation.disentanglement_curve_metrics`` accepts -> their history column
 #: after the ``val_`` / ``test_`` prefix (the names of the final metrics in metrics.json)
-CURVE_METRICS = {"mig": "mig", "dci": "dci_disentanglement"}
+#: (``mig_q``: MIG (q), Chen et al.'s estimator on the posteriors: probabilistic encoders)
+CURVE_METRICS = {"mig": "mig", "mig_q": "mig_posterior", "dci": "dci_disentanglement"}
 
 #: inductor's modes (torch.compile(mode=...)); "default" passes none
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
