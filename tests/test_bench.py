@@ -272,6 +272,31 @@ def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monke
     assert [int(t["epochs"]) for t in throughput] == [1, 2, 1]
 
 
+def test_bench_tables_are_rewritten_as_each_cell_finishes(tmp_path, monkeypatch):
+    """The results can be read before a long bench ends: after the first cell, the tables
+    hold its row alone (the second has not started); at the end, both."""
+    import otae.bench.runner as runner
+
+    bench = tiny_bench(tmp_path)
+    seen = []
+    write = runner.write_tables
+
+    def spy(bench_, records, out_dir):
+        seen.append(sorted(r["run"] for r in records))
+        write(bench_, records, out_dir)
+        seen.append((out_dir / "table.md").read_text())
+
+    monkeypatch.setattr(runner, "write_tables", spy)
+    lines = []
+    run_bench(bench, tmp_path / "out", log=lines.append)
+    assert seen[0::2] == [["VAE"], ["RAE (D)", "VAE"], ["RAE (D)", "VAE"]]
+    assert "| VAE | P | 1 | 2/2 |" in seen[1] and "RAE (D)" not in seen[1]
+    assert [line for line in lines if "tables updated" in line] == [
+        f"[bench] VAE seed 0: tables updated in {tmp_path / 'out'}",
+        f"[bench] RAE (D) seed 0: tables updated in {tmp_path / 'out'}",
+    ]
+
+
 def test_bench_jobs_train_in_worker_processes(tmp_path):
     bench = tiny_bench(tmp_path)
     sequential = run_bench(bench, tmp_path / "seq", log=lambda m: None)

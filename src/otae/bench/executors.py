@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from .cells import Cell, CellFailure
 from .config import DEFAULT_TIME_MIN, SlurmResources
 from .jobs import threads_per_run, train_in_parallel
 from .measure import measure_run
+
+#: called with each cell that finished well, in the bench's process
+CellDone = Callable[[Cell], None]
 
 
 def run_cell(cell: Cell, log=print) -> dict[str, Any]:
@@ -73,8 +77,11 @@ class Executor(ABC):
         return None
 
     @abstractmethod
-    def run(self, cells: list[Cell], log=print) -> list[CellFailure]:
-        """Run every cell to its end (:func:`run_cell`); the failed ones, in order."""
+    def run(self, cells: list[Cell], log=print, on_done: CellDone | None = None
+            ) -> list[CellFailure]:  # fmt: skip
+        """Run every cell to its end (:func:`run_cell`); the failed ones, in order.
+        ``on_done(cell)`` is called in this process as each cell finishes well (the bench
+        rewrites its tables then)."""
 
 
 class LocalExecutor(Executor):
@@ -92,16 +99,19 @@ class LocalExecutor(Executor):
     def concurrency(self, cells: int) -> int:
         return max(1, min(self.jobs, cells))
 
-    def run(self, cells: list[Cell], log=print) -> list[CellFailure]:
+    def run(self, cells: list[Cell], log=print, on_done: CellDone | None = None
+            ) -> list[CellFailure]:  # fmt: skip
         jobs = self.concurrency(len(cells))
         if jobs == 1:
             for cell in cells:
                 run_cell(cell, log=log)
+                if on_done is not None:
+                    on_done(cell)
             return []
         # the step times of --retime are taken here afterwards, one run at a time
         untimed = [dataclasses.replace(c, options=dataclasses.replace(c.options, retime=False))
                    for c in cells]  # fmt: skip
-        failures = train_in_parallel(untimed, jobs, log)
+        failures = train_in_parallel(untimed, jobs, log, on_done)
         failed = {f.cell for f in failures}
         for cell in cells:
             if cell.options.retime and cell.name not in failed:
@@ -196,7 +206,8 @@ class SubmititExecutor(Executor):
         executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
         return executor, cluster
 
-    def run(self, cells: list[Cell], log=print) -> list[CellFailure]:
+    def run(self, cells: list[Cell], log=print, on_done: CellDone | None = None
+            ) -> list[CellFailure]:  # fmt: skip
         if not cells:
             return []
         executor, cluster = self._executor()
@@ -216,6 +227,8 @@ class SubmititExecutor(Executor):
                     error = self._error_of(job, cluster)
                     if error is None:
                         log(f"[bench] {cell.name}: job {job.job_id} done")
+                        if on_done is not None:
+                            on_done(cell)
                     else:
                         failures[cell.name] = CellFailure(cell.name, error, str(job.paths.stdout))
                         log(f"[bench] {cell.name}: job {job.job_id} failed")

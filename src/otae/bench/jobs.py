@@ -42,13 +42,14 @@ def threads_per_run(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def train_in_parallel(cells: list[Cell], jobs: int, log) -> list[CellFailure]:
+def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[CellFailure]:
     """Train and measure the cells in ``jobs`` worker processes at once; the failed ones.
 
     Each worker is ``otae bench SET --models NAME --seeds S --worker``: it trains and
     measures one cell and writes its ``metrics.json``; its output goes to
     ``OUT/<run>/seed<S>.log``. CPU threads are shared out evenly (OMP/MKL and torch),
     and with several GPUs each worker gets the next one (``CUDA_VISIBLE_DEVICES``).
+    ``on_done(cell)`` is called here as each worker finishes well.
     """
     import os
     import subprocess
@@ -91,6 +92,8 @@ def train_in_parallel(cells: list[Cell], jobs: int, log) -> list[CellFailure]:
                     log(f"[bench] {cell.name}: worker failed (exit {process.returncode})")
                 else:
                     log(f"[bench] {cell.name}: worker done")
+                    if on_done is not None:
+                        on_done(cell)
     finally:
         for process, *_ in running:
             process.terminate()

@@ -53,8 +53,9 @@ def run_bench(
     bench again continues it.
     The tables are rebuilt from the run directories under ``out_dir`` (every cell of the
     set with metrics of the same settings, wherever it was trained) and written to
-    ``results_dir`` (default ``out_dir``): rows there of cells not under ``out_dir`` are
-    kept as they are, so benches on subsets accumulate.
+    ``results_dir`` (default ``out_dir``) after every cell that finishes and at the end:
+    rows there of cells not under ``out_dir`` are kept as they are, so benches on subsets
+    accumulate.
     ``save_samples`` also writes each run's FID samples as uint8 ``samples.npz``.
 
     Raises :class:`~otae.bench.cells.BenchCellsFailed` (after writing the tables of the
@@ -111,7 +112,14 @@ def run_bench(
     epochs_before = {
         (run.name, seed): _recorded_epochs(run_dir_of(out_dir, run, seed)) for run, seed in todo
     }
-    failures = executor.run(cells, log=log) if cells else []
+    def tables_so_far(cell: Cell) -> None:
+        # after every finished cell, so that a long bench's results can be read (and kept)
+        # before it ends; the throughput of the invocation is added at its end
+        rows = scan_records(bench, out_dir, overrides)
+        write_tables(bench, merge_records(results_dir, rows), results_dir)
+        log(f"[bench] {cell.name}: tables updated in {results_dir}")
+
+    failures = executor.run(cells, log=log, on_done=tables_so_far) if cells else []
     # the tables: every cell of the set under out_dir, wherever and whenever it finished
     records = scan_records(bench, out_dir, overrides)
     done = {(r["run"], r["seed"]): r for r in records}
