@@ -371,3 +371,38 @@ def test_bench_scores_the_clustering_an_older_run_lacks(tmp_path):
     assert again["epochs"] == scored["epochs"] and again["train_wall_time_s"] == scored[
         "train_wall_time_s"]  # not retrained
     assert (out / "rae--d" / "seed0" / "test_codes.npz").is_file()
+
+
+def test_a_setting_added_later_keeps_earlier_cells(tmp_path):
+    """cell.json written by an otae without a setting: the setting takes the value the
+    run's config.yaml gives it through today's configs (its default), so the cell still
+    matches; a setting that really changed is still refused, naming it."""
+    import json
+
+    from otae.bench.cells import cell_config, stale_cell_message, write_cell
+    from otae.training.config import save_config
+
+    bench = tiny_bench(tmp_path)
+    run = bench.runs[0]
+    config = cell_config(bench, run, 0)
+    run_dir = tmp_path / "vae" / "seed0"
+    run_dir.mkdir(parents=True)
+    write_cell(bench, run, 0, run_dir, config)
+    save_config(config, run_dir / "config.yaml")
+    assert stale_cell_message(run, 0, run_dir, config) is None
+    cell = json.loads((run_dir / "cell.json").read_text())
+    # an older otae: no critic_lr in either file
+    del cell["settings"]["training.optimizer.critic_lr"]
+    (run_dir / "cell.json").write_text(json.dumps(cell))
+    yaml_text = (run_dir / "config.yaml").read_text()
+    assert "critic_lr: null" in yaml_text
+    (run_dir / "config.yaml").write_text(
+        "".join(line for line in yaml_text.splitlines(keepends=True) if "critic_lr" not in line)
+    )
+    assert "critic_lr" not in (run_dir / "config.yaml").read_text()
+    assert stale_cell_message(run, 0, run_dir, config) is None
+    # a recorded value that differs from today's is a change
+    changed = cell_config(bench, run, 0, ["training.optimizer.critic_lr=0.5"])
+    assert "training.optimizer.critic_lr (None -> 0.5)" in stale_cell_message(
+        run, 0, run_dir, changed
+    )

@@ -179,3 +179,28 @@ def test_config_defaults_and_validation():
                        ({"prior": "gmm"}, "prior")):
         with pytest.raises(ValueError, match=field):
             model_config_from_dict({"name": "factorvae", **bad})
+
+
+def test_the_discriminator_gets_its_own_adam_betas(tmp_path):
+    """training.optimizer.critic_betas: the paper's (0.5, 0.9) for the discriminator while
+    the VAE keeps training.optimizer.betas, also after a resume; None: the same betas."""
+    import dataclasses
+
+    from .helpers import make_trainer, tiny_config
+
+    config = tiny_config("factorvae", epochs=1)
+    opt = dataclasses.replace(config.training.optimizer, betas=(0.9, 0.999),
+                              critic_betas=(0.5, 0.9))  # fmt: skip
+    config = dataclasses.replace(
+        config, training=dataclasses.replace(config.training, optimizer=opt)
+    )
+    trainer = make_trainer(config, tmp_path / "run")
+    assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
+    assert trainer.critic_optimizer.param_groups[0]["betas"] == (0.5, 0.9)
+    trainer.fit()
+    resumed = make_trainer(config, tmp_path / "run")
+    assert resumed.resume()
+    assert resumed.critic_optimizer.param_groups[0]["betas"] == (0.5, 0.9)
+    assert resumed.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
+    same = make_trainer(tiny_config("factorvae", epochs=1), tmp_path / "same")
+    assert same.critic_optimizer.param_groups[0]["betas"] == same.optimizer.param_groups[0]["betas"]

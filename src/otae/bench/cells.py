@@ -140,11 +140,19 @@ def read_cell(run_dir: Path) -> dict[str, Any] | None:
 
 def recorded_identity(run_dir: Path) -> dict[str, Any] | None:
     """The settings a run directory was trained with: its ``cell.json``'s, else (a run of an
-    otae without cells) those of its ``config.yaml``; None where it holds neither."""
+    otae without cells) those of its ``config.yaml``; None where it holds neither.
+
+    A setting that an older otae did not have is missing from ``cell.json``: it takes
+    the value ``config.yaml`` gives it when read through today's configs (its default),
+    so that adding a setting does not make every earlier cell stale."""
     cell = read_cell(run_dir)
+    from_yaml = _yaml_identity(Path(run_dir) / "config.yaml")
     if cell is not None and isinstance(cell.get("settings"), dict):
-        return cell["settings"]
-    path = Path(run_dir) / "config.yaml"
+        return {**(from_yaml or {}), **cell["settings"]}
+    return from_yaml
+
+
+def _yaml_identity(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     import yaml

@@ -48,8 +48,9 @@ Choices where the paper differs or is silent:
 * optimisers: the paper uses Adam 1e-4, betas (0.9, 0.999) for the VAE and Adam 1e-4,
   betas (0.5, 0.9) for the discriminator (:attr:`FactorVAE.default_optimizer`,
   :attr:`FactorVAE.default_critic_optimizer`). The trainer builds both from
-  ``training.optimizer`` (``critic_lr`` for the discriminator's learning rate): the
-  shipped config keeps the library's common protocol;
+  ``training.optimizer`` (``critic_lr`` and ``critic_betas`` for the discriminator's):
+  the shipped config keeps the library's common protocol, the bench set
+  ``shapes-fine-disentanglement`` the paper's;
 * the reconstruction term is the library's per-image SSE (the paper: Bernoulli).
 
 All randomness comes from the ``generator`` passed in (reparameterisation noise, the

@@ -67,8 +67,12 @@ class OptimizerConfig:
     #: Adam's betas (the paper uses (0.5, 0.999))
     betas: tuple[float, float] = setting((0.5, 0.999), resume="refused")
     weight_decay: float = setting(0.0, resume="refused")
-    #: learning rate of the adversarial critic (GWAE); None: same as lr
+    #: learning rate of the adversarial critic (GWAE) or discriminator (FactorVAE);
+    #: None: same as lr
     critic_lr: float | None = setting(None, resume="applied")
+    #: Adam's betas of the critic / discriminator (FactorVAE's paper: (0.5, 0.9));
+    #: None: same as betas
+    critic_betas: tuple[float, float] | None = setting(None, resume="refused")
 
 
 #: the names ``training.loggers`` accepts, with the extra that installs each library
@@ -247,10 +251,12 @@ class ExperimentConfig:
             raise ValueError(
                 f"training.optimizer.weight_decay must be finite and >= 0, got {opt.weight_decay}"
             )
-        if not all(0.0 <= b < 1.0 for b in opt.betas):
-            raise ValueError(
-                f"training.optimizer.betas must both lie in [0, 1), got {list(opt.betas)}"
-            )
+        for name in ("betas", "critic_betas"):
+            betas = getattr(opt, name)
+            if betas is not None and not all(0.0 <= b < 1.0 for b in betas):
+                raise ValueError(
+                    f"training.optimizer.{name} must both lie in [0, 1), got {list(betas)}"
+                )
         _validate_early_stopping(t.early_stopping)
         for name in ("timing_steps", "classifier_fd_samples", "fid_samples",
                      "disentanglement_every"):

@@ -26,15 +26,19 @@ def select_device(spec: str, option: str = "training.device") -> torch.device:
     return device
 
 
-def make_optimizer(params: list[nn.Parameter], config, lr: float | None = None):
-    """The optimiser of ``config``; Adam is the fused kernel (CPU and CUDA), whose
-    ``found_inf`` input lets the trainer skip a step on the device (:class:`DivergenceWatch`).
+def make_optimizer(
+    params: list[nn.Parameter], config, lr: float | None = None, betas=None
+):
+    """The optimiser of ``config`` (``lr`` / ``betas``: in place of the config's, e.g. the
+    critic's); Adam is the fused kernel (CPU and CUDA), whose ``found_inf`` input lets
+    the trainer skip a step on the device (:class:`DivergenceWatch`).
     """
     lr = config.lr if lr is None else lr
+    betas = config.betas if betas is None else betas
     if config.name == "adam":
         fused = all(p.device.type in ("cpu", "cuda") for p in params)
         return torch.optim.Adam(
-            params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay,
+            params, lr=lr, betas=tuple(betas), weight_decay=config.weight_decay,
             fused=fused or None,
         )
     if config.name == "rmsprop":
@@ -42,7 +46,7 @@ def make_optimizer(params: list[nn.Parameter], config, lr: float | None = None):
     raise ValueError(f"unknown optimizer {config.name!r}")
 
 
-def apply_hyperparameters(optimizer, config, lr: float | None = None) -> None:
+def apply_hyperparameters(optimizer, config, lr: float | None = None, betas=None) -> None:
     """The config's lr / betas / weight decay over those a loaded optimiser state carries.
 
     ``load_state_dict`` restores the saved hyperparameters; a run resumed with, say, a
@@ -52,6 +56,6 @@ def apply_hyperparameters(optimizer, config, lr: float | None = None) -> None:
     """
     values = {"lr": config.lr if lr is None else lr, "weight_decay": config.weight_decay}
     if "betas" in optimizer.defaults:
-        values["betas"] = tuple(config.betas)
+        values["betas"] = tuple(config.betas if betas is None else betas)
     for group in optimizer.param_groups:
         group.update(values)

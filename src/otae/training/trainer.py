@@ -349,7 +349,8 @@ class Trainer:
         self.critic_optimizer = None
         if self.model.has_critic:
             self.critic_optimizer = make_optimizer(
-                self.model.critic_parameters(), opt_config, opt_config.critic_lr
+                self.model.critic_parameters(), opt_config, opt_config.critic_lr,
+                opt_config.critic_betas,
             )
         self._runner = self._objective_runner(self.objective)
         self.divergence = DivergenceWatch(self.device)
@@ -401,7 +402,7 @@ class Trainer:
             apply_hyperparameters(self.optimizer, self.config.training.optimizer)
             if self.critic_optimizer is not None:
                 opt = self.config.training.optimizer
-                apply_hyperparameters(self.critic_optimizer, opt, opt.critic_lr)
+                apply_hyperparameters(self.critic_optimizer, opt, opt.critic_lr, opt.critic_betas)
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(
                 f"{path} does not match this model's architecture or optimiser: "
