@@ -193,7 +193,7 @@ def dataset_disentanglement_metrics(
     logvars = None
     if getattr(model, "probabilistic", False):
         means, logvars = encode_posterior(model, dataset, batch_size)
-        logvars = logvars.float().numpy()
+        logvars = None if logvars is None else logvars.float().numpy()
         if not reuse_codes:
             codes = means.float().numpy()
     elif not reuse_codes:
