@@ -351,3 +351,12 @@ def test_bad_arguments_raise_one_clear_error(factors):
         dci_scores(-np.eye(2))
     with pytest.raises(ValueError, match="batch_size must be an int >= 2"):
         factorvae_score(codes, factors, batch_size=1)
+
+
+def test_posterior_gap_refuses_undefined_cases_before_estimating():
+    f = np.repeat(np.arange(4), 25)
+    ones = np.ones((100, 1))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        posterior_mutual_information_gap(ones, 0 * ones, f)
+    with pytest.raises(ValueError, match="single value"):
+        posterior_mutual_information_gap(np.ones((100, 2)), np.zeros((100, 2)), np.zeros(100))

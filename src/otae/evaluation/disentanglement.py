@@ -286,11 +286,13 @@ def posterior_mutual_information_gap(
     :func:`posterior_mutual_information`. (Chen et al.'s dSprites MIG averages over
     scale, orientation and the positions only: the mean of ``per_factor`` without
     the shape.)"""
-    out = posterior_mutual_information(mean, logvar, factors, random_state=random_state)
-    if out["mutual_information"].shape[0] < 2:
-        raise ValueError("the codes must have at least 2 dimensions for a gap")
-    if (out["factor_entropy"] == 0).any():
+    # checked before the N^2 D estimate, not after it
+    codes = _as_codes(mean, "mean")
+    if codes.shape[1] < 2:
+        raise ValueError(f"codes must have at least 2 dimensions for a gap, got {codes.shape[1]}")
+    if (_entropy(_as_factors(factors, codes.shape[0])) == 0).any():
         raise ValueError("a factor takes a single value: its entropy is 0, MIG is undefined")
+    out = posterior_mutual_information(mean, logvar, factors, random_state=random_state)
     top = np.sort(out["mutual_information"], axis=0)[::-1]
     per_factor = (top[0] - top[1]) / out["factor_entropy"]
     return {"mig": float(per_factor.mean()), "per_factor": per_factor, **out}
