@@ -149,6 +149,11 @@ class TrainingConfig:
     compile_mode: CompileMode = setting(
         "default", resume="free"
     )
+    #: layout of image batches and convolution weights: channels_last (NHWC), contiguous
+    #: (NCHW), or auto: channels_last for otae's conv nets on a CPU in eager mode (1.02-1.11x
+    #: faster steps, docs/performance.md), contiguous elsewhere. The same model and
+    #: objective either way: only the kernels' rounding differs
+    memory_format: Literal["auto", "contiguous", "channels_last"] = setting("auto", resume="free")
     #: keep in-memory datasets (MNIST...) on the CUDA device and index them there
     data_on_device: bool = setting(True, resume="free")
     #: under torchrun, batch-level regularisers see the global batch (exact) or each

@@ -26,6 +26,24 @@ def select_device(spec: str, option: str = "training.device") -> torch.device:
     return device
 
 
+def select_memory_format(
+    spec: str, device: torch.device, model: nn.Module | None, compiled: bool = False
+) -> torch.memory_format:
+    """The layout of ``training.memory_format``. ``auto`` is channels_last on a CPU when
+    ``model`` has 2-D convolutions (oneDNN's NHWC kernels: 1.02-1.11x faster steps,
+    ``benchmarks/results/memory_format.md``), and contiguous otherwise: on GPUs
+    (unmeasured there), for ``model=None`` (networks not known to be layout-agnostic)
+    and for ``compiled`` steps (inductor keeps convolutions NCHW, docs/performance.md)."""
+    if spec == "contiguous":
+        return torch.contiguous_format
+    if spec == "channels_last":
+        return torch.channels_last
+    if model is None or compiled or device.type != "cpu":
+        return torch.contiguous_format
+    convolutional = any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
+    return torch.channels_last if convolutional else torch.contiguous_format
+
+
 def make_optimizer(
     params: list[nn.Parameter], config, lr: float | None = None, betas=None
 ):

@@ -79,7 +79,7 @@ from .config import (
 )
 from .divergence import DIVERGENCE_CHECK_EVERY, DIVERGENCE_FIX, DivergenceWatch, NonFiniteLossError
 from .loading import load_error_line, require_keys
-from .optim import apply_hyperparameters, make_optimizer, select_device
+from .optim import apply_hyperparameters, make_optimizer, select_device, select_memory_format
 from .seeding import (
     STREAM_TEST,
     STREAM_TRAIN,
@@ -211,6 +211,7 @@ class Trainer:
             model_name=config.model.name if registered else _qualified_name(type(model)),
             log=log,
             callbacks=callbacks,
+            own_networks=False,
         )
 
     @classmethod
@@ -261,11 +262,14 @@ class Trainer:
         )
 
     def _setup(self, config, run_dir, train_data, test_data, make_model, *, model_name, log,
-               callbacks, world: tuple[int, int] | None = None) -> None:  # fmt: skip
+               callbacks, world: tuple[int, int] | None = None,
+               own_networks: bool = True) -> None:  # fmt: skip
         """The construction shared by both entries: callbacks, data on the device, the
         model (``make_model(device)``: the step that seeds and builds, or moves a given
         model), data parallelism, optimisers. ``world`` overrides ``(world size, rank)``
-        (the profiling copy is one process alone)."""
+        (the profiling copy is one process alone). ``own_networks``: the networks are
+        otae's architectures, known to run in any memory layout (a given model's may
+        ``view`` activations as NCHW, so ``memory_format=auto`` keeps it contiguous)."""
         self.config = config
         self.model_name = model_name
         self.run_dir = Path(run_dir)
@@ -317,6 +321,12 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         self.model: Autoencoder = make_model(self.device)
+        #: layout of the image batches and the convolution weights (training.memory_format)
+        self.memory_format = select_memory_format(
+            config.training.memory_format, self.device, self.model if own_networks else None,
+            compiled=config.training.compile,
+        )
+        self.model.to(memory_format=self.memory_format)
         shards = BatchShards(self.world_size, self.rank, config.training.regulariser_mode)
         self.model.shards = shards
         if shards.gathers:
@@ -476,7 +486,7 @@ class Trainer:
                 persistent_workers=False,
             )
             for images, labels in loader:
-                yield images.to(self.device, non_blocking=True), labels
+                yield self._on_device(images), labels
         else:
             if data.device is not None and data.device != torch.device("cpu") and batches:
                 # the dataset lives on the device: one copy of the whole order, split there
@@ -487,7 +497,12 @@ class Trainer:
                 images, labels = data.get_batch(indices)
                 if pin:
                     images = images.pin_memory()
-                yield images.to(self.device, non_blocking=True), labels
+                yield self._on_device(images), labels
+
+    def _on_device(self, images: Tensor) -> Tensor:
+        """A batch on the training device, in the training layout (4-D images only)."""
+        layout = self.memory_format if images.dim() == 4 else torch.preserve_format
+        return images.to(self.device, non_blocking=True, memory_format=layout)
 
     def _autocast(self):
         """bf16 autocast of the networks if ``training.precision`` asks for it.
@@ -652,6 +667,9 @@ class Trainer:
             early_stopping=dataclasses.replace(self.config.training.early_stopping,
                                                enabled=False),
             loggers=[], progress=False, tensorboard=False,
+            # the layout the run resolved (auto depends on who built the networks)
+            memory_format=("channels_last" if self.memory_format == torch.channels_last
+                           else "contiguous"),
         )  # fmt: skip
         config = dataclasses.replace(
             self.config,
