@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -406,3 +408,58 @@ def test_a_setting_added_later_keeps_earlier_cells(tmp_path):
     assert "training.optimizer.critic_lr (None -> 0.5)" in stale_cell_message(
         run, 0, run_dir, changed
     )
+
+
+TERMINATED_COORDINATOR = """
+import sys, types
+from otae.bench import jobs
+marker = sys.argv[2]
+jobs._worker_command = lambda cell, threads: [
+    sys.executable, "-c", "import time; time.sleep(120)", marker]
+cells = [types.SimpleNamespace(out_dir=sys.argv[1], run=types.SimpleNamespace(name=f"r{i}"),
+                               seed=0, name=f"r{i} seed 0") for i in range(2)]
+jobs.train_in_parallel(cells, 2, lambda message: print(message, flush=True))
+"""
+
+
+def _processes_with(marker: str) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode():
+                found.append(int(proc.name))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_a_terminated_bench_terminates_its_workers(tmp_path):
+    """SIGTERM to the process that runs the local pool stops its workers too (no worker
+    trains on unseen, to collide with the next invocation's), and it says how to go on."""
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    marker = f"otae-test-worker-{uuid.uuid4().hex}"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-c", TERMINATED_COORDINATOR, str(tmp_path), marker],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        started = [coordinator.stdout.readline() for _ in range(2)]
+        assert all("started" in line for line in started), started
+        workers = [pid for pid in _processes_with(marker) if pid != coordinator.pid]
+        assert len(workers) == 2
+        coordinator.send_signal(signal.SIGTERM)
+        assert coordinator.wait(timeout=60) == 128 + signal.SIGTERM
+        rest = coordinator.stdout.read()
+        assert "stopping 2 worker(s); rerun the same command to continue" in rest, rest
+        assert _processes_with(marker) == []
+    finally:
+        coordinator.kill()
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -186,3 +186,4 @@ def test_resources_come_from_the_set_and_the_flags_win(tmp_path, monkeypatch):
         "array_parallelism": 3}  # fmt: skip
     # slurm flags are for the submitit executor only
     assert main(["bench", str(bench_file), "--time-min", "5"]) == 2
+

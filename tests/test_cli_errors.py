@@ -356,3 +356,31 @@ def test_otae_debug_reraises_user_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("OTAE_DEBUG", "1")
     with pytest.raises(ValueError, match="training.epochs"):
         main(["train", "mnist/vae-quick", "training.epochs=abc", "--run-dir", str(tmp_path)])
+
+
+def test_a_run_directory_in_use_is_refused_in_one_line_and_left_untouched(tmp_path, capsys):
+    """Another process trains in the run directory (it holds its lock): train, --resume and
+    --overwrite are each refused in one line before anything is read, written or removed."""
+    from .test_io import hold_in_another_process
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "mnist/vae-quick", *TINY, "training.epochs=1", "--no-report",
+                 "--run-dir", str(run_dir)]) == 0  # fmt: skip
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    holder = hold_in_another_process(run_dir)
+    try:
+        for extra in (["--resume"], ["--overwrite"]):
+            assert main(["train", "mnist/vae-quick", *TINY, "training.epochs=2", "--no-report",
+                         "--run-dir", str(run_dir), *extra]) == 2  # fmt: skip
+            one_error_line(capsys, f"run directory {run_dir} is in use by another process "
+                           f"(pid {holder.pid})")  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys()
+    assert all(after[p] == before[p] for p in before if p.name != ".otae.lock")
+    # the holder gone, --overwrite starts again: everything but the lock file is new
+    assert main(["train", "mnist/vae-quick", *TINY, "training.epochs=1", "--no-report",
+                 "--run-dir", str(run_dir), "--overwrite"]) == 0  # fmt: skip

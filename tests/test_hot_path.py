@@ -127,11 +127,16 @@ def test_divergence_is_reported_once_the_epoch_is_checked(tmp_path):
 
 
 def _compiled_and_eager(model, tmp_path, backend):
+    # like for like: compiled steps keep convolutions NCHW (training.memory_format=auto)
+    def contiguous(config):
+        config.training.memory_format = "contiguous"
+
     def compiled(config):
         config.training.compile = True
         config.training.compile_backend = backend
+        contiguous(config)
 
-    eager, x = _trainer(model, tmp_path / "eager")
+    eager, x = _trainer(model, tmp_path / "eager", contiguous)
     fast, _ = _trainer(model, tmp_path / "compiled", compiled)
     fast.model.load_state_dict(eager.model.state_dict())
     return eager, fast, x

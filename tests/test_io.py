@@ -68,3 +68,63 @@ def test_csv_rows_take_the_union_of_keys_in_first_seen_order(tmp_path):
     assert rows == [["a", "b", "c"], ["1", "2", ""], ["", "3", "x,y"]]
     write_csv_rows(path, [{"a": 1, "b": 2}], fieldnames=["b", "a"])
     assert path.read_text().splitlines() == ["b,a", "2,1"]
+
+
+# ---------------------------------------------------------------------- folder locks
+HOLDER = """
+import sys, time
+from otae._io import FolderLock
+FolderLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def hold_in_another_process(folder):
+    """A process that locks ``folder`` and waits: ``(process, its pid)`` once it holds it."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)],
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def acquirable_from_another_process(folder) -> bool:
+    import subprocess
+    import sys
+
+    code = "import sys; from otae._io import FolderLock; FolderLock(sys.argv[1]).acquire()"
+    return subprocess.run([sys.executable, "-c", code, str(folder)],
+                          capture_output=True).returncode == 0  # fmt: skip
+
+
+def test_a_folder_lock_refuses_another_process_until_it_dies(tmp_path):
+    from otae._io import LOCK_FILE, FolderInUseError, FolderLock
+
+    folder = tmp_path / "run"
+    holder = hold_in_another_process(folder)
+    try:
+        with pytest.raises(FolderInUseError, match=rf"run directory {folder} is in use by "
+                           rf"another process \(pid {holder.pid}\)"):  # fmt: skip
+            FolderLock(folder, "run directory").acquire()
+        assert (folder / LOCK_FILE).read_text().strip() == str(holder.pid)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up of its own, the kernel drops the lock
+        holder.wait()
+    with FolderLock(folder):
+        assert (folder / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_a_folder_lock_is_reentrant_in_one_process_and_held_until_the_last_release(tmp_path):
+    from otae._io import FolderLock
+
+    outer, inner = FolderLock(tmp_path), FolderLock(tmp_path)
+    outer.acquire()
+    inner.acquire()
+    inner.release()
+    assert not acquirable_from_another_process(tmp_path)
+    outer.release()
+    outer.release()  # a second release of the same holder changes nothing
+    assert acquirable_from_another_process(tmp_path)

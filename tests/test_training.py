@@ -299,3 +299,20 @@ def test_deterministic_mode_sets_torch_flags_and_repeats_bit_for_bit(tmp_path, m
         torch.use_deterministic_algorithms(previous)
     assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 2
     assert all(torch.equal(v, runs[0][1][k]) for k, v in runs[1][1].items())
+
+
+def test_fit_holds_the_run_directory_against_other_processes_until_teardown(tmp_path):
+    from otae.training import Callback
+
+    from .test_io import acquirable_from_another_process
+
+    seen = []
+
+    class Probe(Callback):
+        def on_epoch_end(self, trainer, epoch, row):
+            seen.append(acquirable_from_another_process(trainer.run_dir))
+
+    trainer = make_trainer(tiny_config("vae", epochs=1), tmp_path / "run", callbacks=[Probe()])
+    trainer.fit()
+    assert seen == [False]
+    assert acquirable_from_another_process(tmp_path / "run")

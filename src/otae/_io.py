@@ -5,7 +5,8 @@ flushes and fsyncs it, renames it over the target (``os.replace`` is atomic on P
 Windows) and fsyncs the folder, so the rename itself survives a power cut. Readers see
 the old file or the new one, never a mix; two writers of the same path each leave a
 whole file (the last rename wins). :func:`write_csv_rows` writes a table of dict rows
-the same way.
+the same way. :class:`FolderLock` keeps a second process out of a folder that one is
+writing (a run directory while it trains).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text", "write_csv_rows"]
+__all__ = [
+    "LOCK_FILE", "FolderInUseError", "FolderLock", "atomic_write", "atomic_write_text",
+    "write_csv_rows",
+]  # fmt: skip
+
+#: the lock file :class:`FolderLock` keeps in the folder it guards
+LOCK_FILE = ".otae.lock"
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -84,3 +91,76 @@ def write_csv_rows(
         writer.writerows(rows)
 
     return atomic_write(path, write, mode="w")
+
+
+class FolderInUseError(OSError):
+    """Another process holds a :class:`FolderLock` on the folder."""
+
+
+try:  # POSIX; elsewhere folders are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+#: the folders this process has locked: real path -> [file descriptor, holders]
+_HELD: dict[str, list[int]] = {}
+
+
+class FolderLock:
+    """An exclusive lock on ``folder`` (created if needed) against other processes.
+
+    ``flock`` on ``folder/.otae.lock``, which holds the owner's pid: the kernel drops
+    the lock when the process ends, however it ends, so a killed run never leaves a
+    stale one. Within one process the lock is re-entrant (a run directory is locked by
+    ``run_experiment`` and again by the trainer it builds). A second process gets
+    :class:`FolderInUseError` (an ``OSError``), one line naming the holder's pid.
+    Advisory, and POSIX only: elsewhere :meth:`acquire` locks nothing.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "folder") -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self._key: str | None = None
+
+    def acquire(self) -> FolderLock:
+        if self._key is not None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.folder)
+        if key in _HELD:
+            _HELD[key][1] += 1
+        else:
+            handle = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(handle, 32).decode(errors="replace").strip()
+                os.close(handle)
+                pid = f" (pid {holder})" if holder.isdigit() else ""
+                raise FolderInUseError(
+                    f"{self.what} {self.folder} is in use by another process{pid}: wait "
+                    "for it to end, or stop it, before using it again"
+                ) from None
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()}\n".encode())
+            _HELD[key] = [handle, 1]
+        self._key = key
+        return self
+
+    def release(self) -> None:
+        """Give this holder's share back; the last one unlocks (closing the file)."""
+        if self._key is None:
+            return
+        entry = _HELD[self._key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD[self._key]
+            os.close(entry[0])
+        self._key = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

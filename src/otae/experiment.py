@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_write_text
+from ._io import LOCK_FILE, FolderLock, atomic_write_text
 from .data.batches import labels_of
 from .evaluation.metrics import mean_image_baseline, reconstruction_metrics
 from .nn import count_parameters
@@ -169,8 +169,10 @@ def default_run_dir(config: ExperimentConfig) -> Path:
     return Path(config.output_dir) / config.name
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an existing run unless asked to (nothing is lost by accident)."""
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> FolderLock:
+    """Refuse to clobber an existing run unless asked to (nothing is lost by accident);
+    the run directory's lock, held (:class:`~otae._io.FolderLock`): refused while another
+    process trains there, before ``overwrite`` clears anything."""
     has_run = (run_dir / "checkpoints").exists() or (run_dir / "history.csv").exists()
     if resume and not run_dir.exists():
         raise FileNotFoundError(
@@ -182,14 +184,25 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             f"--resume: {run_dir} exists but holds no otae run to continue (no checkpoints/, "
             "history.csv or config.yaml); check the path, or drop --resume to start a new run"
         )
+    if has_run and not resume and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a run: pass --resume to continue it, --overwrite "
+            "to start again, or choose another directory with --run-dir"
+        )
+    lock = FolderLock(run_dir, "run directory").acquire()
     if has_run and not resume:
-        if not overwrite:
-            raise FileExistsError(
-                f"{run_dir} already holds a run: pass --resume to continue it, --overwrite "
-                "to start again, or choose another directory with --run-dir"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for child in run_dir.iterdir():
+                if child.name == LOCK_FILE:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        except BaseException:
+            lock.release()
+            raise
+    return lock
 
 
 def _write_json(path: Path, values: dict[str, Any]) -> None:
@@ -352,9 +365,18 @@ def run_experiment(
 
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     is_main = distributed.world()[1] == 0
-    if is_main:
-        prepare_run_dir(run_dir, resume, overwrite)
-    distributed.barrier()
+    lock = prepare_run_dir(run_dir, resume, overwrite) if is_main else None
+    try:
+        distributed.barrier()
+        return _train_and_evaluate(config, run_dir, resume, report, log, deadline, callbacks,
+                                   is_main)  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_evaluate(config, run_dir, resume, report, log, deadline, callbacks, is_main):
+    """:func:`run_experiment` once the run directory is prepared (and locked)."""
     trainer = Trainer.from_config(config, run_dir, log=log, callbacks=callbacks)
     # refused now, not after training: a Fréchet metric the data cannot have
     check_frechet_possible(config, trainer.train_data)

@@ -49,10 +49,14 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
     measures one cell and writes its ``metrics.json``; its output goes to
     ``OUT/<run>/seed<S>.log``. CPU threads are shared out evenly (OMP/MKL and torch),
     and with several GPUs each worker gets the next one (``CUDA_VISIBLE_DEVICES``).
-    ``on_done(cell)`` is called here as each worker finishes well.
+    ``on_done(cell)`` is called here as each worker finishes well. If this process is
+    interrupted or terminated (SIGTERM), its workers are terminated too, and waited for:
+    none goes on training unseen (their checkpoints of finished epochs are kept).
     """
     import os
+    import signal
     import subprocess
+    import threading
 
     threads = threads_per_run(jobs)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -60,6 +64,9 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
     running: list[tuple[subprocess.Popen, Cell, Any]] = []
     failures: list[CellFailure] = []
     slot = 0
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -95,9 +102,30 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
                     if on_done is not None:
                         on_done(cell)
     finally:
+        if running:
+            log(f"[bench] stopping {len(running)} worker(s); rerun the same command to "
+                "continue their cells from their last finished epoch")  # fmt: skip
         for process, *_ in running:
             process.terminate()
+        for process, _, handle in running:
+            try:
+                process.wait(timeout=WORKER_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            handle.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return failures
+
+
+#: seconds a terminated worker gets to exit before it is killed
+WORKER_GRACE_S = 30
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM as an exit that runs ``finally`` blocks (Python's default ends at once)."""
+    raise SystemExit(128 + signum)
 
 
 def _worker_command(cell: Cell, threads: int) -> list[str]:

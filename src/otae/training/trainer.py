@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._io import FolderLock
 from ..checks import input_checks
 from ..data import ImageDataset
 from ..discrepancies import NonFiniteInputError
@@ -368,6 +369,8 @@ class Trainer:
         #: the last step's device flag: 1.0 if its objective or gradients were not finite
         self._last_found_inf = torch.zeros((), device=self.device)
         self.epoch = 0  # completed epochs
+        #: held from :meth:`fit` to :meth:`teardown` (rank 0): a second process is refused
+        self._run_lock: FolderLock | None = None
         #: the epoch of the last checkpoint written or resumed from (None: none yet)
         self.checkpoint_epoch: int | None = None
         self.history: list[dict[str, float]] = []
@@ -813,14 +816,21 @@ class Trainer:
         calls :meth:`teardown` itself, after whatever it still reports to them
         (:func:`otae.experiment.run_experiment` does so for the final metrics).
         """
-        if resume:
-            if not self.resume():
+        if self.is_main and self._run_lock is None:
+            # before anything is read or written: one process trains in a run directory
+            self._run_lock = FolderLock(self.run_dir, "run directory").acquire()
+        try:
+            if resume and not self.resume():
                 self.log(f"no checkpoint in {self.checkpoint_dir}: starting from scratch")
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in remove_stale_temporaries(self.checkpoint_dir):
-                self.log(f"removed {stale.name}, left by a checkpoint write that was killed")
-            save_config(self.config, self.run_dir / "config.yaml")
+            if self.is_main:
+                for stale in remove_stale_temporaries(self.checkpoint_dir):
+                    self.log(f"removed {stale.name}, left by a checkpoint write that was killed")
+                save_config(self.config, self.run_dir / "config.yaml")
+        except BaseException:
+            if self._run_lock is not None:
+                self._run_lock.release()
+                self._run_lock = None
+            raise
         cfg = self.config.training
         try:
             self.callbacks.on_fit_start(self)
@@ -890,8 +900,14 @@ class Trainer:
                 self.log(f"warning: a callback failed while the run stopped: {hook_err!r}")
 
     def teardown(self) -> None:
-        """The callbacks' last call (:meth:`fit` makes it unless ``teardown=False``); once."""
-        self.callbacks.teardown(self)
+        """The callbacks' last call (:meth:`fit` makes it unless ``teardown=False``); once.
+        Also releases the run directory, which :meth:`fit` locked against other processes."""
+        try:
+            self.callbacks.teardown(self)
+        finally:
+            if self._run_lock is not None:
+                self._run_lock.release()
+                self._run_lock = None
 
     def _stop_early(self) -> bool:
         """Whether early stopping ends the run now: rank 0 decides (it alone evaluates)."""
