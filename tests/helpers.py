@@ -123,6 +123,19 @@ class Killed(RuntimeError):
     """A simulated kill of a training run."""
 
 
+def kill_in_epoch(trainer, epoch: int):
+    """Make ``trainer`` die (:class:`Killed`) when it starts epoch ``epoch``; the trainer."""
+    original = trainer.train_epoch
+
+    def dies(current):
+        if current == epoch:
+            raise Killed(f"simulated kill in epoch {current}")
+        return original(current)
+
+    trainer.train_epoch = dies
+    return trainer
+
+
 def same_weights(a, b) -> bool:
     """Whether two state dicts hold the same keys and equal tensors."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -28,6 +28,7 @@ from .helpers import (
     Killed,
     brute_force_stop,
     history_rows,
+    kill_in_epoch,
     make_trainer,
     one_error_line,
     same_weights,
@@ -125,15 +126,8 @@ def test_a_resumed_run_stops_at_the_same_epoch_with_the_same_weights(tmp_path, m
         full = train(es_config(model, **settings), tmp_path / "full")
         stop = full.early_stopping.stopped_epoch
         assert stop is not None and stop < 15
-        killed = make_trainer(es_config(model, **settings), tmp_path / "killed")
-        original = killed.train_epoch
-
-        def dies(epoch):
-            if epoch == stop:
-                raise Killed(f"simulated kill in epoch {epoch}")
-            return original(epoch)
-
-        killed.train_epoch = dies
+        killed = kill_in_epoch(make_trainer(es_config(model, **settings), tmp_path / "killed"),
+                               stop)  # fmt: skip
         with pytest.raises(Killed):
             killed.fit()
         on_disk = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")

@@ -14,7 +14,7 @@ from otae.models import build_model, model_config_from_dict
 from otae.training import Trainer, TrainingConfig
 from otae.training.optim import select_memory_format
 
-from .helpers import Killed, make_trainer, tiny_config, tiny_data
+from .helpers import Killed, kill_in_epoch, make_trainer, tiny_config, tiny_data
 
 CHANNELS_LAST = torch.channels_last
 CONTIGUOUS = torch.contiguous_format
@@ -102,15 +102,7 @@ def test_channels_last_resume_is_bit_identical_and_exports_load_contiguous(tmp_p
     try:
         full = make_trainer(conv_config(epochs=3), tmp_path / "full")
         full.fit()
-        killed = make_trainer(conv_config(epochs=3), tmp_path / "killed")
-        original = killed.train_epoch
-
-        def dies_in_epoch_3(epoch):
-            if epoch == 3:
-                raise Killed("simulated kill in the middle of epoch 3")
-            return original(epoch)
-
-        killed.train_epoch = dies_in_epoch_3
+        killed = kill_in_epoch(make_trainer(conv_config(epochs=3), tmp_path / "killed"), 3)
         with pytest.raises(Killed):
             killed.fit()
         resumed = make_trainer(conv_config(epochs=3), tmp_path / "killed")

@@ -24,7 +24,7 @@ from otae.training import (
     shipped_configs,
 )
 
-from .helpers import Killed, make_trainer, tiny_config
+from .helpers import Killed, kill_in_epoch, make_trainer, tiny_config
 
 
 # ---------------------------------------------------------------------- configs
@@ -170,15 +170,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path, model):
         full = make_trainer(tiny_config(model), tmp_path / "full")
         full.fit()
 
-        killed = make_trainer(tiny_config(model), tmp_path / "killed")
-        original = killed.train_epoch
-
-        def dies_in_epoch_3(epoch):
-            if epoch == 3:
-                raise Killed("simulated kill in the middle of epoch 3")
-            return original(epoch)
-
-        killed.train_epoch = dies_in_epoch_3
+        killed = kill_in_epoch(make_trainer(tiny_config(model), tmp_path / "killed"), 3)
         with pytest.raises(Killed):
             killed.fit()
         resumed = make_trainer(tiny_config(model), tmp_path / "killed")
