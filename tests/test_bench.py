@@ -196,6 +196,13 @@ def test_summarise_averages_a_metric_over_the_seeds_that_have_it(tmp_path):
     write_tables(tiny_bench(tmp_path), rows, tmp_path / "tables")
     table = (tmp_path / "tables" / "table.md").read_text()
     assert "| 3.00 ± 2.00 | 12.00 ± 2.83 (2 of 3 seeds) |" in table
+    # spread: se: each spread over the seeds that have the metric (2 / sqrt 3, sqrt 8 / sqrt 2)
+    bench = tiny_bench(tmp_path)
+    bench.spread = "se"
+    write_tables(bench, rows, tmp_path / "tables-se")
+    table = (tmp_path / "tables-se" / "table.md").read_text()
+    assert "| 3.00 ± 1.15 | 12.00 ± 2.00 (2 of 3 seeds) |" in table
+    assert "Mean ± standard error (std / sqrt(seeds)) over seeds [0, 1, 2]" in table
 
 
 def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):

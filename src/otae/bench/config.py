@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ..training import resolve_config_path, shipped_configs
 from ..training.config import read_yaml_mapping
@@ -84,6 +85,9 @@ class BenchConfig:
     paper: dict[str, dict[str, float]] = field(default_factory=dict)
     #: resources of each cell under ``--executor submitit`` (the flags win)
     slurm: SlurmResources = field(default_factory=SlurmResources)
+    #: the spread after ± in table.md: std over seeds, or se, the standard error of the
+    #: mean (std / sqrt(seeds)), for sets whose question is whether two rows differ
+    spread: Literal["std", "se"] = "std"
 
     def __post_init__(self) -> None:
         self.validate()

@@ -1,6 +1,6 @@
 """The bench's tables: ``runs.csv``, ``table.md`` / ``table.csv`` (mean ± std over
-seeds), ``runtime.md`` and the aggregate throughput of each invocation
-(``throughput.csv``)."""
+seeds; table.md ± the standard error with ``spread: se``), ``runtime.md`` and the
+aggregate throughput of each invocation (``throughput.csv``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from ._common import COUNTS, DISENTANGLEMENT, RATIOS, SOURCE, read_history, slug
 from .config import BenchConfig, RunOptions
 from .jobs import threads_per_run
 from .report import write_bench_report
+
+#: what table.md says follows ±, by BenchConfig.spread
+SPREADS = {"std": "std", "se": "standard error (std / sqrt(seeds))"}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -185,7 +188,8 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         "",
         bench.description.strip(),
         "",
-        f"Mean ± std over seeds {seeds} (column 'seeds': how many each row has). "
+        f"Mean ± {SPREADS[bench.spread]} over seeds {seeds} (column 'seeds': how many "
+        "each row has). "
         "Rec. loss: mean per-image sum of squared errors on "
         "the test images (pixels in [0, 1], the RAE paper's unit). classifier FD: Fréchet "
         "distance between generated and test images in the 128-d feature space of a small "
@@ -214,7 +218,8 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         epochs, short = _epochs_cell(group)
         short_rows += short
         cells = [
-            _fmt(row.get(k, math.nan), row.get(f"{k}_std", math.nan),
+            _fmt(row.get(k, math.nan),
+                 _standard_error(row, k) if bench.spread == "se" else row.get(f"{k}_std", math.nan),
                  3 if k in RATIOS else 1 if k in COUNTS else 2)
             + _fewer_seeds(row, k, len(group))
             for k, _ in metric_cols
