@@ -128,3 +128,16 @@ def test_a_folder_lock_is_reentrant_in_one_process_and_held_until_the_last_relea
     outer.release()
     outer.release()  # a second release of the same holder changes nothing
     assert acquirable_from_another_process(tmp_path)
+
+
+def test_a_file_system_without_locks_leaves_the_folder_unguarded_not_refused(tmp_path, monkeypatch):
+    import errno
+
+    from otae import _io
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(_io.fcntl, "flock", no_locks)
+    lock = _io.FolderLock(tmp_path).acquire()  # not "in use by another process"
+    lock.release()

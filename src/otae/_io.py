@@ -114,7 +114,8 @@ class FolderLock:
     stale one. Within one process the lock is re-entrant (a run directory is locked by
     ``run_experiment`` and again by the trainer it builds). A second process gets
     :class:`FolderInUseError` (an ``OSError``), one line naming the holder's pid.
-    Advisory, and POSIX only: elsewhere :meth:`acquire` locks nothing.
+    Advisory, and POSIX only: elsewhere, and on a file system that cannot lock (some
+    network and FUSE mounts), :meth:`acquire` locks nothing.
     """
 
     def __init__(self, folder: str | os.PathLike, what: str = "folder") -> None:
@@ -134,7 +135,7 @@ class FolderLock:
             try:
                 if fcntl is not None:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 holder = os.read(handle, 32).decode(errors="replace").strip()
                 os.close(handle)
                 pid = f" (pid {holder})" if holder.isdigit() else ""
@@ -142,6 +143,8 @@ class FolderLock:
                     f"{self.what} {self.folder} is in use by another process{pid}: wait "
                     "for it to end, or stop it, before using it again"
                 ) from None
+            except OSError:
+                pass  # a file system without locks (ENOLCK, EOPNOTSUPP): it stays unguarded
             os.ftruncate(handle, 0)
             os.write(handle, f"{os.getpid()}\n".encode())
             _HELD[key] = [handle, 1]
