@@ -42,7 +42,7 @@ def test_auto_is_channels_last_for_conv_nets_on_a_cpu_only():
     assert select_memory_format("auto", cpu, conv) == CHANNELS_LAST
     assert select_memory_format("auto", cpu, mlp) == CONTIGUOUS
     assert select_memory_format("auto", meta, conv) == CONTIGUOUS  # any non-CPU device
-    assert select_memory_format("auto", cpu, None) == CONTIGUOUS  # networks not otae's
+    assert select_memory_format("auto", cpu, None) == torch.preserve_format  # not otae's
     assert select_memory_format("auto", cpu, conv, compiled=True) == CONTIGUOUS
     assert select_memory_format("contiguous", cpu, conv) == CONTIGUOUS
     assert select_memory_format("channels_last", cpu, mlp) == CHANNELS_LAST
@@ -75,7 +75,15 @@ def test_a_given_model_stays_contiguous_unless_asked(tmp_path):
 
     data = dict(train_data=tiny_data(), test_data=tiny_data(16, seed=1), log=lambda m: None)
     auto = Trainer(given(), run_dir=tmp_path / "a", **data)
-    assert auto.memory_format == CONTIGUOUS
+    assert all(w.is_contiguous() for w in conv_weights(auto.model))
+    images, _ = next(auto._iterate(auto.train_data, auto.epoch_batches(0)))
+    assert images.is_contiguous()
+    # a model its author put in channels_last stays so, and so does its profiling copy
+    mine = given().to(memory_format=CHANNELS_LAST)
+    kept = Trainer(mine, run_dir=tmp_path / "c", **data)
+    assert all(w.is_contiguous(memory_format=CHANNELS_LAST) for w in conv_weights(kept.model))
+    probe = kept._profiling_copy()
+    assert all(w.is_contiguous(memory_format=CHANNELS_LAST) for w in conv_weights(probe.model))
     training = TrainingConfig(device="cpu", memory_format="channels_last")
     asked = Trainer(given(), run_dir=tmp_path / "b", training=training, **data)
     assert asked.memory_format == CHANNELS_LAST

@@ -151,8 +151,9 @@ class TrainingConfig:
     )
     #: layout of image batches and convolution weights: channels_last (NHWC), contiguous
     #: (NCHW), or auto: channels_last for otae's conv nets on a CPU in eager mode (1.02-1.11x
-    #: faster steps, docs/performance.md), contiguous elsewhere. The same model and
-    #: objective either way: only the kernels' rounding differs
+    #: faster steps, docs/performance.md), contiguous elsewhere, a model given to
+    #: Trainer(model, ...) left as it is. The same model and objective either way: only
+    #: the kernels' rounding differs
     memory_format: Literal["auto", "contiguous", "channels_last"] = setting("auto", resume="free")
     #: keep in-memory datasets (MNIST...) on the CUDA device and index them there
     data_on_device: bool = setting(True, resume="free")

@@ -31,14 +31,17 @@ def select_memory_format(
 ) -> torch.memory_format:
     """The layout of ``training.memory_format``. ``auto`` is channels_last on a CPU when
     ``model`` has 2-D convolutions (oneDNN's NHWC kernels: 1.02-1.11x faster steps,
-    ``benchmarks/results/memory_format.md``), and contiguous otherwise: on GPUs
-    (unmeasured there), for ``model=None`` (networks not known to be layout-agnostic)
-    and for ``compiled`` steps (inductor keeps convolutions NCHW, docs/performance.md)."""
+    ``benchmarks/results/memory_format.md``); contiguous on GPUs (unmeasured there) and
+    for ``compiled`` steps (inductor keeps convolutions NCHW, docs/performance.md); and
+    ``preserve_format`` (the layouts left as they are) for ``model=None``: networks
+    that otae did not build, which may ``view`` activations as NCHW."""
     if spec == "contiguous":
         return torch.contiguous_format
     if spec == "channels_last":
         return torch.channels_last
-    if model is None or compiled or device.type != "cpu":
+    if model is None:
+        return torch.preserve_format
+    if compiled or device.type != "cpu":
         return torch.contiguous_format
     convolutional = any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
     return torch.channels_last if convolutional else torch.contiguous_format

@@ -322,7 +322,9 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         self.model: Autoencoder = make_model(self.device)
-        #: layout of the image batches and the convolution weights (training.memory_format)
+        self._own_networks = own_networks
+        #: layout of the image batches and the convolution weights (training.memory_format;
+        #: preserve_format: a given model's and the data's own, untouched)
         self.memory_format = select_memory_format(
             config.training.memory_format, self.device, self.model if own_networks else None,
             compiled=config.training.compile,
@@ -670,9 +672,6 @@ class Trainer:
             early_stopping=dataclasses.replace(self.config.training.early_stopping,
                                                enabled=False),
             loggers=[], progress=False, tensorboard=False,
-            # the layout the run resolved (auto depends on who built the networks)
-            memory_format=("channels_last" if self.memory_format == torch.channels_last
-                           else "contiguous"),
         )  # fmt: skip
         config = dataclasses.replace(
             self.config,
@@ -683,7 +682,7 @@ class Trainer:
         probe._setup(config, self.run_dir, self.train_data, self.test_data,
                      lambda device: copy.deepcopy(self.model).to(device).train(),
                      model_name=self.model_name, log=lambda message: None, callbacks=[],
-                     world=(1, 0))  # fmt: skip
+                     world=(1, 0), own_networks=self._own_networks)  # fmt: skip
         return probe
 
     def epoch_batches(self, epoch: int) -> list[Tensor]:
