@@ -64,11 +64,16 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
     running: list[tuple[subprocess.Popen, Cell, Any]] = []
     failures: list[CellFailure] = []
     slot = 0
+    # SIGTERM only sets a flag, read between the pool's own steps: raised from the
+    # handler, the exit could fall between starting a worker and recording it
+    terminated: list[int] = []
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     try:
         while pending or running:
+            if terminated:
+                raise SystemExit(128 + terminated[0])
             while pending and len(running) < jobs:
                 cell = pending.pop(0)
                 out_dir = Path(cell.out_dir)
@@ -83,8 +88,8 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
                 process = subprocess.Popen(
                     command, stdout=handle, stderr=subprocess.STDOUT, env=env
                 )
-                log(f"[bench] {cell.name}: started ({threads} threads, log {log_path})")
                 running.append((process, cell, handle))
+                log(f"[bench] {cell.name}: started ({threads} threads, log {log_path})")
             time.sleep(0.5)
             for entry in list(running):
                 process, cell, handle = entry
@@ -101,6 +106,8 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
                     log(f"[bench] {cell.name}: worker done")
                     if on_done is not None:
                         on_done(cell)
+        if terminated:  # during the last worker's end: its cell is done, nothing to stop
+            raise SystemExit(128 + terminated[0])
     finally:
         if running:
             log(f"[bench] stopping {len(running)} worker(s); rerun the same command to "
@@ -122,10 +129,6 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
 #: seconds a terminated worker gets to exit before it is killed
 WORKER_GRACE_S = 30
 
-
-def _exit_on_sigterm(signum, frame) -> None:
-    """SIGTERM as an exit that runs ``finally`` blocks (Python's default ends at once)."""
-    raise SystemExit(128 + signum)
 
 
 def _worker_command(cell: Cell, threads: int) -> list[str]:
