@@ -19,6 +19,8 @@ from .config import BenchConfig
 #: fp32), 7 runs at once trained 1.85x the epochs per minute of one run at a time
 #: (benchmarks/results/mnist-paper/runtime.md); more were not measured
 RUNS_PER_GPU = 7
+#: seconds a terminated worker gets to exit before it is killed
+WORKER_GRACE_S = 30
 
 
 def default_jobs(bench: BenchConfig, tasks, overrides: list[str]) -> int:
@@ -124,11 +126,6 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return failures
-
-
-#: seconds a terminated worker gets to exit before it is killed
-WORKER_GRACE_S = 30
-
 
 
 def _worker_command(cell: Cell, threads: int) -> list[str]:

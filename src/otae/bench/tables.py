@@ -218,8 +218,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
         epochs, short = _epochs_cell(group)
         short_rows += short
         cells = [
-            _fmt(row.get(k, math.nan),
-                 _standard_error(row, k) if bench.spread == "se" else row.get(f"{k}_std", math.nan),
+            _fmt(row.get(k, math.nan), _spread(row, k, bench.spread),
                  3 if k in RATIOS else 1 if k in COUNTS else 2)
             + _fewer_seeds(row, k, len(group))
             for k, _ in metric_cols
@@ -303,6 +302,11 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     if per_factor:
         atomic_write_text(out_dir / "per_factor.md", "\n".join(per_factor) + "\n")
     write_bench_report(bench, records, rows, out_dir)
+
+
+def _spread(row: dict[str, Any], key: str, kind: str) -> float:
+    """What follows ± for ``key`` (:data:`SPREADS`): the std over seeds, or its standard error."""
+    return _standard_error(row, key) if kind == "se" else row.get(f"{key}_std", math.nan)
 
 
 def _standard_error(row: dict[str, Any], key: str) -> float:

@@ -270,7 +270,7 @@ class Trainer:
         model), data parallelism, optimisers. ``world`` overrides ``(world size, rank)``
         (the profiling copy is one process alone). ``own_networks``: the networks are
         otae's architectures, known to run in any memory layout (a given model's may
-        ``view`` activations as NCHW, so ``memory_format=auto`` keeps it contiguous)."""
+        ``view`` activations as NCHW, so ``memory_format=auto`` leaves its layout)."""
         self.config = config
         self.model_name = model_name
         self.run_dir = Path(run_dir)
@@ -826,9 +826,7 @@ class Trainer:
                     self.log(f"removed {stale.name}, left by a checkpoint write that was killed")
                 save_config(self.config, self.run_dir / "config.yaml")
         except BaseException:
-            if self._run_lock is not None:
-                self._run_lock.release()
-                self._run_lock = None
+            self._release_run_lock()
             raise
         cfg = self.config.training
         try:
@@ -904,9 +902,12 @@ class Trainer:
         try:
             self.callbacks.teardown(self)
         finally:
-            if self._run_lock is not None:
-                self._run_lock.release()
-                self._run_lock = None
+            self._release_run_lock()
+
+    def _release_run_lock(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     def _stop_early(self) -> bool:
         """Whether early stopping ends the run now: rank 0 decides (it alone evaluates)."""
