@@ -401,6 +401,48 @@ def test_decoder_normalisation_statistics_are_those_of_the_mixture_it_trains_on(
     assert float(norm.running_var.min()) > 5.0
 
 
+def test_critic_steps_decode_only_prior_samples_when_the_decoder_is_per_image():
+    """A decoder without batch statistics maps each code on its own: the critic's steps
+    then decode the prior samples alone (the reconstructions would be discarded), and give
+    the same values as decoding both code sets."""
+    model = _model("factorised_normal", n_critic=3)
+    assert not model.decoder_mixes_batch()
+    sizes = []
+    original = model.decode
+
+    def counting(z):
+        sizes.append(z.shape[0])
+        return original(z)
+
+    model.decode = counting
+    x = _batch(16)
+    gen = torch.Generator().manual_seed(0)
+    outs = [model.critic_loss(x, gen, reuse_samples=step > 0) for step in range(3)]
+    assert sizes == [16, 16, 16]
+    model.loss(x, gen)
+    assert sizes[-1] == 32  # the generator step decodes codes and prior samples together
+    model.decode = original
+    model.decoder_mixes_batch = lambda: True  # the batch-statistics path: both in one pass
+    both = _model("factorised_normal", n_critic=3)
+    both.decoder_mixes_batch = lambda: True
+    gen = torch.Generator().manual_seed(0)
+    for step, out in enumerate(outs):
+        ref = both.critic_loss(x, gen, reuse_samples=step > 0)
+        for key in ("total", "critic_w", "gradient_penalty"):
+            torch.testing.assert_close(ref[key], out[key], rtol=1e-12, atol=1e-12)
+
+
+def test_decoder_mixes_batch_means_batch_statistics():
+    model = _model("factorised_normal")
+    norm = torch.nn.BatchNorm1d(2, dtype=torch.float64)
+    model.decoder = torch.nn.Sequential(norm, model.decoder)
+    assert model.decoder_mixes_batch()  # training mode: batch statistics
+    model.eval()
+    assert not model.decoder_mixes_batch()  # running statistics: per image
+    norm.track_running_stats = False
+    assert model.decoder_mixes_batch()  # no running statistics: batch statistics always
+
+
 class _Shifted(torch.nn.Module):
     """An encoder whose posterior means are moved by ``offset``."""
 

@@ -435,22 +435,39 @@ class GWAE(Autoencoder):
         decoded = self.decode(torch.cat([z, z_prior.to(z.dtype)]))
         return decoded[: z.shape[0]], decoded[z.shape[0]:]
 
+    def decoder_mixes_batch(self) -> bool:
+        """Whether a decoding depends on the other codes of its batch: a batch-norm layer
+        of the decoder normalising with batch statistics (training mode, or no running
+        statistics)."""
+        return any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and (m.training or not m.track_running_stats)
+            for m in self.decoder.modules()
+        )
+
     def _joint_samples(
         self, x: Tensor, generator: noise.Generatorish,
-        posterior: tuple[Tensor, Tensor | None] | None = None,
-    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
+        posterior: tuple[Tensor, Tensor | None] | None = None, reconstruct: bool = True,
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor | None]:
         """Encoder pair code ``z`` and its ``logvar``; the prior samples of the whole batch;
         this rank's decoder pairs ``(z_prior, x_prior)``; the reconstructions ``dec(z)``.
 
         ``posterior``: the batch's ``(mean, logvar)`` if already encoded. Randomness from
         ``generator``, in order: posterior draw, prior samples (both drawn for the global
-        batch in data-parallel training; each rank decodes its rows).
+        batch in data-parallel training; each rank decodes its rows). Without
+        ``reconstruct`` (the critic's steps) the reconstructions are None and the codes
+        are decoded only where the decoder normalises with batch statistics, so that
+        ``x_prior`` is the same decoding as in the generator step.
         """
         mean, logvar = self.encode(x) if posterior is None else posterior
         z = self.reparameterise(mean, logvar, generator)
         z_prior_all = self.prior.sample(self.shards.global_rows(x.shape[0]), generator)
         z_prior = self.shards.local_rows(z_prior_all)
-        x_rec, x_prior = self.decode_both(z, z_prior)
+        if reconstruct or self.decoder_mixes_batch():
+            x_rec, x_prior = self.decode_both(z, z_prior)
+        else:
+            # each image its own code's function: the reconstructions would be wasted work
+            x_rec, x_prior = None, self.decode(z_prior.to(z.dtype))
         return z, logvar, z_prior_all, z_prior, x_prior, x_rec
 
     # ------------------------------------------------------------------ objective
@@ -468,6 +485,7 @@ class GWAE(Autoencoder):
         """
         cfg = self.config
         z, logvar, z_prior_all, z_prior, x_prior, x_rec = self._joint_samples(x, generator)
+        assert x_rec is not None
         sse = (upcast(x_rec) - x).pow(2).flatten(1).sum(1)
         # the relational term sees the global batch (x_prior gathered with gradients), in fp32
         with full_precision(x):
@@ -520,7 +538,9 @@ class GWAE(Autoencoder):
                 posterior = self._critic_posterior if reuse_samples else None
                 if posterior is None:
                     posterior = self.encode(x)
-                z, _, _, z_prior, x_prior, _ = self._joint_samples(x, generator, posterior)
+                z, _, _, z_prior, x_prior, _ = self._joint_samples(
+                    x, generator, posterior, reconstruct=False
+                )
             self._critic_pairs = (z, z_prior, x_prior) if shared else None
             self._critic_posterior = posterior
         n = x.shape[0]

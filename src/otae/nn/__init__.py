@@ -1,4 +1,5 @@
-"""Encoders and decoders: the paper's conv nets, a small conv net, MLPs.
+"""Encoders and decoders: the RAE paper's conv nets, the GWAE authors' conv nets, a small
+conv net, MLPs.
 
 ``build_networks(architecture, image_shape, latent_dim, probabilistic, **options)``
 returns a compatible ``(encoder, decoder)`` pair; :data:`ARCHITECTURES` lists the names.
@@ -12,6 +13,7 @@ from typing import Any
 
 from .base import Decoder, Encoder, MLPDecoder, MLPEncoder, count_parameters
 from .conv import conv_block, deconv_block, paper_celeba, paper_mnist, small_conv
+from .gwae_conv import gwae_conv
 
 NetworkFactory = Callable[..., tuple[Encoder, Decoder]]
 
@@ -30,6 +32,7 @@ ARCHITECTURES: dict[str, NetworkFactory] = {
     "paper_mnist": paper_mnist,
     "paper_celeba": paper_celeba,
     "small_conv": small_conv,
+    "gwae_conv": gwae_conv,
 }
 
 
@@ -65,6 +68,7 @@ __all__ = [
     "conv_block",
     "count_parameters",
     "deconv_block",
+    "gwae_conv",
     "paper_celeba",
     "paper_mnist",
     "small_conv",

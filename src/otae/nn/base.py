@@ -2,10 +2,11 @@
 
 * An :class:`Encoder` maps images ``(N, C, H, W)`` to ``(mean, logvar)``, each
   ``(N, latent_dim)``; ``logvar`` is ``None`` for deterministic encoders. A body
-  produces features, and one linear head (two for probabilistic encoders, spec
-  §6) maps them to the code.
-* A :class:`Decoder` maps codes ``(N, latent_dim)`` to images ``(N, C, H, W)``
-  with a linear output (no sigmoid, as in the paper).
+  produces features, and one linear head (two for probabilistic encoders, RAE
+  paper §6.1) maps them to the code.
+* A :class:`Decoder` maps codes ``(N, latent_dim)`` to images ``(N, C, H, W)``,
+  with a linear output (no sigmoid, as in the RAE paper) except where an
+  architecture says otherwise (``gwae_conv``'s sigmoid, as the GWAE authors').
 
 Both check their input shape at the boundary and raise a ``ValueError`` naming
 the expected and received shapes, instead of a matmul error from inside torch.

@@ -35,7 +35,9 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def _channel_list(name: str, option: str, values: Sequence[int], length: int | None) -> list[int]:
+def channel_list(name: str, option: str, values: Sequence[int], length: int | None) -> list[int]:
+    """``values`` as positive ints (``length`` of them unless None), or a one-line
+    ValueError naming the architecture ``name`` and its ``option``."""
     try:
         channels = [int(c) for c in values]
     except (TypeError, ValueError):
@@ -108,8 +110,8 @@ def _paper(
             f"{name} is built for {_fmt(expected)} images, got {_fmt(shape)}; "
             f"use {net.alternative} or small_conv"
         )
-    enc_channels = _channel_list(name, "channels", channels, 4)
-    dec_channels = _channel_list(name, "decoder_channels", decoder_channels, net.n_up + 1)
+    enc_channels = channel_list(name, "channels", channels, 4)
+    dec_channels = channel_list(name, "decoder_channels", decoder_channels, net.n_up + 1)
 
     layers: list[nn.Module] = []
     width, size = shape[0], shape[1]
@@ -162,7 +164,7 @@ def small_conv(
 ) -> tuple[Encoder, Decoder]:
     """Small conv net for images with sides divisible by ``2 ** len(channels)``."""
     shape = as_shape_tuple(image_shape)
-    chans = _channel_list("small_conv", "channels", channels, None)
+    chans = channel_list("small_conv", "channels", channels, None)
     hidden = int(hidden)
     if hidden < 1:
         raise ValueError(f"small_conv: hidden must be a positive integer, got {hidden}")

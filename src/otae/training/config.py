@@ -53,7 +53,7 @@ class DataConfig:
 
 @dataclass
 class NetworkConfig:
-    #: paper_mnist, paper_celeba, small_conv or mlp (see ``otae list``)
+    #: paper_mnist, paper_celeba, gwae_conv, small_conv or mlp (see ``otae list``)
     architecture: str = setting("small_conv", resume="refused")
     #: keyword options of the architecture (e.g. channels: [32, 64])
     options: dict[str, Any] = setting(factory=dict, resume="refused")
