@@ -147,7 +147,7 @@ def test_batchnorm_heads_standardise_the_codes_in_training():
 @pytest.mark.parametrize(
     ("shape", "options", "message"),
     [
-        ((1, 28, 28), {}, "divisible by 16, got 1x28x28; use fewer channels"),
+        ((1, 28, 28), {}, "divisible by 16 .*got 1x28x28; change data.image_size or the number of channels"),
         ((1, 32, 32), {"output": "tanh"}, "output must be one of sigmoid, linear"),
         ((1, 32, 32), {"batchnorm_momentum": 0.0}, r"batchnorm_momentum must be in \(0, 1\]"),
         ((1, 32, 32), {"channels": (8, -1)}, "positive integers"),

@@ -50,12 +50,14 @@ Where otae departs, and why:
   changes only in its own steps, and a pure forward can be traced by
   ``torch.func`` and ``torch.compile``;
 * posterior codes and prior samples go through the decoder in ONE pass
-  (:meth:`GWAE.decode_both`), in the generator step and in every critic step. The
-  authors' decoder has no normalisation layers, so for it this changes nothing;
-  with batch normalisation, separate passes would normalise each set with its own
-  batch statistics in training while evaluation uses running statistics of their
-  alternation (measured on ``shapes``: a test loss of 106 against 32 with batch
-  statistics, after 2 epochs);
+  (:meth:`GWAE.decode_both`), in the generator step and, for a decoder with batch
+  statistics, in every critic step. The authors' decoder has no normalisation
+  layers, so for it this changes nothing; with batch normalisation, separate passes
+  would normalise each set with its own batch statistics in training while
+  evaluation uses running statistics of their alternation (measured on ``shapes``: a
+  test loss of 106 against 32 with batch statistics, after 2 epochs). A decoder
+  without batch statistics decodes only the prior samples in the critic steps (the
+  authors decode the codes too, and discard them);
 * in :meth:`GWAE.loss` the critic is evaluated with *detached* parameters and the
   critic step draws its pairs without gradient, so neither step leaves gradients
   in the other's parameters (the authors zero them before each step instead).

@@ -77,6 +77,29 @@ def _conv_out(size: int) -> int:
     return (size + 2 - 4) // 2 + 1
 
 
+def halving_geometry(
+    name: str, image_shape: Sequence[int], channels: Sequence[int], hidden: int
+) -> tuple[tuple[int, int, int], list[int], int, tuple[int, int]]:
+    """Checked settings of a net that halves the image once per entry of ``channels``
+    (``small_conv``, ``gwae_conv``): the shape, the channels, ``hidden`` and the
+    ``(height, width)`` at the lowest resolution; a one-line ValueError naming ``name``
+    otherwise."""
+    shape = as_shape_tuple(image_shape)
+    chans = channel_list(name, "channels", channels, None)
+    hidden = int(hidden)
+    if hidden < 1:
+        raise ValueError(f"{name}: hidden must be a positive integer, got {hidden}")
+    factor = 2 ** len(chans)
+    c, h, w = shape
+    if h % factor or w % factor:
+        raise ValueError(
+            f"{name} with {len(chans)} conv layers needs image height and width divisible "
+            f"by {factor} (e.g. {c}x{factor * 7}x{factor * 7}, {c}x{factor * 8}x{factor * 8}), "
+            f"got {_fmt(shape)}; change data.image_size or the number of channels"
+        )
+    return shape, chans, hidden, (h // factor, w // factor)
+
+
 @dataclass(frozen=True)
 class _PaperNet:
     """What tells the RAE paper's two conv nets apart (its §6.1); the rest is :func:`_paper`."""
@@ -163,20 +186,10 @@ def small_conv(
     hidden: int = 256,
 ) -> tuple[Encoder, Decoder]:
     """Small conv net for images with sides divisible by ``2 ** len(channels)``."""
-    shape = as_shape_tuple(image_shape)
-    chans = channel_list("small_conv", "channels", channels, None)
-    hidden = int(hidden)
-    if hidden < 1:
-        raise ValueError(f"small_conv: hidden must be a positive integer, got {hidden}")
-    factor = 2 ** len(chans)
-    c, h, w = shape
-    if h % factor or w % factor:
-        raise ValueError(
-            f"small_conv with {len(chans)} conv layers needs image height and width divisible "
-            f"by {factor} (e.g. {c}x{factor * 7}x{factor * 7}, {c}x{factor * 8}x{factor * 8}), "
-            f"got {_fmt(shape)}; change data.image_size or the number of channels"
-        )
-    h_low, w_low = h // factor, w // factor
+    shape, chans, hidden, (h_low, w_low) = halving_geometry(
+        "small_conv", image_shape, channels, hidden
+    )
+    c = shape[0]
     n_low = chans[-1] * h_low * w_low
 
     layers: list[nn.Module] = []

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import Decoder, Encoder, as_shape_tuple
-from .conv import channel_list
+from .base import Decoder, Encoder
+from .conv import halving_geometry
 
 #: pixels are clamped to [LOGIT_EPS, 1 - LOGIT_EPS] before the encoder's logit (vaetc's)
 LOGIT_EPS = 1e-4
@@ -67,26 +67,16 @@ def gwae_conv(
     output: str = "sigmoid",
 ) -> tuple[Encoder, Decoder]:
     """The GWAE authors' conv nets (vaetc's), for sides divisible by ``2 ** len(channels)``."""
-    shape = as_shape_tuple(image_shape)
-    chans = channel_list("gwae_conv", "channels", channels, None)
-    hidden = int(hidden)
-    if hidden < 1:
-        raise ValueError(f"gwae_conv: hidden must be a positive integer, got {hidden}")
+    shape, chans, hidden, (h_low, w_low) = halving_geometry(
+        "gwae_conv", image_shape, channels, hidden
+    )
     if output not in OUTPUTS:
         raise ValueError(f"gwae_conv: output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     momentum = float(batchnorm_momentum)
     if not 0.0 < momentum <= 1.0:
         raise ValueError(f"gwae_conv: batchnorm_momentum must be in (0, 1], got {momentum}")
     batchnorm = bool(batchnorm)
-    factor = 2 ** len(chans)
-    c, h, w = shape
-    if h % factor or w % factor:
-        raise ValueError(
-            f"gwae_conv with {len(chans)} entries in channels needs image height and width "
-            f"divisible by {factor}, got {c}x{h}x{w}; use fewer channels (e.g. 2 entries for "
-            "28x28) or another data.image_size"
-        )
-    h_low, w_low = h // factor, w // factor
+    c = shape[0]
     n_low = chans[-1] * h_low * w_low
 
     body: list[nn.Module] = [Logit()]
