@@ -310,6 +310,11 @@ def test_config_defaults_and_validation():
     for bad in ({"n_critic": 0}, {"distance_coef_init": 0.0}, {"lambda_w": -1.0}, {"critic_hidden": [0]}):
         with pytest.raises(ValueError):
             model_config_from_dict({"name": "gwae", **bad})
+    assert config.gmm_scales == "column_sums"  # the authors' code as it runs
+    with pytest.raises(ValueError, match="model.gmm_scales must be one of column_sums, matrix"):
+        model_config_from_dict({"name": "gwae", "gmm_scales": "full"})
+    model = _model("gmm", gmm_scales="matrix")
+    assert model.prior.scale_mode == "matrix"
 
 
 @pytest.mark.parametrize("prior", ["neural", "factorised_neural", "gmm"])

@@ -112,10 +112,18 @@ def test_factorised_uniform_has_unit_variance_and_its_support():
     assert list(prior.parameters()) == []
 
 
-def test_gumbel_mixture_samples_the_mixture_law():
+def _authors_scaled(eps, a):
+    """The GWAE authors' expression for a sample's scaled noise, written as theirs:
+    ``(eps[:, None, :] * A[membership]).sum(dim=1)``."""
+    return (eps[:, None, :] * a).sum(dim=1)
+
+
+@pytest.mark.parametrize("scales", ["column_sums", "matrix"])
+def test_gumbel_mixture_samples_the_mixture_law(scales):
     """Forward values are Gumbel-max draws: component frequencies match softmax(logits),
-    and each sample is mu_c + A_c^T eps before the normalisation."""
-    prior = GumbelMixturePrior(2, 3, generator=gen(0)).double()
+    and each sample is mu_c plus the authors' expression of the scaled noise
+    (``column_sums``) or A_c^T eps (``matrix``) before the normalisation."""
+    prior = GumbelMixturePrior(2, 3, scales=scales, generator=gen(0)).double()
     with torch.no_grad():
         prior.logits.copy_(torch.tensor([0.0, 1.0, -1.0]))
     n = 60_000
@@ -128,7 +136,9 @@ def test_gumbel_mixture_samples_the_mixture_law():
     g = gen(2)
     membership = prior.membership(10, g).detach().argmax(1)
     eps = torch.randn(10, 2, generator=g, dtype=torch.float64)
-    raw = prior.means[membership] + torch.einsum("ni,nij->nj", eps, prior.scales[membership])
+    a = prior.scales[membership]
+    scaled = _authors_scaled(eps, a) if scales == "column_sums" else torch.einsum("ni,nij->nj", eps, a)
+    raw = prior.means[membership] + scaled
     expected = torch.nn.functional.batch_norm(raw, None, None, training=True, eps=prior.norm.eps)
     torch.testing.assert_close(prior.sample(10, gen(2)), expected.detach())
 
@@ -149,8 +159,11 @@ def test_gumbel_mixture_weights_learn_under_a_loss_that_favours_one_component():
     assert float(prior.weights[0].detach()) > 0.9
 
 
-def test_gumbel_mixture_responsibilities_are_its_gaussian_densities():
-    prior = GumbelMixturePrior(2, 3, generator=gen(0)).double()
+@pytest.mark.parametrize("scales", ["column_sums", "matrix"])
+def test_gumbel_mixture_responsibilities_are_its_gaussian_densities(scales):
+    prior = GumbelMixturePrior(2, 3, scales=scales, generator=gen(0)).double()
+    with torch.no_grad():  # scales far from the identity, so that the two laws differ
+        prior.scales.copy_(torch.tensor([[[1.0, 0.8], [0.3, 0.5]]] * 3, dtype=torch.float64))
     prior.sample(500, gen(1))  # move the running statistics off their initial values
     prior.eval()
     z = torch.randn(7, 2, generator=gen(2), dtype=torch.float64)
@@ -168,6 +181,20 @@ def test_gumbel_mixture_responsibilities_are_its_gaussian_densities():
     s = prior.sample_component(1, 100_000, gen(3)).detach()
     torch.testing.assert_close(s.mean(0), means[1].detach(), rtol=0, atol=0.03)
     torch.testing.assert_close(torch.cov(s.T), cov[1].detach(), rtol=0.05, atol=0.03)
+    if scales == "column_sums":  # the authors' components are diagonal: stds 1.3 and 1.3
+        raw = torch.diagonal(prior.component_covariances()[1]).detach()
+        torch.testing.assert_close(raw, torch.tensor([1.69, 1.69], dtype=torch.float64))
+        assert float(cov[1, 0, 1].detach()) == 0.0
+    else:  # A^T A = [[1.09, 0.95], [0.95, 0.89]]
+        torch.testing.assert_close(
+            prior.component_covariances()[1].detach(),
+            torch.tensor([[1.09, 0.95], [0.95, 0.89]], dtype=torch.float64),
+        )
+
+
+def test_gumbel_mixture_scales_are_validated():
+    with pytest.raises(ValueError, match="scales must be one of column_sums, matrix"):
+        GumbelMixturePrior(2, 3, scales="cholesky")
 
 
 def test_gwae_gmm_clusters_by_its_own_responsibilities():

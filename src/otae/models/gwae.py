@@ -82,6 +82,7 @@ from torch.nn import functional as F
 from .. import noise
 from ..priors import GaussianMixturePrior, Prior, StandardNormalPrior
 from ..priors.meta import (
+    MIXTURE_SCALES,
     FactorisedNeuralPrior,
     FactorisedQuantilePrior,
     FactorisedUniformPrior,
@@ -301,6 +302,9 @@ class GWAEConfig(ModelConfig):
     factorised_hidden: int = 16
     #: temperature of the straight-through Gumbel-softmax gradient of "gmm"'s weights
     gumbel_temperature: float = 1.0
+    #: how "gmm"'s component matrices scale the noise: "column_sums" (the authors' code as
+    #: it runs: diagonal components) or "matrix" (full covariance), GumbelMixturePrior
+    gmm_scales: str = "column_sums"
     #: critic steps of a batch draw "fresh" encoder/decoder pairs each (an encoder and a
     #: decoder pass per step, the authors' way), or "shared": the first step's pairs serve
     #: all n_critic steps (one pass per batch; the interpolation points are still redrawn)
@@ -337,6 +341,11 @@ class GWAEConfig(ModelConfig):
         for field in ("critic_hidden", "sampler_hidden"):
             if any(int(h) < 1 for h in getattr(self, field)):
                 raise ValueError(f"model.{field} sizes must be >= 1, got {getattr(self, field)}")
+        if self.gmm_scales not in MIXTURE_SCALES:
+            raise ValueError(
+                f"model.gmm_scales must be one of {', '.join(MIXTURE_SCALES)}, "
+                f"got {self.gmm_scales!r}"
+            )
         if self.critic_samples not in ("fresh", "shared"):
             raise ValueError(
                 f"model.critic_samples must be 'fresh' or 'shared', got {self.critic_samples!r}"
@@ -360,7 +369,8 @@ def build_meta_prior(config: GWAEConfig, generator: torch.Generator | None = Non
         return FactorisedUniformPrior(d)
     if config.prior == "gmm":
         return GumbelMixturePrior(
-            d, config.n_components, temperature=config.gumbel_temperature, generator=generator
+            d, config.n_components, temperature=config.gumbel_temperature,
+            scales=config.gmm_scales, generator=generator,
         )
     if config.prior == "factorised_quantile":
         return FactorisedQuantilePrior(d, config.factorised_hidden, generator=generator)

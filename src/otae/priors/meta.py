@@ -235,14 +235,29 @@ class FactorisedUniformPrior(Prior):
         return torch.zeros(1, self.latent_dim, device=self._device(), dtype=self._dtype())
 
 
+#: how GumbelMixturePrior's scale matrices A_k act on the noise (its docstring)
+MIXTURE_SCALES = ("column_sums", "matrix")
+
+
 class GumbelMixturePrior(Prior):
-    r"""GWAE's clustering meta-prior: a learnt mixture of ``K`` full-covariance Gaussians.
+    r"""GWAE's clustering meta-prior: a learnt mixture of ``K`` Gaussians.
 
     A sample draws its component ``c = argmax_k (log pi_k + g_k)``, ``g_k`` standard
-    Gumbel noise (Gumbel-max: ``c ~ Categorical(pi)``), then
-    ``z = BN(mu_c + A_c^T eps)``, ``eps ~ N(0, I_d)``, with the output normalisation
-    of the module doc. Initialisation as the authors': ``mu_k ~ N(0, I)``,
-    ``A_k = I + 0.01 * N(0, 1)^{d x d}``, logits ``~ N(0, 1)``.
+    Gumbel noise (Gumbel-max: ``c ~ Categorical(pi)``), then ``z = BN(mu_c + S_c(eps))``,
+    ``eps ~ N(0, I_d)``, with the output normalisation of the module doc. Each component
+    has a ``d x d`` parameter matrix ``A_k``; initialisation as the authors':
+    ``mu_k ~ N(0, I)``, ``A_k = I + 0.01 * N(0, 1)^{d x d}``, logits ``~ N(0, 1)``.
+
+    ``scales`` says how ``A_k`` acts on the noise:
+
+    * ``"column_sums"`` (default), the authors' code as it runs:
+      ``S_k(eps)_i = eps_i * sum_j A_k[j, i]``. Their expression
+      ``(eps[:, None, :] * A[c]).sum(dim=1)`` multiplies elementwise and sums over the
+      matrix's rows, so each component is a *diagonal* Gaussian whose standard
+      deviations are the column sums of ``A_k`` (about ``1 +- 0.01 sqrt(d)`` at
+      initialisation);
+    * ``"matrix"``: ``S_k(eps) = A_k^T eps``, a full-covariance component
+      (covariance ``A_k^T A_k``), what a matrix per component suggests.
 
     Departure from the authors' code: there the component index comes from a hard
     ``argmax`` alone, so the mixture weights ``pi = softmax(logits)`` never receive a
@@ -259,13 +274,17 @@ class GumbelMixturePrior(Prior):
         n_components: int = 10,
         *,
         temperature: float = 1.0,
+        scales: str = "column_sums",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(latent_dim, n_components)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if scales not in MIXTURE_SCALES:
+            raise ValueError(f"scales must be one of {', '.join(MIXTURE_SCALES)}, got {scales!r}")
         k, d = self.n_components, self.latent_dim
         self.temperature = float(temperature)
+        self.scale_mode = scales
         self.means = nn.Parameter(torch.randn(k, d, generator=generator))
         self.scales = nn.Parameter(torch.eye(d) + 0.01 * torch.randn(k, d, d, generator=generator))
         self.logits = nn.Parameter(torch.randn(k, generator=generator))
@@ -277,8 +296,17 @@ class GumbelMixturePrior(Prior):
         return self.logits.softmax(0)
 
     def _components(self, eps: Tensor) -> Tensor:
-        """``(n, K, d)``: ``mu_k + A_k^T eps_n`` for every component."""
+        """``(n, K, d)``: ``mu_k + S_k(eps_n)`` for every component."""
+        if self.scale_mode == "column_sums":
+            return self.means + eps.unsqueeze(1) * self.scales.sum(1)
         return self.means + torch.einsum("ni,kij->nkj", eps, self.scales)
+
+    def component_covariances(self) -> Tensor:
+        """``(K, d, d)`` covariances of the components before the output normalisation:
+        ``diag(column sums of A_k)^2`` or ``A_k^T A_k``."""
+        if self.scale_mode == "column_sums":
+            return torch.diag_embed(self.scales.sum(1).square())
+        return self.scales.transpose(1, 2) @ self.scales
 
     def membership(self, n: int, generator: noise.Generatorish = None) -> Tensor:
         """``(n, K)`` straight-through one-hot component indicators (value: hard one-hot)."""
@@ -307,14 +335,14 @@ class GumbelMixturePrior(Prior):
         one component cannot be standardised by its own statistics)."""
         self._check_component(k)
         eps = self._noise(n, generator)
-        return self._normalise_eval(self.means[k] + eps @ self.scales[k])
+        return self._normalise_eval(self._components(eps)[:, k])
 
     def normalised_components(self) -> tuple[Tensor, Tensor]:
         """``(K, d)`` means and ``(K, d, d)`` covariances of the components after the
         output normalisation with its running statistics (an affine map per coordinate)."""
         inv_std = (self.norm.running_var + self.norm.eps).rsqrt()
         means = (self.means - self.norm.running_mean) * inv_std
-        cov = self.scales.transpose(1, 2) @ self.scales
+        cov = self.component_covariances()
         return means, cov * inv_std[:, None] * inv_std[None, :]
 
     def log_responsibilities(self, z: Tensor) -> Tensor:
@@ -385,6 +413,7 @@ class FactorisedQuantilePrior(_ImplicitPrior):
 
 
 __all__ = [
+    "MIXTURE_SCALES",
     "FactorisedNeuralPrior",
     "FactorisedQuantilePrior",
     "FactorisedUniformPrior",
