@@ -131,6 +131,15 @@ def test_shipped_bench_sets_load_and_name_existing_configs():
     assert len(quick.seeds) >= 3 and len(quick.runs) == 13
 
 
+def test_a_run_name_with_a_comma_is_refused(tmp_path):
+    """--models splits on commas, so such a run could never be picked alone."""
+    path = tmp_path / "set.yaml"
+    path.write_text("name: s\nseeds: [0]\nruns:\n"
+                    "  - {name: 'GWAE (gmm, full)', config: mnist/gwae-quick}\n")  # fmt: skip
+    with pytest.raises(ValueError, match="cannot contain a comma .*'GWAE \\(gmm, full\\)'"):
+        load_bench(path)
+
+
 def test_bench_end_to_end_on_two_models(tmp_path):
     bench_file = tmp_path / "tiny.yaml"
     bench_file.write_text(

@@ -98,6 +98,12 @@ class BenchConfig:
         names = [r.name for r in self.runs]
         if len(set(names)) != len(names):
             raise ValueError(f"bench run names must be unique, got {names}")
+        with_comma = [n for n in names if "," in n]
+        if with_comma:  # --models takes a comma-separated list of names
+            raise ValueError(
+                f"bench run names cannot contain a comma (--models splits on commas), got "
+                f"{with_comma[0]!r}"
+            )
         if not self.seeds:
             raise ValueError("a bench set needs at least one seed")
         if self.classifier_fd_samples < 0 or self.fid_samples < 0:
