@@ -126,10 +126,12 @@ def test_divergence_is_reported_once_the_epoch_is_checked(tmp_path):
         trainer.train_epoch(1)
 
 
-def _compiled_and_eager(model, tmp_path, backend):
+def _compiled_and_eager(model, tmp_path, backend, configure=None):
     # like for like: compiled steps keep convolutions NCHW (training.memory_format=auto)
     def contiguous(config):
         config.training.memory_format = "contiguous"
+        if configure is not None:
+            configure(config)
 
     def compiled(config):
         config.training.compile = True
@@ -204,11 +206,11 @@ def _float32_resolution(trainer, x, seed, draws=2):
     return worst
 
 
-def _check_compiled_matches_eager(model, tmp_path, backend, rtol):
+def _check_compiled_matches_eager(model, tmp_path, backend, rtol, configure=None):
     import torch._dynamo
 
     torch._dynamo.reset()
-    eager, fast, x = _compiled_and_eager(model, tmp_path, backend)
+    eager, fast, x = _compiled_and_eager(model, tmp_path, backend, configure)
     # first call: eager, recording the draws (spherical models: again once the search
     # has a warm start); then the compiled graph, with fresh noise each time
     for seed in (1, 2, 3):
@@ -223,6 +225,25 @@ def test_compiled_objective_matches_eager_with_no_graph_break(model, tmp_path):
     """aot_eager: AOTAutograd's traced forward and backward, run op by op (fast to build).
     fullgraph=True makes any graph break an error."""
     _check_compiled_matches_eager(model, tmp_path, "aot_eager", 1e-5)
+
+
+def _authors_nets(config):
+    """GWAE on the authors' nets (no batch norm): its critic steps decode prior samples
+    alone, another path through the step than the batch-normalised tiny net's."""
+    config.network.architecture = "gwae_conv"
+    config.network.options = {"channels": [4, 8], "hidden": 16}
+
+
+def test_gwae_on_the_authors_nets_syncs_nowhere_and_compiles_whole(tmp_path):
+    trainer, x = _trainer("gwae", tmp_path / "eager", _authors_nets)
+    assert not trainer.model.decoder_mixes_batch()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        trainer.step(x, gen)
+    with OpCounter() as counts:
+        trainer.step(x, gen)
+    assert counts.syncs == 0, counts.summary()
+    _check_compiled_matches_eager("gwae", tmp_path / "compiled", "aot_eager", 1e-5, _authors_nets)
 
 
 @pytest.mark.slow
