@@ -437,6 +437,31 @@ def test_critic_steps_decode_only_prior_samples_when_the_decoder_is_per_image():
             torch.testing.assert_close(ref[key], out[key], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("critic", ["authors", "mlp"])
+def test_one_critic_pass_gives_each_pairs_own_value(critic):
+    """Both sets of pairs go through the critic in one pass: the same values as a pass
+    per set and as a pass per pair (the critic has no batch statistics)."""
+    torch.manual_seed(0)
+    config = model_config_from_dict({"name": "gwae", "latent_dim": 3, "critic": critic,
+                                     "critic_hidden": [16]})  # fmt: skip
+    model = build_model(config, (1, 8, 8), "mlp", {"hidden": (16,)}).double()
+    x, xp = _batch(5), _batch(5, seed=4)
+    z, zp = (torch.randn(5, 3, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+             for s in (5, 6))  # fmt: skip
+    f_enc, f_dec = model.critic_values(x, z, xp, zp)
+    torch.testing.assert_close(f_enc, model.critic(x, z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(f_dec, model.critic(xp, zp), rtol=1e-12, atol=1e-12)
+    one_by_one = torch.cat([model.critic(xp[i:i + 1], zp[i:i + 1]) for i in range(5)])
+    torch.testing.assert_close(f_dec, one_by_one, rtol=1e-12, atol=1e-12)
+    frozen = {n: p.detach() for n, p in model.critic.named_parameters()}
+    z_in = z.clone().requires_grad_()
+    f_enc_frozen, _ = model.critic_values(x, z_in, xp, zp, frozen)
+    torch.testing.assert_close(f_enc_frozen, f_enc, rtol=0, atol=0)
+    f_enc_frozen.sum().backward()  # the generator step: gradients reach the codes only
+    assert z_in.grad is not None and float(z_in.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in model.critic.parameters())
+
+
 def test_decoder_mixes_batch_means_batch_statistics():
     model = _model("factorised_normal")
     norm = torch.nn.BatchNorm1d(2, dtype=torch.float64)
