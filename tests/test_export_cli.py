@@ -62,7 +62,9 @@ def test_encode_writes_codes_and_labels_from_a_folder_or_a_run(run, tmp_path):
 
     images = build_dataset("mnist", "test", subset=7).get_batch(torch.arange(7))[0].float()
     with torch.no_grad():
-        assert np.array_equal(a["codes"][:7], model.embed(images).numpy())
+        # the same codes to float32 rounding: oneDNN's kernels may block a batch of 7
+        # differently from one of 4096 (bit-identical on one CPU, not on another)
+        np.testing.assert_allclose(a["codes"][:7], model.embed(images).numpy(), rtol=1e-5, atol=1e-6)
     # a deterministic encoder: its "sample" is the code itself
     assert np.array_equal(a["samples"], a["codes"])
 
