@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -468,7 +469,15 @@ def test_a_terminated_bench_terminates_its_workers(tmp_path):
     try:
         started = [coordinator.stdout.readline() for _ in range(2)]
         assert all("started" in line for line in started), started
-        workers = [pid for pid in _processes_with(marker) if pid != coordinator.pid]
+        # Popen returns when the worker's exec closes its close-on-exec pipe, which the
+        # kernel does before it sets the new program's arguments: for a moment the
+        # worker's /proc cmdline is empty, so wait for the exec to complete
+        deadline = time.monotonic() + 30
+        while True:
+            workers = [pid for pid in _processes_with(marker) if pid != coordinator.pid]
+            if len(workers) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert len(workers) == 2
         coordinator.send_signal(signal.SIGTERM)
         assert coordinator.wait(timeout=60) == 128 + signal.SIGTERM
