@@ -254,6 +254,45 @@ def test_an_epoch_starts_only_if_it_ends_before_the_deadline(tmp_path):
     assert trainer._time_for_an_epoch(None)
 
 
+def test_a_deadline_allows_for_each_epochs_evaluation(tmp_path, monkeypatch):
+    """The epoch's evaluation counts: with 1 s of training and 3 s of evaluation per epoch
+    (a fake clock), a 10 s deadline stops after epoch 2 (8 s), where the training time
+    alone (1 s) would start a third that ends at 12 s."""
+    import types
+
+    import otae.training.trainer as trainer_module
+    from otae.training.callbacks import Callback
+
+    clock = [0.0]
+    fake_time = types.SimpleNamespace(time=lambda: clock[0], perf_counter=lambda: clock[0])
+    monkeypatch.setattr(trainer_module, "time", fake_time)
+
+    class SlowEvaluation(Callback):
+        def on_evaluate(self, trainer, epoch):
+            clock[0] += 3.0
+            return {}
+
+    config = tiny_config()
+    config.training.epochs = 5
+    trainer = make_trainer(config, tmp_path, callbacks=[SlowEvaluation()])
+    train_epoch = trainer.train_epoch
+
+    def one_second(epoch):
+        clock[0] += 1.0
+        return train_epoch(epoch)
+
+    trainer.train_epoch = one_second
+    trainer.fit(deadline=10.0)
+    assert trainer.epoch == 2 and clock[0] == 8.0
+    assert trainer.epoch_wall_s == [4.0, 4.0]
+    assert [row["epoch_time_s"] for row in trainer.history] == [1.0, 1.0]
+    # resumed in a new process: no wall time of its own yet, the history's training time
+    resumed = make_trainer(config, tmp_path)
+    assert resumed.resume() and resumed.epoch_wall_s == []
+    clock[0] = 0.0
+    assert resumed._time_for_an_epoch(1.5) and not resumed._time_for_an_epoch(0.5)
+
+
 def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monkeypatch):
     from otae.training import Trainer
 
