@@ -192,6 +192,23 @@ def test_gumbel_mixture_responsibilities_are_its_gaussian_densities(scales):
         )
 
 
+@pytest.mark.parametrize("scales", ["column_sums", "matrix"])
+def test_gumbel_mixture_one_component_is_that_column_of_all(scales):
+    """sample_component computes only its component: the same values as every component's
+    samples from the same noise, column k."""
+    prior = GumbelMixturePrior(3, 4, scales=scales).double()
+    with torch.no_grad():
+        prior.scales.add_(0.5 * torch.randn(prior.scales.shape, generator=gen(0),
+                                            dtype=torch.float64))
+    eps = torch.randn(6, 3, generator=gen(1), dtype=torch.float64)
+    every = prior._components(eps)
+    for k in range(4):
+        torch.testing.assert_close(prior._component(eps, k), every[:, k], rtol=0, atol=1e-14)
+    prior.eval()
+    expected = prior._normalise_eval(prior._components(prior._noise(5, gen(2)))[:, 2])
+    torch.testing.assert_close(prior.sample_component(2, 5, gen(2)), expected, rtol=0, atol=0)
+
+
 def test_gumbel_mixture_scales_are_validated():
     with pytest.raises(ValueError, match="scales must be one of column_sums, matrix"):
         GumbelMixturePrior(2, 3, scales="cholesky")

@@ -301,6 +301,12 @@ class GumbelMixturePrior(Prior):
             return self.means + eps.unsqueeze(1) * self.scales.sum(1)
         return self.means + torch.einsum("ni,kij->nkj", eps, self.scales)
 
+    def _component(self, eps: Tensor, k: int) -> Tensor:
+        """``(n, d)``: ``mu_k + S_k(eps_n)`` for component ``k`` alone."""
+        if self.scale_mode == "column_sums":
+            return self.means[k] + eps * self.scales[k].sum(0)
+        return self.means[k] + eps @ self.scales[k]
+
     def component_covariances(self) -> Tensor:
         """``(K, d, d)`` covariances of the components before the output normalisation:
         ``diag(column sums of A_k)^2`` or ``A_k^T A_k``."""
@@ -335,7 +341,7 @@ class GumbelMixturePrior(Prior):
         one component cannot be standardised by its own statistics)."""
         self._check_component(k)
         eps = self._noise(n, generator)
-        return self._normalise_eval(self._components(eps)[:, k])
+        return self._normalise_eval(self._component(eps, k))
 
     def normalised_components(self) -> tuple[Tensor, Tensor]:
         """``(K, d)`` means and ``(K, d, d)`` covariances of the components after the
