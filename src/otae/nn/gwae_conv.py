@@ -72,10 +72,16 @@ def gwae_conv(
     )
     if output not in OUTPUTS:
         raise ValueError(f"gwae_conv: output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    # a YAML typo ("ture", "no") would otherwise pass as a truthy string
+    if not isinstance(batchnorm, bool):
+        raise ValueError(f"gwae_conv: batchnorm must be true or false, got {batchnorm!r}")
+    if isinstance(batchnorm_momentum, bool) or not isinstance(batchnorm_momentum, (int, float)):
+        raise ValueError(
+            f"gwae_conv: batchnorm_momentum must be a number in (0, 1], got {batchnorm_momentum!r}"
+        )
     momentum = float(batchnorm_momentum)
     if not 0.0 < momentum <= 1.0:
         raise ValueError(f"gwae_conv: batchnorm_momentum must be in (0, 1], got {momentum}")
-    batchnorm = bool(batchnorm)
     c = shape[0]
     n_low = chans[-1] * h_low * w_low
 
