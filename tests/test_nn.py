@@ -298,6 +298,32 @@ def test_bad_options_are_value_errors():
         build_networks("small_conv", (1, 28, 28), 8, False, channels=(8, 0))
 
 
+@pytest.mark.parametrize(
+    ("architecture", "options", "message"),
+    [
+        # a string is a sequence: "32" would have read as channels [3, 2]
+        ("small_conv", {"channels": "32"}, "small_conv: channels must be a list of integers, got '32'"),
+        ("small_conv", {"channels": [True, 2]}, "small_conv: channels must be a list of integers"),
+        ("paper_mnist", {"channels": [64, 128.5, 256, 512]}, "paper_mnist: channels must be a list of integers"),
+        ("small_conv", {"hidden": True}, "small_conv: hidden must be a positive integer, got True"),
+        ("gwae_conv", {"hidden": 2.5}, "gwae_conv: hidden must be a positive integer, got 2.5"),
+        ("mlp", {"hidden": "big"}, "mlp: hidden must be a list of integers, got 'big'"),
+        ("mlp", {"hidden": [0]}, r"mlp: hidden must be positive integers, got \[0\]"),
+        ("mlp", {"hidden": 256}, "mlp: hidden must be a list of integers, got 256"),
+    ],
+)
+def test_option_values_of_the_wrong_kind_are_one_line_errors(architecture, options, message):
+    shape = (1, 28, 28) if architecture == "paper_mnist" else (1, 32, 32)
+    with pytest.raises(ValueError, match=message):
+        build_networks(architecture, shape, 8, True, **options)
+
+
+def test_an_mlp_without_hidden_layers_is_linear():
+    encoder, decoder = build_networks("mlp", (1, 4, 4), 3, False, hidden=[])
+    assert sum(isinstance(m, torch.nn.Linear) for m in encoder.modules()) == 1
+    assert sum(isinstance(m, torch.nn.Linear) for m in decoder.modules()) == 1
+
+
 def test_paper_channel_options_are_honoured():
     encoder, decoder = build_networks(
         "paper_mnist", (1, 28, 28), 8, False, channels=(8, 8, 16, 16), decoder_channels=(16, 8, 4)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .base import Decoder, Encoder, MLPDecoder, MLPEncoder, count_parameters
-from .conv import conv_block, deconv_block, paper_celeba, paper_mnist, small_conv
+from .conv import channel_list, conv_block, deconv_block, paper_celeba, paper_mnist, small_conv
 from .gwae_conv import gwae_conv
 
 NetworkFactory = Callable[..., tuple[Encoder, Decoder]]
@@ -20,7 +20,7 @@ NetworkFactory = Callable[..., tuple[Encoder, Decoder]]
 
 def _mlp(image_shape, latent_dim, probabilistic, hidden=(512, 256)):
     """Fully connected nets for any image shape (hidden=(512, 256); decoder mirrored)."""
-    hidden = tuple(hidden)
+    hidden = tuple(channel_list("mlp", "hidden", hidden, None, allow_empty=True))
     return (
         MLPEncoder(image_shape, latent_dim, probabilistic, hidden=hidden),
         MLPDecoder(image_shape, latent_dim, hidden=tuple(reversed(hidden))),

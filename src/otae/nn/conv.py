@@ -23,6 +23,8 @@ shapes it accepts, before any layer is created.
 
 from __future__ import annotations
 
+import numbers
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,14 +37,32 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def channel_list(name: str, option: str, values: Sequence[int], length: int | None) -> list[int]:
-    """``values`` as positive ints (``length`` of them unless None), or a one-line
-    ValueError naming the architecture ``name`` and its ``option``."""
-    try:
-        channels = [int(c) for c in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: {option} must be a list of integers, got {values!r}") from None
-    if not channels or min(channels) < 1:
+def _is_int(value: object) -> bool:
+    # bool is an int to Python, and a float 2.5 would be truncated: neither is a width
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name: str, option: str, value: object) -> int:
+    """``value`` as an int >= 1, or a one-line ValueError naming the architecture ``name``
+    and its ``option``."""
+    if not _is_int(value) or int(value) < 1:
+        raise ValueError(f"{name}: {option} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def channel_list(
+    name: str, option: str, values: Sequence[int], length: int | None, allow_empty: bool = False
+) -> list[int]:
+    """``values`` as positive ints (``length`` of them unless None; at least one unless
+    ``allow_empty``), or a one-line ValueError naming the architecture ``name`` and its
+    ``option``."""
+    # a string is a sequence too: "32" would read as channels [3, 2]
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not all(
+        _is_int(c) for c in values
+    ):
+        raise ValueError(f"{name}: {option} must be a list of integers, got {values!r}")
+    channels = [int(c) for c in values]
+    if (not channels and not allow_empty) or any(c < 1 for c in channels):
         raise ValueError(f"{name}: {option} must be positive integers, got {values!r}")
     if length is not None and len(channels) != length:
         raise ValueError(
@@ -86,9 +106,7 @@ def halving_geometry(
     otherwise."""
     shape = as_shape_tuple(image_shape)
     chans = channel_list(name, "channels", channels, None)
-    hidden = int(hidden)
-    if hidden < 1:
-        raise ValueError(f"{name}: hidden must be a positive integer, got {hidden}")
+    hidden = positive_int(name, "hidden", hidden)
     factor = 2 ** len(chans)
     c, h, w = shape
     if h % factor or w % factor:
