@@ -24,7 +24,6 @@ shapes it accepts, before any layer is created.
 from __future__ import annotations
 
 import numbers
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 
