@@ -466,6 +466,28 @@ def test_a_setting_added_later_keeps_earlier_cells(tmp_path):
     )
 
 
+def test_a_restarted_cells_worker_log_keeps_every_start(tmp_path, monkeypatch):
+    """The worker log is appended to, a dated line before each start; a failure is named by
+    the last line of its own start's output (or its exit status when it printed none)."""
+    import sys
+    import types
+
+    from otae.bench import jobs
+
+    outputs = iter(["print('epoch 1'); print('otae: error: first failure'); raise SystemExit(2)",
+                    "raise SystemExit(3)", "print('epoch 2')"])  # fmt: skip
+    monkeypatch.setattr(jobs, "_worker_command",
+                        lambda cell, threads: [sys.executable, "-c", next(outputs)])  # fmt: skip
+    cell = types.SimpleNamespace(out_dir=str(tmp_path), run=types.SimpleNamespace(name="r"),
+                                 seed=0, name="r seed 0")  # fmt: skip
+    failures = [jobs.train_in_parallel([cell], 1, lambda m: None) for _ in range(3)]
+    assert [[f.error for f in fs] for fs in failures] == [["first failure"], ["exit 3"], []]
+    lines = (tmp_path / "r" / "seed0.log").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("[bench] r seed 0: worker started ")] \
+        == ["epoch 1", "otae: error: first failure", "epoch 2"]
+    assert len(lines) == 6
+
+
 TERMINATED_COORDINATOR = """
 import sys, types
 from otae.bench import jobs

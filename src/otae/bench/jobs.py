@@ -63,7 +63,7 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
     threads = threads_per_run(jobs)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     pending = list(cells)
-    running: list[tuple[subprocess.Popen, Cell, Any]] = []
+    running: list[tuple[subprocess.Popen, Cell, Any, int]] = []
     failures: list[CellFailure] = []
     slot = 0
     # SIGTERM only sets a flag, read between the pool's own steps: raised from the
@@ -86,21 +86,28 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
                     env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
                 slot += 1
                 command = _worker_command(cell, threads)
-                handle = log_path.open("w")
+                # appended: a cell that restarts (a time limit, a failure) keeps the log
+                # of its earlier starts, each after a line that dates it
+                handle = log_path.open("a")
+                started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+                handle.write(f"[bench] {cell.name}: worker started {started}\n")
+                handle.flush()
+                offset = handle.tell()  # this start's output begins here
                 process = subprocess.Popen(
                     command, stdout=handle, stderr=subprocess.STDOUT, env=env
                 )
-                running.append((process, cell, handle))
+                running.append((process, cell, handle, offset))
                 log(f"[bench] {cell.name}: started ({threads} threads, log {log_path})")
             time.sleep(0.5)
             for entry in list(running):
-                process, cell, handle = entry
+                process, cell, handle, offset = entry
                 if process.poll() is None:
                     continue
                 running.remove(entry)
                 handle.close()
                 if process.returncode != 0:
-                    tail = Path(handle.name).read_text().strip().splitlines()[-1:] or [""]
+                    output = Path(handle.name).read_bytes()[offset:].decode(errors="replace")
+                    tail = output.strip().splitlines()[-1:] or [""]
                     error = tail[0].removeprefix("otae: error: ") or f"exit {process.returncode}"
                     failures.append(CellFailure(cell.name, error, handle.name))
                     log(f"[bench] {cell.name}: worker failed (exit {process.returncode})")
@@ -116,7 +123,7 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
                 "continue their cells from their last finished epoch")  # fmt: skip
         for process, *_ in running:
             process.terminate()
-        for process, _, handle in running:
+        for process, _, handle, _ in running:
             try:
                 process.wait(timeout=WORKER_GRACE_S)
             except subprocess.TimeoutExpired:
