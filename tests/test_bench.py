@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -513,11 +514,9 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
-def test_a_terminated_bench_terminates_its_workers(tmp_path):
-    """SIGTERM to the process that runs the local pool stops its workers too (no worker
-    trains on unseen, to collide with the next invocation's), and it says how to go on."""
-    import signal
+def _coordinator_with_two_workers(tmp_path):
+    """A process running the local pool with two sleeping workers, once both have
+    started: ``(coordinator, marker)``, the marker in the workers' command lines."""
     import subprocess
     import sys
     import uuid
@@ -527,25 +526,60 @@ def test_a_terminated_bench_terminates_its_workers(tmp_path):
         [sys.executable, "-c", TERMINATED_COORDINATOR, str(tmp_path), marker],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    started = [coordinator.stdout.readline() for _ in range(2)]
+    assert all("started" in line for line in started), started
+    # Popen returns when the worker's exec closes its close-on-exec pipe, which the
+    # kernel does before it sets the new program's arguments: for a moment the
+    # worker's /proc cmdline is empty, so wait for the exec to complete
+    deadline = time.monotonic() + 30
+    while True:
+        workers = [pid for pid in _processes_with(marker) if pid != coordinator.pid]
+        if len(workers) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(workers) == 2
+    return coordinator, marker
+
+
+def _stop_all(coordinator, marker):
+    import signal
+
+    coordinator.kill()
+    coordinator.wait()
+    for pid in _processes_with(marker):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_a_terminated_bench_terminates_its_workers(tmp_path):
+    """SIGTERM to the process that runs the local pool stops its workers too (no worker
+    trains on unseen, to collide with the next invocation's), and it says how to go on."""
+    import signal
+
+    coordinator, marker = _coordinator_with_two_workers(tmp_path)
     try:
-        started = [coordinator.stdout.readline() for _ in range(2)]
-        assert all("started" in line for line in started), started
-        # Popen returns when the worker's exec closes its close-on-exec pipe, which the
-        # kernel does before it sets the new program's arguments: for a moment the
-        # worker's /proc cmdline is empty, so wait for the exec to complete
-        deadline = time.monotonic() + 30
-        while True:
-            workers = [pid for pid in _processes_with(marker) if pid != coordinator.pid]
-            if len(workers) >= 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert len(workers) == 2
         coordinator.send_signal(signal.SIGTERM)
         assert coordinator.wait(timeout=60) == 128 + signal.SIGTERM
         rest = coordinator.stdout.read()
         assert "stopping 2 worker(s); rerun the same command to continue" in rest, rest
         assert _processes_with(marker) == []
     finally:
-        coordinator.kill()
-        for pid in _processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
+        _stop_all(coordinator, marker)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_bench_leaves_no_worker_training(tmp_path):
+    """SIGKILL gives the pool no chance to stop its workers: the kernel sends them SIGTERM
+    when their parent dies (the workers here sleep, with SIGTERM's default action)."""
+    import signal
+
+    coordinator, marker = _coordinator_with_two_workers(tmp_path)
+    try:
+        coordinator.send_signal(signal.SIGKILL)
+        assert coordinator.wait(timeout=60) == -signal.SIGKILL
+        deadline = time.monotonic() + 30
+        while _processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_with(marker) == []
+    finally:
+        _stop_all(coordinator, marker)

@@ -53,7 +53,9 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
     and with several GPUs each worker gets the next one (``CUDA_VISIBLE_DEVICES``).
     ``on_done(cell)`` is called here as each worker finishes well. If this process is
     interrupted or terminated (SIGTERM), its workers are terminated too, and waited for:
-    none goes on training unseen (their checkpoints of finished epochs are kept).
+    none goes on training unseen (their checkpoints of finished epochs are kept). On
+    Linux a worker is also sent SIGTERM when this process dies without that chance
+    (SIGKILL, the out-of-memory killer): :func:`_terminated_with_parent`.
     """
     import os
     import signal
@@ -61,6 +63,7 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
     import threading
 
     threads = threads_per_run(jobs)
+    die_with_parent = _terminated_with_parent(os.getpid())
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     pending = list(cells)
     running: list[tuple[subprocess.Popen, Cell, Any, int]] = []
@@ -94,7 +97,8 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
                 handle.flush()
                 offset = handle.tell()  # this start's output begins here
                 process = subprocess.Popen(
-                    command, stdout=handle, stderr=subprocess.STDOUT, env=env
+                    command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                    preexec_fn=die_with_parent,
                 )
                 running.append((process, cell, handle, offset))
                 log(f"[bench] {cell.name}: started ({threads} threads, log {log_path})")
@@ -133,6 +137,35 @@ def train_in_parallel(cells: list[Cell], jobs: int, log, on_done=None) -> list[C
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return failures
+
+
+def _terminated_with_parent(parent: int):
+    """A ``preexec_fn`` that asks Linux to send the worker SIGTERM when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``), so that a coordinator killed without the chance to
+    stop its workers (SIGKILL) leaves none training; None elsewhere, or without libc.
+
+    The C function is looked up here, in the parent: between fork and exec the child
+    only calls it (loading a library there could wait on a lock held by another thread).
+    """
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def _worker_command(cell: Cell, threads: int) -> list[str]:
