@@ -40,6 +40,8 @@ def shape_statistics(z: np.ndarray) -> dict[str, float]:
     corr = np.corrcoef(z, rowvar=False)
     off = np.abs(corr[~np.eye(corr.shape[0], dtype=bool)]) if z.shape[1] > 1 else np.zeros(1)
     return {
+        "excess_kurtosis": [round(float(k), 4) for k in kurtosis],
+        "skew": [round(float(v), 4) for v in skew],
         "std_mean": float(std.mean()),
         "excess_kurtosis_mean": float(kurtosis.mean()),
         "excess_kurtosis_min": float(kurtosis.min()),
@@ -56,12 +58,27 @@ def measure(run_dir: Path) -> dict:
     with torch.no_grad():
         prior = model.prior.sample(PRIOR_SAMPLES, torch.Generator().manual_seed(0))
     codes = np.load(run_dir / "test_codes.npz")["codes"]
+    prior_stats, code_stats = shape_statistics(prior.double().numpy()), shape_statistics(codes)
     return {
         "run": str(run_dir),
-        "prior": shape_statistics(prior.double().numpy()),
-        "codes": shape_statistics(codes),
+        "prior": prior_stats,
+        "codes": code_stats,
+        "skew_signs_shared": skew_signs_shared(prior_stats["skew"], code_stats["skew"]),
         "factorised": factorised_parameters(model.prior),
     }
+
+
+#: a marginal this skewed (|skew| >= 0.1) has a side for the codes to follow
+SKEWED = 0.1
+
+
+def skew_signs_shared(prior_skew, code_skew) -> list[int]:
+    """``[shared, skewed]``: of the prior's dimensions with |skew| >= :data:`SKEWED`, how
+    many the codes skew the same way in. A prior whose marginals are not Gaussian singles
+    out its axes (a rotation changes them); codes that follow its skew dimension by
+    dimension are being pulled onto those axes."""
+    pairs = [(p, c) for p, c in zip(prior_skew, code_skew, strict=True) if abs(p) >= SKEWED]
+    return [sum((p > 0) == (c > 0) for p, c in pairs), len(pairs)]
 
 
 def factorised_parameters(prior) -> dict[str, float] | None:
@@ -106,6 +123,22 @@ def markdown(rows: list[dict], info: dict) -> str:
             f"[{c['excess_kurtosis_min']:.2f}, {c['excess_kurtosis_max']:.2f}] "
             f"| {c['max_abs_correlation']:.2f} |"
         )
+    for r in rows:
+        p, c = r["prior"], r["codes"]
+        shared, skewed = r.get("skew_signs_shared", [0, 0])
+        lines += [
+            "",
+            f"{r['run']}, per dimension: excess kurtosis and skew of the prior's samples and "
+            f"of the test codes (the codes skew the prior's way in {shared} of its {skewed} "
+            f"dimensions with |skew| >= {SKEWED}).",
+            "",
+            "| dim | prior kurtosis | prior skew | codes kurtosis | codes skew |",
+            "|---|---|---|---|---|",
+            *(f"| z{k} | {pk:.2f} | {ps:.2f} | {ck:.2f} | {cs:.2f} |"
+              for k, (pk, ps, ck, cs) in enumerate(zip(p["excess_kurtosis"], p["skew"],
+                                                       c["excess_kurtosis"], c["skew"],
+                                                       strict=True))),
+        ]  # fmt: skip
     factorised = [r for r in rows if r.get("factorised")]
     if factorised:
         lines += [

@@ -391,6 +391,15 @@ def test_prior_marginals_statistics_of_known_laws():
     assert rotated["max_abs_correlation"] < 0.01
     mixed = module.shape_statistics(np.c_[u[:, 0], u[:, 0] + u[:, 1]])
     assert mixed["max_abs_correlation"] == pytest.approx(1 / np.sqrt(2), abs=0.01)
+    # per dimension: an exponential law has skew 2 and excess kurtosis 6; a mirrored one -2
+    e = rng.exponential(size=(n, 1))
+    skewed = module.shape_statistics(np.c_[e, -e, rng.standard_normal((n, 1))])
+    assert skewed["skew"][:2] == [pytest.approx(2.0, rel=0.05), pytest.approx(-2.0, rel=0.05)]
+    assert skewed["excess_kurtosis"][0] == pytest.approx(6.0, rel=0.15)
+    assert abs(skewed["skew"][2]) < 0.02
+    # the sign count: only the prior's dimensions with |skew| >= 0.1 count
+    assert module.skew_signs_shared([2.0, -1.5, 0.05, 0.3], [0.4, 0.2, -0.9, 0.1]) == [2, 3]
+    assert module.skew_signs_shared([0.0, 0.05], [1.0, -1.0]) == [0, 0]
     # a factorised prior's parameters as constructed; other priors have none
     from otae.priors.meta import FactorisedQuantilePrior, NeuralPrior
 
