@@ -125,7 +125,7 @@ def markdown(rows: list[dict], info: dict) -> str:
         )
     for r in rows:
         p, c = r["prior"], r["codes"]
-        shared, skewed = r.get("skew_signs_shared", [0, 0])
+        shared, skewed = r["skew_signs_shared"]
         lines += [
             "",
             f"{r['run']}, per dimension: excess kurtosis and skew of the prior's samples and "

@@ -23,6 +23,7 @@ they turn it on, the momentum is their ``BATCHNORM_MOMENTUM = 0.5``, the default
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -75,7 +76,7 @@ def gwae_conv(
     # a YAML typo ("ture", "no") would otherwise pass as a truthy string
     if not isinstance(batchnorm, bool):
         raise ValueError(f"gwae_conv: batchnorm must be true or false, got {batchnorm!r}")
-    if isinstance(batchnorm_momentum, bool) or not isinstance(batchnorm_momentum, (int, float)):
+    if isinstance(batchnorm_momentum, bool) or not isinstance(batchnorm_momentum, numbers.Real):
         raise ValueError(
             f"gwae_conv: batchnorm_momentum must be a number in (0, 1], got {batchnorm_momentum!r}"
         )

@@ -810,9 +810,9 @@ class Trainer:
         ``deadline`` (a ``time.time()`` value) stops training at the last epoch boundary
         before it: an epoch is started only if the mean wall time of an epoch so far,
         its evaluation and checkpoints included, says it ends in time (the first one
-        always starts). The checkpoints are those of the last
-        finished epoch, so the run continues later with ``resume``. Under torchrun the
-        ranks stop together (rank 0 alone keeps the history that decides).
+        always starts). The checkpoints are those of the last finished epoch, so the run
+        continues later with ``resume``. Under torchrun the ranks stop together (rank 0
+        alone keeps the history that decides).
 
         The callbacks get ``on_fit_start`` ... ``on_fit_end`` (or ``on_exception``, and the
         error propagates), then ``teardown`` unless ``teardown=False``: the caller then
