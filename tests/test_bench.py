@@ -287,11 +287,21 @@ def test_a_deadline_allows_for_each_epochs_evaluation(tmp_path, monkeypatch):
     assert trainer.epoch == 2 and clock[0] == 8.0
     assert trainer.epoch_wall_s == [4.0, 4.0]
     assert [row["epoch_time_s"] for row in trainer.history] == [1.0, 1.0]
-    # resumed in a new process: no wall time of its own yet, the history's training time
+    # resumed in a new process: epoch 2's checkpoint holds epoch 1's wall time (its own
+    # ends after the checkpoint is written), so the next slice still allows for evaluation
     resumed = make_trainer(config, tmp_path)
-    assert resumed.resume() and resumed.epoch_wall_s == []
+    assert resumed.resume() and resumed.epoch_wall_s == [4.0]
     clock[0] = 0.0
-    assert resumed._time_for_an_epoch(1.5) and not resumed._time_for_an_epoch(0.5)
+    assert resumed._time_for_an_epoch(4.0) and not resumed._time_for_an_epoch(3.5)
+    # a checkpoint without wall times (written before they were kept): training time alone
+    from otae.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    del state["epoch_wall_s"]
+    older = make_trainer(config, tmp_path)
+    older.load_state_dict(state)
+    assert older.epoch == 2 and older.epoch_wall_s == []
+    assert older._time_for_an_epoch(1.5) and not older._time_for_an_epoch(0.5)
 
 
 def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monkeypatch):

@@ -377,8 +377,9 @@ class Trainer:
         self.checkpoint_epoch: int | None = None
         self.history: list[dict[str, float]] = []
         self.best_value = math.inf
-        #: wall seconds of each epoch this process ran, its evaluation, checkpoints and
-        #: callbacks included (what a deadline must allow for; ``epoch_time_s`` is training)
+        #: wall seconds of each epoch, its evaluation, checkpoints and callbacks included
+        #: (what a deadline must allow for; ``epoch_time_s`` is training alone); kept in
+        #: the checkpoint, where an epoch's own wall time joins from the next epoch's on
         self.epoch_wall_s: list[float] = []
 
     # ------------------------------------------------------------------ state
@@ -397,6 +398,7 @@ class Trainer:
             "history": self.history,
             "best_value": self.best_value,
             "rng": rng_state(),
+            "epoch_wall_s": list(self.epoch_wall_s),
         }
         if self.critic_optimizer is not None:
             state["critic_optimizer"] = self.critic_optimizer.state_dict()
@@ -433,6 +435,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self.best_value = float(state["best_value"])
+        # absent from checkpoints written before the wall times were kept
+        self.epoch_wall_s = [float(t) for t in state.get("epoch_wall_s", [])]
         set_rng_state(state["rng"])
 
     def _check_resume_config(self, state: dict[str, Any], path: Path | str) -> None:
@@ -938,9 +942,10 @@ class Trainer:
 
     def _time_for_an_epoch(self, deadline: float | None) -> bool:
         """Whether one more epoch ends by ``deadline``, at the mean wall time of the epochs
-        this process ran (evaluation and checkpoints included: on a shapes_fine run with
-        the disentanglement curve they add half the training time); right after a resume,
-        at the history's mean training time."""
+        so far (evaluation and checkpoints included: on a shapes_fine run with the
+        disentanglement curve they add half the training time); before any wall time is
+        known (a resume after one epoch, an older checkpoint), at the history's mean
+        training time."""
         if deadline is None:
             return True
         times = self.epoch_wall_s or [
