@@ -304,6 +304,33 @@ def test_a_deadline_allows_for_each_epochs_evaluation(tmp_path, monkeypatch):
     assert older._time_for_an_epoch(1.5) and not older._time_for_an_epoch(0.5)
 
 
+def test_a_bench_updates_a_shared_results_folder_under_its_lock(tmp_path, monkeypatch):
+    """Benches with their own --out may share one --results at the same time: each
+    rewrites it under the folder's lock, so none writes back rows read before another's
+    update. A holder that does not let go in time gets one clear error, and the trained
+    cell is kept for the next invocation."""
+    from otae._io import FolderInUseError
+    from otae.bench import runner
+
+    from .test_io import hold_in_another_process
+
+    bench = tiny_bench(tmp_path)
+    results = tmp_path / "results"
+    quiet = {"log": lambda m: None, "results_dir": results}
+    monkeypatch.setattr(runner, "RESULTS_WAIT_S", 0.2)
+    holder = hold_in_another_process(results)
+    try:
+        with pytest.raises(FolderInUseError, match=rf"bench results folder {results} is in use"):
+            run_bench(bench, tmp_path / "out-a", only=["VAE"], **quiet)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (results / "runs.csv").exists()
+    run_bench(bench, tmp_path / "out-b", only=["RAE (D)"], **quiet)
+    run_bench(bench, tmp_path / "out-a", only=["VAE"], **quiet)  # trained before: not again
+    assert set(_rows(results)) == {"VAE", "RAE (D)"}
+
+
 def test_bench_rows_accumulate_and_a_time_limit_marks_short_rows(tmp_path, monkeypatch):
     from otae.training import Trainer
 

@@ -117,6 +117,33 @@ def test_a_folder_lock_refuses_another_process_until_it_dies(tmp_path):
         assert (folder / LOCK_FILE).read_text().strip() == str(os.getpid())
 
 
+def test_a_folder_lock_asked_to_wait_takes_the_folder_once_the_other_process_lets_go(tmp_path):
+    import threading
+
+    from otae._io import LOCK_FILE, FolderInUseError, FolderLock
+
+    folder = tmp_path / "results"
+    holder = hold_in_another_process(folder)
+    released = threading.Event()
+
+    def release():
+        released.set()  # before the kill: the lock cannot be free earlier
+        holder.kill()
+
+    try:
+        with pytest.raises(FolderInUseError, match=r"in use by another process "
+                           rf"\(pid {holder.pid}\) \(waited 0.2 s\)"):  # fmt: skip
+            FolderLock(folder).acquire(wait=0.2)
+        threading.Timer(0.5, release).start()
+        lock = FolderLock(folder).acquire(wait=60)
+        assert released.is_set()
+        assert (folder / LOCK_FILE).read_text().strip() == str(os.getpid())
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_folder_lock_is_reentrant_in_one_process_and_held_until_the_last_release(tmp_path):
     from otae._io import FolderLock
 

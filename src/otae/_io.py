@@ -15,6 +15,7 @@ import contextlib
 import csv
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -116,6 +117,10 @@ class FolderLock:
     :class:`FolderInUseError` (an ``OSError``), one line naming the holder's pid.
     Advisory, and POSIX only: elsewhere, and on a file system that cannot lock (some
     network and FUSE mounts), :meth:`acquire` locks nothing.
+
+    ``acquire(wait=seconds)`` waits up to that long for another process to let go
+    before refusing: for a short shared write (the tables of a results folder that
+    several benches update), not for a run directory, which one process holds for hours.
     """
 
     def __init__(self, folder: str | os.PathLike, what: str = "folder") -> None:
@@ -123,7 +128,9 @@ class FolderLock:
         self.what = what
         self._key: str | None = None
 
-    def acquire(self) -> FolderLock:
+    def acquire(self, wait: float = 0.0) -> FolderLock:
+        """Take the lock; a holder in another process is waited for up to ``wait`` seconds
+        (polled every 50 ms), then refused with :class:`FolderInUseError`."""
         if self._key is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -132,19 +139,26 @@ class FolderLock:
             _HELD[key][1] += 1
         else:
             handle = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(handle, 32).decode(errors="replace").strip()
-                os.close(handle)
-                pid = f" (pid {holder})" if holder.isdigit() else ""
-                raise FolderInUseError(
-                    f"{self.what} {self.folder} is in use by another process{pid}: wait "
-                    "for it to end, or stop it, before using it again"
-                ) from None
-            except OSError:
-                pass  # a file system without locks (ENOLCK, EOPNOTSUPP): it stays unguarded
+            give_up = time.monotonic() + max(0.0, float(wait))
+            while True:
+                try:
+                    if fcntl is not None:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < give_up:
+                        time.sleep(0.05)
+                        continue
+                    holder = os.read(handle, 32).decode(errors="replace").strip()
+                    os.close(handle)
+                    pid = f" (pid {holder})" if holder.isdigit() else ""
+                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                    raise FolderInUseError(
+                        f"{self.what} {self.folder} is in use by another process{pid}"
+                        f"{waited}: wait for it to end, or stop it, before using it again"
+                    ) from None
+                except OSError:
+                    break  # a file system without locks (ENOLCK, EOPNOTSUPP): unguarded
             os.ftruncate(handle, 0)
             os.write(handle, f"{os.getpid()}\n".encode())
             _HELD[key] = [handle, 1]

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from .._io import FolderLock
 from .cells import (
     BenchCellsFailed,
     Cell,
@@ -21,6 +22,16 @@ from .executors import Executor, LocalExecutor
 from .jobs import default_jobs
 from .measure import cell_complete
 from .tables import append_throughput, merge_records, write_tables
+
+#: how long an update of a results folder waits for another bench's update to finish
+#: (seconds; an update rewrites the tables and figures, which takes seconds)
+RESULTS_WAIT_S = 600.0
+
+
+def _results_lock(results_dir: Path) -> FolderLock:
+    """The lock under which a bench reads and rewrites ``results_dir``: benches that share
+    it keep each other's rows instead of overwriting them with what they read before."""
+    return FolderLock(results_dir, "bench results folder").acquire(wait=RESULTS_WAIT_S)
 
 
 def run_bench(
@@ -55,7 +66,8 @@ def run_bench(
     set with metrics of the same settings, wherever it was trained) and written to
     ``results_dir`` (default ``out_dir``) after every cell that finishes and at the end:
     rows there of cells not under ``out_dir`` are kept as they are, so benches on subsets
-    accumulate.
+    accumulate, also when they run at the same time with their own ``out_dir``: each
+    update of ``results_dir`` reads and rewrites it under a lock (:data:`RESULTS_WAIT_S`).
     ``save_samples`` also writes each run's FID samples as uint8 ``samples.npz``.
 
     Raises :class:`~otae.bench.cells.BenchCellsFailed` (after writing the tables of the
@@ -116,7 +128,8 @@ def run_bench(
         # after every finished cell, so that a long bench's results can be read (and kept)
         # before it ends; the throughput of the invocation is added at its end
         rows = scan_records(bench, out_dir, overrides)
-        write_tables(bench, merge_records(results_dir, rows), results_dir)
+        with _results_lock(results_dir):
+            write_tables(bench, merge_records(results_dir, rows), results_dir)
         log(f"[bench] {cell.name}: tables updated in {results_dir}")
 
     failures = executor.run(cells, log=log, on_done=tables_so_far) if cells else []
@@ -136,8 +149,9 @@ def run_bench(
     trained = sum(
         max(0, int(r.get("epochs") or 0) - epochs_before[(r["run"], r["seed"])]) for r in fresh
     )
-    append_throughput(results_dir, fresh, trained, options, time.perf_counter() - start)
-    write_tables(bench, merge_records(results_dir, records), results_dir)
+    with _results_lock(results_dir):
+        append_throughput(results_dir, fresh, trained, options, time.perf_counter() - start)
+        write_tables(bench, merge_records(results_dir, records), results_dir)
     if failures:
         raise BenchCellsFailed(failures)
     return results_dir
