@@ -7,6 +7,10 @@ model, encodes the test split and reports per code dimension
 
 * the standard deviation of the posterior means and, for probabilistic encoders, the
   mean KL divergence to N(0, 1) (a dimension with KL ~ 0 transmits nothing),
+* the excess kurtosis of each dimension's posterior means and of the aggregate
+  posterior's marginal (one draw z ~ q(z|x) per test image, seed 0): 0 for a Gaussian,
+  -1.2 for a uniform law. A code whose marginals are Gaussian is rotation invariant in
+  law, so its total correlation cannot prefer one rotation (`benchmarks/tc_rotation.py`),
 * the correlation ratio eta^2 of each factor (the share of the dimension's variance
   that the factor explains alone, `otae.evaluation.disentanglement.correlation_ratio`),
 * each factor's MIG gap with its best and runner-up dimensions.
@@ -28,6 +32,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,11 +87,13 @@ def anatomy(run_dir: Path, checkpoint: str | None = None) -> dict:
     mean = torch.cat(means).double().numpy()
     factors = test.factors.numpy()
     names = list(test.factor_names)
-    kl = posterior = None
+    kl = posterior = kurtosis_aggregate = None
     if logvars:
         logvar = torch.cat(logvars).double().numpy()
         kl = (0.5 * (mean**2 + np.exp(logvar) - logvar - 1)).mean(axis=0).tolist()
         posterior = posterior_mutual_information_gap(mean, logvar, factors)
+        draw = mean + np.exp(0.5 * logvar) * np.random.default_rng(0).standard_normal(mean.shape)
+        kurtosis_aggregate = scipy.stats.kurtosis(draw, axis=0).tolist()
     eta = correlation_ratio(mean, factors)
     mig = mutual_information_gap(mean, factors)
     mi = mig["mutual_information"] / mig["factor_entropy"]
@@ -98,6 +105,8 @@ def anatomy(run_dir: Path, checkpoint: str | None = None) -> dict:
         "factors": names,
         "std": mean.std(axis=0).tolist(),
         "kl": kl,
+        "kurtosis_means": scipy.stats.kurtosis(mean, axis=0).tolist(),
+        "kurtosis_aggregate": kurtosis_aggregate,
         "eta2": eta.tolist(),
         "mig": mig["mig"],
         "mig_per_factor": dict(zip(names, mig["per_factor"].tolist(), strict=True)),
@@ -142,18 +151,24 @@ def markdown(effects: dict, rows: list[dict], info: dict) -> str:
             + ("" if r["mig_posterior"] is None else f", MIG (q) {r['mig_posterior']:.3f}"),
             "",
             "Per code dimension (rows by decreasing std of the posterior means): std, mean "
-            "KL to N(0, 1) (probabilistic encoders), and eta^2 of each factor (the share of "
-            "the dimension's variance the factor explains alone; a dimension that is an "
-            "additive function of the factors sums to 1 across its row).",
+            "KL to N(0, 1) (probabilistic encoders), excess kurtosis of the posterior means "
+            "and of the aggregate posterior's marginal (0: Gaussian, -1.2: uniform), and "
+            "eta^2 of each factor (the share of the dimension's variance the factor explains "
+            "alone; a dimension that is an additive function of the factors sums to 1 across "
+            "its row).",
             "",
-            "| dim | std | KL | " + " | ".join(factors) + " | sum |",
-            "|---|---|---|" + "---|" * (len(factors) + 1),
+            "| dim | std | KL | kurt. means | kurt. q(z_k) | " + " | ".join(factors) + " | sum |",
+            "|---|---|---|---|---|" + "---|" * (len(factors) + 1),
         ]
         for j in np.argsort(-np.asarray(r["std"])):
             eta = r["eta2"][j]
             kl = "—" if r["kl"] is None else f"{r['kl'][j]:.3f}"
+            k_means = r.get("kurtosis_means")
+            k_agg = r.get("kurtosis_aggregate")
+            kurt = (("—" if k_means is None else f"{k_means[j]:.2f}") + " | "
+                    + ("—" if k_agg is None else f"{k_agg[j]:.2f}"))  # fmt: skip
             lines.append(
-                f"| z{j} | {r['std'][j]:.3f} | {kl} | "
+                f"| z{j} | {r['std'][j]:.3f} | {kl} | {kurt} | "
                 + " | ".join(f"{e:.2f}" for e in eta) + f" | {sum(eta):.2f} |"
             )
         lines += [
