@@ -150,6 +150,58 @@ def test_the_three_terms_sum_to_the_sampled_kl(estimator):
                                rtol=0, atol=1e-12)
 
 
+def grid_mixture_log_densities(z: torch.Tensor, centres: torch.Tensor, s: float):
+    """Exact ``log q(z)`` and ``sum_k log q_k(z_k)`` of the equal mixture of
+    ``N(centre_g, s^2 I)`` over the rows of ``centres``."""
+    def log_normal(diff):
+        return -0.5 * (diff / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))
+
+    diff = z.unsqueeze(1) - centres.unsqueeze(0)  # (M, G, d)
+    log_g = math.log(len(centres))
+    joint = torch.logsumexp(log_normal(diff).sum(2), dim=1) - log_g
+    marginals = (torch.logsumexp(log_normal(diff), dim=1) - log_g).sum(1)
+    return joint, marginals
+
+
+@pytest.mark.parametrize(("estimator", "dataset_size"), [("mws", 1), ("mss", 61236)])
+def test_turning_the_code_moves_total_correlation_into_the_dimension_wise_kl(
+    estimator, dataset_size
+):
+    """Two independent factors on a 5 x 5 grid of evenly spaced values, isotropic
+    posteriors. Turning the means and the codes together (the same law) leaves each
+    sample's MI and TC + dimKL estimates unchanged (exact identities: the joint density
+    and the posterior density are rotation invariant). Only the split between TC and
+    dimKL moves. The TC of the aligned code is 0 at every sample, and that of the turned
+    one is the exact mixture's. The estimates match both, within the batch mixture's
+    error (MWS at N = 1: the batch mixture; MSS at N >> M: the mixture of the other
+    samples; measured over 8 seeds: <= 0.0031 from either answer)."""
+    s, m = 0.3, M
+    values = torch.linspace(-1.5, 1.5, 5, dtype=torch.float64)
+    centres = torch.cartesian_prod(values, values)
+    g = gen(7)
+    picks = torch.randint(0, len(centres), (m,), generator=g)
+    eps = torch.randn(m, 2, generator=g, dtype=torch.float64)
+    a = math.radians(45.0)
+    turn = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]],
+                        dtype=torch.float64)
+    logvar = torch.full((m, 2), 2 * math.log(s), dtype=torch.float64)
+    parts, exact_tc = [], []
+    for rotation in (torch.eye(2, dtype=torch.float64), turn):
+        turned = centres @ rotation.T
+        mean, z = turned[picks], (centres[picks] + s * eps) @ rotation.T
+        parts.append(kl_decomposition(z, mean, logvar, dataset_size, estimator))
+        joint, marginals = grid_mixture_log_densities(z, turned, s)
+        exact_tc.append(joint - marginals)
+    aligned, rotated = parts
+    torch.testing.assert_close(rotated.mi, aligned.mi, rtol=0, atol=1e-10)
+    torch.testing.assert_close(rotated.tc + rotated.dim_kl, aligned.tc + aligned.dim_kl,
+                               rtol=0, atol=1e-10)
+    assert float(exact_tc[0].abs().max()) < 1e-10  # a factorial code: no dependence
+    assert float(exact_tc[1].mean()) > 0.1  # a real dependence to find
+    assert float(aligned.tc.mean()) == pytest.approx(0.0, abs=0.01)
+    assert float(rotated.tc.mean()) == pytest.approx(float(exact_tc[1].mean()), abs=0.01)
+
+
 def test_unit_weights_give_the_vae_kl_in_expectation():
     """With weights 1, 1, 1 the regulariser is the one-sample KL estimate, whose mean over
     posterior draws is the VAE's closed-form KL (within 4 standard errors of 4000 draws)."""
