@@ -216,6 +216,33 @@ def test_summarise_averages_a_metric_over_the_seeds_that_have_it(tmp_path):
     assert "Mean ± standard error (std / sqrt(seeds)) over seeds [0, 1, 2]" in table
 
 
+def test_runtime_reports_the_machine_load_of_each_row(tmp_path, monkeypatch):
+    """A bench counts its own runs at once, not other work on the machine: each row
+    records the 15-minute load average when its training ended, and runtime.md shows
+    the mean over seeds (none where the system has no load average)."""
+    from otae.bench.measure import provenance
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.25, 0.5, 1.75))
+    assert provenance(tiny_config())["load_average_15min"] == 1.75
+    monkeypatch.delattr(os, "getloadavg")
+    assert "load_average_15min" not in provenance(tiny_config())
+    records = [
+        {"run": "A", "encoder": "P", "seed": 0, "test_rec_loss": 1.0, "load_average_15min": 2.0},
+        {"run": "A", "encoder": "P", "seed": 1, "test_rec_loss": 1.0, "load_average_15min": 3.0},
+        {"run": "B", "encoder": "P", "seed": 0, "test_rec_loss": 1.0},
+    ]
+    rows = [{**r, "_history": [], "run_dir": str(tmp_path)} for r in records]
+    write_tables(tiny_bench(tmp_path), rows, tmp_path / "tables")
+    lines = (tmp_path / "tables" / "runtime.md").read_text().splitlines()
+
+    def cells(start):
+        return [c.strip() for c in next(x for x in lines if x.startswith(start)).split("|")]
+
+    column = cells("| method").index("load")
+    assert cells("| A |")[column] == "2.5"
+    assert cells("| B |")[column] == "—"  # no load measured
+
+
 def test_eval_adds_the_classifier_fd(tmp_path, monkeypatch, capsys):
     import functools
     import json

@@ -4,6 +4,7 @@ clustering, step times on ``--retime``), its metrics kept in the run's ``metrics
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,10 @@ def _has_samples(run_dir: Path) -> bool:
 
 
 def provenance(config, concurrent_runs: int = 1) -> dict[str, Any]:
-    """Where and how a row was measured: machine, accelerator, torch, date, concurrency."""
+    """Where and how a row was measured: machine, accelerator, torch, date, concurrency,
+    and the machine's 15-minute load average when training ended (where the system
+    reports one). A bench knows its own runs at once, not the other work on the
+    machine; the load counts both."""
     import datetime
     import platform
 
@@ -191,7 +195,15 @@ def provenance(config, concurrent_runs: int = 1) -> dict[str, Any]:
         "precision": config.training.precision,
         "compiled": bool(config.training.compile),
         "date": datetime.date.today().isoformat(),
+        **_load_average(),
     }
+
+
+def _load_average() -> dict[str, float]:
+    try:
+        return {"load_average_15min": round(float(os.getloadavg()[2]), 2)}
+    except (AttributeError, OSError):  # no load average on this system (Windows)
+        return {}
 
 
 def _retime(config, run_dir: Path) -> dict[str, float]:

@@ -279,14 +279,17 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
     runtime = [
         f"# {bench.name}: runtime",
         "",
-        "Seconds per training epoch (mean over seeds; 'runs at once': how many trained "
-        "concurrently on the machine, which slows each), and seconds per training step on "
-        "one batch with and without the regulariser: the fastest of repeated, alternated "
-        "steps on a copy of the trained model (share = 1 - without / with).",
+        "Seconds per training epoch (mean over seeds; 'runs at once': how many this bench "
+        "trained concurrently on the machine, which slows each), and seconds per training "
+        "step on one batch with and without the regulariser: the fastest of repeated, "
+        "alternated steps on a copy of the trained model (share = 1 - without / with). "
+        "Load: the machine's 15-minute load average when training ended (mean over "
+        "seeds). It counts all work on the machine, other benches included, so a load "
+        "above a run's threads times the runs at once means the cores were shared.",
         "",
         "| method | s / epoch | s / step | s / step without regulariser | regulariser share "
-        "| run on |",
-        "|---|---|---|---|---|---|",
+        "| load | run on |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = [
@@ -294,6 +297,7 @@ def write_tables(bench: BenchConfig, records: list[dict[str, Any]], out_dir: Pat
             _number(row.get("step_time_s"), "{:.4f}"),
             _number(row.get("step_time_without_regulariser_s"), "{:.4f}"),
             _number(row.get("regulariser_share"), "{:.1%}"),
+            _number(row.get("load_average_15min"), "{:.1f}"),
         ]
         runtime.append(f"| {row['run']} | {' | '.join(cells)} | {_run_on(groups[row['run']])} |")
     runtime += _throughput_lines(out_dir / "throughput.csv")
