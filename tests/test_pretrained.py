@@ -46,9 +46,11 @@ def test_a_reloaded_model_gives_bit_identical_outputs(name, tmp_path):
     model.save_pretrained(tmp_path / "m", data={"image_shape": list(IMAGE)})
     again = from_pretrained(tmp_path / "m")
     assert type(again) is type(model) and not again.training
+    # everything but a critic (left out of exports by default: the test below)
+    critic = tuple(f"{m}." for m in model.training_only_modules())
     state, loaded = model.state_dict(), again.state_dict()
     assert state.keys() == loaded.keys()
-    assert all(torch.equal(state[k], loaded[k]) for k in state)
+    assert all(torch.equal(state[k], loaded[k]) for k in state if not k.startswith(critic))
     x = torch.rand(6, *IMAGE, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         mean, logvar = model.encode(x)
@@ -61,6 +63,50 @@ def test_a_reloaded_model_gives_bit_identical_outputs(name, tmp_path):
     config = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
     assert config["format"] == FORMAT and config["model"]["name"] == name
     assert config["image_shape"] == list(IMAGE) and config["network"]["architecture"] == "mlp"
+
+
+@pytest.mark.parametrize(("name", "critic"), [("gwae", "critic"), ("factorvae", "discriminator")])
+def test_an_export_leaves_out_what_only_training_uses_unless_asked(name, critic, tmp_path):
+    from safetensors.torch import load_file
+
+    model = build(name)
+    assert model.training_only_modules() == (critic,)
+    assert build("vae").training_only_modules() == ()
+    model.save_pretrained(tmp_path / "lean")
+    model.save_pretrained(tmp_path / "full", with_critic=True)
+    lean = load_file(str(tmp_path / "lean" / WEIGHTS_FILE))
+    full = load_file(str(tmp_path / "full" / WEIGHTS_FILE))
+    state = model.state_dict()
+    assert set(full) == set(state)
+    assert set(lean) == {k for k in state if not k.startswith(f"{critic}.")} != set(state)
+    for folder, omitted in (("lean", [critic]), ("full", [])):
+        config = json.loads((tmp_path / folder / CONFIG_FILE).read_text())
+        assert config["omitted_modules"] == omitted
+    # the full folder brings the critic back exactly; the lean one leaves it as built
+    again = from_pretrained(tmp_path / "full")
+    critic_state = getattr(model, critic).state_dict()
+    assert all(torch.equal(v, getattr(again, critic).state_dict()[k])
+               for k, v in critic_state.items())  # fmt: skip
+    lean_model = from_pretrained(tmp_path / "lean")
+    assert not all(torch.equal(v, getattr(lean_model, critic).state_dict()[k])
+                   for k, v in critic_state.items())  # fmt: skip
+
+
+def test_only_training_modules_may_be_omitted(tmp_path):
+    model = build("gwae")
+    model.save_pretrained(tmp_path / "m")
+
+    def claim(values):
+        values["omitted_modules"] = ["encoder"]
+
+    _edit_config(tmp_path / "m", claim)
+    with pytest.raises(ValueError, match=r"'omitted_modules' may list only modules that "
+                       r"training alone uses \(critic\); got \['encoder'\]"):  # fmt: skip
+        from_pretrained(tmp_path / "m")
+    # an export that says nothing is omitted must hold the critic
+    _edit_config(tmp_path / "m", lambda values: values.update(omitted_modules=[]))
+    with pytest.raises(ValueError, match="does not fit its config: missing critic."):
+        from_pretrained(tmp_path / "m")
 
 
 @pytest.fixture

@@ -166,13 +166,15 @@ def export_run(
     n_samples: int = 64,
     *,
     repo_id: str | None = None,
+    with_critic: bool = False,
 ) -> Path:
     """Export the run in ``run_dir`` to ``out_dir`` (module docstring); ``checkpoint``:
     ``best``, ``last`` or None: ``best.pt`` (the best held-out loss, or the best
     monitored validation value with early stopping) where the run has one, else
     ``last.pt``.
     ``repo_id``: the Hub repo the folder is meant for (the card's loading line names it;
-    :func:`push_to_hub` uploads)."""
+    :func:`push_to_hub` uploads). ``with_critic``: keep the modules only training uses
+    (GWAE's critic, FactorVAE's discriminator), left out by default."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if checkpoint is None:
         checkpoint = "best" if (run_dir / "checkpoints" / "best.pt").is_file() else "last"
@@ -185,7 +187,8 @@ def export_run(
         "normalisation": "none: pixel values scaled to [0, 1]",
         "image_size": config.data.image_size,
     }
-    model.save_pretrained(out_dir, data=data, training=config_to_dict(config)["training"])
+    model.save_pretrained(out_dir, data=data, training=config_to_dict(config)["training"],
+                          with_critic=with_critic)  # fmt: skip
     metrics_path = run_dir / "metrics.json"
     metrics: dict[str, Any] = {}
     if metrics_path.is_file():

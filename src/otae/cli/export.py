@@ -34,6 +34,12 @@ def add_parser(sub) -> None:
     export.add_argument(
         "--private", action="store_true", help="with --push: create the repo as private"
     )
+    export.add_argument(
+        "--with-critic",
+        action="store_true",
+        help="keep the modules only training uses (GWAE's critic, FactorVAE's "
+        "discriminator); left out by default: encoding, decoding and sampling never read them",
+    )
 
     encode = sub.add_parser(
         "encode",
@@ -69,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--private goes with --push")
     if args.push is not None and not is_hub_repo_id(args.push):
         raise ValueError(f"--push needs a Hub repo id, user/name; got {args.push!r}")
-    out = export_run(args.run_dir, args.out_dir, args.checkpoint, repo_id=args.push)
+    out = export_run(args.run_dir, args.out_dir, args.checkpoint, repo_id=args.push,
+                     with_critic=args.with_critic)  # fmt: skip
     for name in ("config.json", "model.safetensors", "samples.png", "README.md"):
         print(out / name)
     if args.push is not None:

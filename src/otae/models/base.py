@@ -227,13 +227,20 @@ class Autoencoder(nn.Module):
         *,
         data: dict[str, Any] | None = None,
         training: dict[str, Any] | None = None,
+        with_critic: bool = False,
     ) -> Path:
         """Write this model to ``directory`` (created if needed) as ``config.json`` and
         ``model.safetensors``; returns the folder. ``data`` / ``training``: optional plain
         dicts stored in ``config.json`` (the data spec the model expects, the settings it was
         trained with). A model not built by :func:`~otae.models.build_model`, or of a class
         the registry does not know under its config's name, is refused (ValueError): it
-        could not be rebuilt from the files."""
+        could not be rebuilt from the files.
+
+        The modules only training uses (:meth:`training_only_modules`: GWAE's critic,
+        FactorVAE's discriminator) are left out unless ``with_critic``: encoding,
+        decoding and sampling do not read them, and FactorVAE's discriminator is most of
+        its parameters. ``config.json`` lists what was left out (``omitted_modules``);
+        a model reloaded without them has them at their initial values."""
         from safetensors.torch import save as save_tensors
 
         spec = self.build_spec
@@ -256,10 +263,14 @@ class Autoencoder(nn.Module):
             "image_shape": list(spec["image_shape"]),
             "data": data,
             "training": training,
+            "omitted_modules": [] if with_critic else list(self.training_only_modules()),
         }
+        omitted = tuple(f"{name}." for name in config["omitted_modules"])
         # own contiguous copies: safetensors refuses shared or strided storage
         tensors = {
-            k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()
+            k: v.detach().to("cpu").contiguous().clone()
+            for k, v in self.state_dict().items()
+            if not k.startswith(omitted)
         }
         metadata = {"format": str(FORMAT), "otae_version": __version__}
         payload = save_tensors(tensors, metadata=metadata)
@@ -353,6 +364,11 @@ class Autoencoder(nn.Module):
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return []
+
+    def training_only_modules(self) -> tuple[str, ...]:
+        """Names of the submodules that only training uses (a critic), which an export
+        may leave out: :meth:`encode`, :meth:`decode` and :meth:`sample` never read them."""
+        return ()
 
     def draw_schedule_key(self) -> tuple:
         """State on which the sequence of random draws of :meth:`loss` depends (hashable).

@@ -213,3 +213,6 @@ class FactorVAE(Autoencoder):
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.discriminator.parameters())
+
+    def training_only_modules(self) -> tuple[str, ...]:
+        return ("discriminator",)

@@ -591,3 +591,6 @@ class GWAE(Autoencoder):
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return list(self.critic.parameters())
+
+    def training_only_modules(self) -> tuple[str, ...]:
+        return ("critic",)

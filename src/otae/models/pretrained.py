@@ -9,8 +9,9 @@ coefficients and batch-norm statistics):
   options), the image shape, and optionally what the data looked like (``data``) and
   the training settings the model came from (``training``);
 * ``model.safetensors``: every parameter and buffer of ``model.state_dict()`` in its own
-  dtype, with the format and otae version in the header metadata. No optimiser state,
-  no random-number state.
+  dtype, with the format and otae version in the header metadata, except the modules
+  only training uses (a critic: ``omitted_modules`` in ``config.json``) unless they are
+  asked for. No optimiser state, no random-number state.
 
 Loading never executes code from the folder: JSON and safetensors are data formats, the
 class comes from otae's registry by name, and anything that does not fit (an unknown
@@ -108,10 +109,12 @@ def save_pretrained(
     *,
     data: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    with_critic: bool = False,
 ) -> Path:
-    """``model.save_pretrained(directory, data=..., training=...)``
+    """``model.save_pretrained(directory, data=..., training=..., with_critic=...)``
     (:meth:`~otae.models.Autoencoder.save_pretrained`)."""
-    return model.save_pretrained(directory, data=data, training=training)
+    return model.save_pretrained(directory, data=data, training=training,
+                                 with_critic=with_critic)  # fmt: skip
 
 
 def write_pretrained(
@@ -191,12 +194,18 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_checked_state(
-    module: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | os.PathLike
+    module: nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    omitted: Iterable[str] = (),
 ) -> None:
     """Load ``tensors`` into ``module`` if they are exactly its state: the same names, each
     of the same shape and dtype; otherwise one ValueError line naming the file ``path``
-    and what does not fit (the module is left untouched)."""
-    expected = module.state_dict()
+    and what does not fit (the module is left untouched). ``omitted``: submodules the
+    file leaves out on purpose (an export without its critic); they keep their values."""
+    prefixes = tuple(f"{name}." for name in omitted)
+    own = module.state_dict()
+    expected = {k: v for k, v in own.items() if not k.startswith(prefixes)}
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -211,7 +220,7 @@ def load_checked_state(
                 f"{path}: {key} is {tuple(tensor.shape)} {tensor.dtype}, "
                 f"the model needs {tuple(want.shape)} {want.dtype}"
             )
-    module.load_state_dict(dict(tensors), strict=True)
+    module.load_state_dict({**own, **tensors}, strict=True)
 
 
 def is_hub_repo_id(path: str | os.PathLike) -> bool:
@@ -322,6 +331,14 @@ def from_pretrained(
         )
     except (TypeError, ValueError) as err:
         raise ValueError(f"{directory / CONFIG_FILE}: {err}") from None
+    omitted = config.get("omitted_modules") or []
+    allowed = model.training_only_modules()
+    if not isinstance(omitted, list) or not set(omitted) <= set(allowed):
+        raise ValueError(
+            f"{directory / CONFIG_FILE}: 'omitted_modules' may list only modules that "
+            f"training alone uses ({', '.join(allowed) or 'none for this model'}); got "
+            f"{omitted!r}"
+        )
     tensors = read_tensors(directory / WEIGHTS_FILE)
-    load_checked_state(model, tensors, directory / WEIGHTS_FILE)
+    load_checked_state(model, tensors, directory / WEIGHTS_FILE, omitted)
     return model.to(device).eval()
