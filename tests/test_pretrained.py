@@ -103,6 +103,10 @@ def test_only_training_modules_may_be_omitted(tmp_path):
     with pytest.raises(ValueError, match=r"'omitted_modules' may list only modules that "
                        r"training alone uses \(critic\); got \['encoder'\]"):  # fmt: skip
         from_pretrained(tmp_path / "m")
+    # an entry that is no module name at all is the same one line, not a TypeError
+    _edit_config(tmp_path / "m", lambda values: values.update(omitted_modules=[{"a": 1}]))
+    with pytest.raises(ValueError, match=r"may list only modules .*got \[\{'a': 1\}\]"):
+        from_pretrained(tmp_path / "m")
     # an export that says nothing is omitted must hold the critic
     _edit_config(tmp_path / "m", lambda values: values.update(omitted_modules=[]))
     with pytest.raises(ValueError, match="does not fit its config: missing critic."):

@@ -333,7 +333,7 @@ def from_pretrained(
         raise ValueError(f"{directory / CONFIG_FILE}: {err}") from None
     omitted = config.get("omitted_modules") or []
     allowed = model.training_only_modules()
-    if not isinstance(omitted, list) or not set(omitted) <= set(allowed):
+    if not isinstance(omitted, list) or not all(name in allowed for name in omitted):
         raise ValueError(
             f"{directory / CONFIG_FILE}: 'omitted_modules' may list only modules that "
             f"training alone uses ({', '.join(allowed) or 'none for this model'}); got "
